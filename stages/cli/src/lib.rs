@@ -1,0 +1,74 @@
+//! What the stage binaries share: the common flags and the error-reporting entry point.
+//! Every binary is a thin clap front over one library function of the `remind` crate.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use remind::run::{DeviceChoice, Shard};
+
+/// Flags every stage takes.
+#[derive(Debug, Args)]
+pub struct Common {
+    /// Pipeline config (pipelines/X.yaml); flags given here override its values.
+    #[arg(long, env = "REMIND_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Run folder: where the manifest is kept (default: the config's run_dir, else artifacts/run).
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+}
+
+/// Flags of stages that map over items.
+#[derive(Debug, Args)]
+pub struct Sharding {
+    /// This job's slice of the items, K/N with 0-based K (default: from SLURM_ARRAY_TASK_ID
+    /// and SLURM_ARRAY_TASK_COUNT when set, else the whole input).
+    #[arg(long)]
+    pub shard: Option<Shard>,
+}
+
+/// Flags of stages that compute with libtorch.
+#[derive(Debug, Args)]
+pub struct Compute {
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// Intra-op threads for libtorch (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl Compute {
+    pub fn apply_threads(&self) {
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t);
+        }
+    }
+}
+
+impl Common {
+    /// The run folder: flag, else the config's `run_dir`, else `artifacts/run`.
+    pub fn run_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(d) = &self.run_dir {
+            return Ok(d.clone());
+        }
+        let from_config: Option<String> = match &self.config {
+            Some(path) => remind::run::config::top_level_string(path, "run_dir")?,
+            None => None,
+        };
+        Ok(PathBuf::from(
+            from_config.unwrap_or_else(|| "artifacts/run".into()),
+        ))
+    }
+}
+
+/// Runs a stage body, printing its error chain and exiting non-zero on failure.
+pub fn main_with(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

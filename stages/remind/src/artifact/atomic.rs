@@ -1,0 +1,145 @@
+//! Atomic file creation: write under a hidden temporary name in the target folder, fsync,
+//! then rename into place, so a killed writer never leaves a file under the final name.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// Prefix of temporary files; dataset readers skip names that start with it.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A file being written; it appears under its final name only after [`AtomicFile::commit`].
+/// Dropping it uncommitted (an error, a panic) removes the temporary file.
+pub struct AtomicFile {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path`: creates its folder and a temporary file beside it. Stale
+    /// temporaries of the same final name (left by a killed writer) are removed first.
+    pub fn create(path: &Path) -> Result<Self> {
+        let dir = parent_dir(path);
+        fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} has no file name", path.display()))?
+            .to_string_lossy()
+            .into_owned();
+        remove_stale_temps(&dir, &name);
+        let temp_path = dir.join(format!("{TEMP_PREFIX}{name}.{}", std::process::id()));
+        let file = File::create(&temp_path)
+            .with_context(|| format!("cannot create {}", temp_path.display()))?;
+        Ok(Self {
+            final_path: path.to_path_buf(),
+            temp_path,
+            file: Some(file),
+        })
+    }
+
+    /// The file to write into (owned handle; give it back to [`AtomicFile::commit`]).
+    pub fn take_file(&mut self) -> Result<File> {
+        self.file.take().context("atomic file handle already taken")
+    }
+
+    /// The temporary path being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// The path the file will have once committed.
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    /// Flushes `file` to disk and renames it into place (then syncs the folder entry).
+    pub fn commit(mut self, mut file: File) -> Result<PathBuf> {
+        file.flush()?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", self.temp_path.display()))?;
+        drop(file);
+        fs::rename(&self.temp_path, &self.final_path).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                self.temp_path.display(),
+                self.final_path.display()
+            )
+        })?;
+        if let Ok(dir) = File::open(parent_dir(&self.final_path)) {
+            // Best effort: some file systems refuse fsync on folders.
+            let _ = dir.sync_all();
+        }
+        self.temp_path = PathBuf::new();
+        Ok(self.final_path.clone())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.temp_path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut atomic = AtomicFile::create(path)?;
+    let mut file = atomic.take_file()?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", atomic.temp_path().display()))?;
+    atomic.commit(file)?;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn remove_stale_temps(dir: &Path, name: &str) {
+    let prefix = format!("{TEMP_PREFIX}{name}.");
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(n) = file_name.to_str() else {
+            continue;
+        };
+        if let Some(pid) = n.strip_prefix(&prefix) {
+            // Only temporaries whose writer is gone: another live process may own one.
+            let alive = Path::new("/proc").join(pid).exists();
+            if !alive {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncommitted_file_leaves_nothing() {
+        let dir = std::env::temp_dir().join(format!("remind-atomic-{}", std::process::id()));
+        let path = dir.join("a.bin");
+        {
+            let mut f = AtomicFile::create(&path).unwrap();
+            let mut h = f.take_file().unwrap();
+            h.write_all(b"partial").unwrap();
+        }
+        assert!(!path.exists());
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
+        write_bytes(&path, b"whole").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"whole");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,15 @@
+//! Artifact I/O: the one place that opens or writes artifact files. Dense tensors are
+//! memory-mapped Arrow IPC files, tables are Parquet, every write is atomic and every read
+//! is validated against `schemas/`.
+
+pub mod atomic;
+pub mod dataset;
+pub mod manifest;
+pub mod schema;
+pub mod table;
+pub mod tensor;
+
+pub use dataset::TensorDataset;
+pub use manifest::{Manifest, ManifestEntry};
+pub use table::{write_table, Table};
+pub use tensor::{DType, Payload, Producer, TensorFile, TensorSpec, TensorWriter};

@@ -1,0 +1,301 @@
+//! Artifact schemas, parsed from the YAML files of the repository's `schemas/` folder
+//! (embedded at build time, so binaries do not depend on the working directory).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::{anyhow, bail, Context, Result};
+use arrow::datatypes::{DataType, Field, Schema};
+use serde::Deserialize;
+
+/// Metadata key naming the artifact kind.
+pub const KIND_KEY: &str = "remind.kind";
+/// Metadata key holding the schema version the writer used.
+pub const VERSION_KEY: &str = "remind.schema_version";
+
+const SCHEMA_FILES: &[(&str, &str)] = &[
+    (
+        "features",
+        include_str!("../../../../schemas/features.yaml"),
+    ),
+    ("codes", include_str!("../../../../schemas/codes.yaml")),
+    (
+        "codebook",
+        include_str!("../../../../schemas/codebook.yaml"),
+    ),
+    (
+        "replay_buffer",
+        include_str!("../../../../schemas/replay_buffer.yaml"),
+    ),
+    (
+        "question_features",
+        include_str!("../../../../schemas/question_features.yaml"),
+    ),
+    (
+        "questions",
+        include_str!("../../../../schemas/questions.yaml"),
+    ),
+    (
+        "vocabulary",
+        include_str!("../../../../schemas/vocabulary.yaml"),
+    ),
+    ("labels", include_str!("../../../../schemas/labels.yaml")),
+    (
+        "predictions",
+        include_str!("../../../../schemas/predictions.yaml"),
+    ),
+    ("metrics", include_str!("../../../../schemas/metrics.yaml")),
+];
+
+/// On-disk format of an artifact kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Format {
+    #[serde(rename = "arrow-ipc")]
+    ArrowIpc,
+    #[serde(rename = "parquet")]
+    Parquet,
+}
+
+/// One column of an artifact kind.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ColumnSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub ty: String,
+}
+
+/// The schema of one artifact kind, as written in `schemas/<kind>.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSchema {
+    pub kind: String,
+    pub format: Format,
+    pub version: u32,
+    pub description: String,
+    pub columns: Vec<ColumnSpec>,
+    pub metadata: Vec<String>,
+}
+
+fn registry() -> &'static HashMap<String, Arc<ArtifactSchema>> {
+    static REGISTRY: OnceLock<HashMap<String, Arc<ArtifactSchema>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        SCHEMA_FILES
+            .iter()
+            .map(|(name, text)| {
+                // The schema files are part of the build; a malformed one is a build defect
+                // caught by the unit tests, never user input.
+                let schema: ArtifactSchema = serde_yaml::from_str(text)
+                    .unwrap_or_else(|e| panic!("schemas/{name}.yaml is malformed: {e}"));
+                assert_eq!(schema.kind, *name, "schemas/{name}.yaml names another kind");
+                (schema.kind.clone(), Arc::new(schema))
+            })
+            .collect()
+    })
+}
+
+/// The schema of `kind`; fails for a kind that `schemas/` does not define.
+pub fn schema_of(kind: &str) -> Result<Arc<ArtifactSchema>> {
+    registry().get(kind).cloned().ok_or_else(|| {
+        let mut known: Vec<_> = registry().keys().cloned().collect();
+        known.sort();
+        anyhow!(
+            "unknown artifact kind '{kind}' (known: {})",
+            known.join(", ")
+        )
+    })
+}
+
+/// Every artifact kind, sorted by name.
+pub fn all_schemas() -> Vec<Arc<ArtifactSchema>> {
+    let mut all: Vec<_> = registry().values().cloned().collect();
+    all.sort_by(|a, b| a.kind.cmp(&b.kind));
+    all
+}
+
+/// Arrow type of a schema type name; `width` sizes the fixed-size payload types.
+pub fn arrow_type(ty: &str, width: Option<usize>) -> Result<DataType> {
+    let fixed = |what: &str| -> Result<i32> {
+        let w = width.ok_or_else(|| anyhow!("{what} needs a width (from remind.shape)"))?;
+        i32::try_from(w).map_err(|_| anyhow!("{what} width {w} is too large for Arrow"))
+    };
+    Ok(match ty {
+        "uint64" => DataType::UInt64,
+        "int64" => DataType::Int64,
+        "int32" => DataType::Int32,
+        "float32" => DataType::Float32,
+        "float64" => DataType::Float64,
+        "utf8" => DataType::Utf8,
+        "bool" => DataType::Boolean,
+        "list<int32>" => DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
+        "fixed_size_list<float32>" => DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            fixed(ty)?,
+        ),
+        "fixed_size_binary" => DataType::FixedSizeBinary(fixed(ty)?),
+        other => bail!("unknown schema type '{other}'"),
+    })
+}
+
+impl ArtifactSchema {
+    /// The Arrow schema a writer of this kind produces, with `metadata` stamped in
+    /// (kind and version added here).
+    pub fn arrow_schema(
+        &self,
+        width: Option<usize>,
+        mut metadata: HashMap<String, String>,
+    ) -> Result<Schema> {
+        let fields = self
+            .columns
+            .iter()
+            .map(|c| Ok(Field::new(&c.name, arrow_type(&c.ty, width)?, false)))
+            .collect::<Result<Vec<_>>>()?;
+        for key in &self.metadata {
+            if !metadata.contains_key(key) {
+                bail!(
+                    "writer of '{}' did not provide metadata key '{key}'",
+                    self.kind
+                );
+            }
+        }
+        metadata.insert(KIND_KEY.into(), self.kind.clone());
+        metadata.insert(VERSION_KEY.into(), self.version.to_string());
+        Ok(Schema::new_with_metadata(fields, metadata))
+    }
+
+    /// Checks a schema read from `path` against this kind: kind, version, columns and their
+    /// types, required metadata. `width` is the payload width the metadata implies.
+    pub fn validate(&self, path: &Path, schema: &Schema, width: Option<usize>) -> Result<()> {
+        let p = path.display();
+        let meta = schema.metadata();
+        let found_kind = meta
+            .get(KIND_KEY)
+            .map(String::as_str)
+            .unwrap_or("<missing>");
+        if found_kind != self.kind {
+            bail!(
+                "{p}: field '{KIND_KEY}': expected '{}', found '{found_kind}'",
+                self.kind
+            );
+        }
+        let found_version = meta
+            .get(VERSION_KEY)
+            .map(String::as_str)
+            .unwrap_or("<missing>");
+        if found_version != self.version.to_string() {
+            bail!(
+                "{p}: field '{VERSION_KEY}': expected '{}', found '{found_version}'",
+                self.version
+            );
+        }
+        for key in &self.metadata {
+            if !meta.contains_key(key) {
+                bail!("{p}: metadata '{key}': expected present, found missing");
+            }
+        }
+        for spec in &self.columns {
+            let expected = arrow_type(&spec.ty, width)?;
+            let field = schema.field_with_name(&spec.name).map_err(|_| {
+                anyhow!(
+                    "{p}: column '{}': expected {expected}, found no such column",
+                    spec.name
+                )
+            })?;
+            if !same_type(field.data_type(), &expected) {
+                bail!(
+                    "{p}: column '{}': expected {expected}, found {}",
+                    spec.name,
+                    field.data_type()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Type equality that ignores child field names and nullability (writers differ there).
+fn same_type(found: &DataType, expected: &DataType) -> bool {
+    match (found, expected) {
+        (DataType::List(a), DataType::List(b)) | (DataType::LargeList(a), DataType::List(b)) => {
+            same_type(a.data_type(), b.data_type())
+        }
+        (DataType::FixedSizeList(a, n), DataType::FixedSizeList(b, m)) => {
+            n == m && same_type(a.data_type(), b.data_type())
+        }
+        (DataType::LargeUtf8 | DataType::Utf8View, DataType::Utf8) => true,
+        _ => found == expected,
+    }
+}
+
+/// Key-value metadata as Arrow schemas and IPC footers hold it.
+pub trait MetaMap {
+    fn get_meta(&self, key: &str) -> Option<&str>;
+}
+
+impl MetaMap for HashMap<String, String> {
+    fn get_meta(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+impl MetaMap for arrow::datatypes::Metadata {
+    fn get_meta(&self, key: &str) -> Option<&str> {
+        self.get(key).map(String::as_str)
+    }
+}
+
+/// Reads a metadata value or fails naming the file and key.
+pub fn require_meta<'a, M: MetaMap + ?Sized>(
+    path: &Path,
+    meta: &'a M,
+    key: &str,
+) -> Result<&'a str> {
+    meta.get_meta(key).with_context(|| {
+        format!(
+            "{}: metadata '{key}': expected present, found missing",
+            path.display()
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_schema_file_parses_and_builds() {
+        for s in all_schemas() {
+            let mut meta = HashMap::new();
+            for k in &s.metadata {
+                meta.insert(k.clone(), "x".into());
+            }
+            let arrow = s.arrow_schema(Some(8), meta).unwrap();
+            s.validate(Path::new("mem"), &arrow, Some(8)).unwrap();
+        }
+        assert!(schema_of("nope").is_err());
+    }
+
+    #[test]
+    fn validation_names_file_field_expected_found() {
+        let s = schema_of("features").unwrap();
+        let mut meta = HashMap::new();
+        for k in &s.metadata {
+            meta.insert(k.clone(), "x".into());
+        }
+        let arrow = s.arrow_schema(Some(4), meta).unwrap();
+        let err = s
+            .validate(Path::new("f.arrow"), &arrow, Some(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("f.arrow") && err.contains("'data'") && err.contains("found"),
+            "{err}"
+        );
+        let codes = schema_of("codes").unwrap();
+        let err = codes
+            .validate(Path::new("f.arrow"), &arrow, Some(4))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected 'codes', found 'features'"), "{err}");
+    }
+}

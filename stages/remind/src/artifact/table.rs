@@ -1,0 +1,151 @@
+//! Tabular artifacts (questions, labels, predictions, metrics): Parquet files whose Arrow
+//! schema carries the artifact kind, validated against `schemas/` on read.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, ensure, Context, Result};
+use arrow::array::{ArrayRef, RecordBatch};
+use arrow::compute::concat_batches;
+use arrow::datatypes::Schema;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+
+use super::atomic::AtomicFile;
+use super::schema::schema_of;
+use super::tensor::{Producer, PRODUCER_KEY};
+
+/// Writes one Parquet artifact of `kind` from `columns` (in schema order) atomically.
+pub fn write_table(
+    path: &Path,
+    kind: &str,
+    producer: &Producer,
+    columns: Vec<ArrayRef>,
+    extra_meta: HashMap<String, String>,
+) -> Result<PathBuf> {
+    let def = schema_of(kind)?;
+    let mut meta = extra_meta;
+    meta.insert(PRODUCER_KEY.into(), serde_json::to_string(producer)?);
+    let schema = Arc::new(def.arrow_schema(None, meta)?);
+    let batch = RecordBatch::try_new(schema.clone(), columns)
+        .with_context(|| format!("{}: columns do not fit the '{kind}' schema", path.display()))?;
+    let mut atomic = AtomicFile::create(path)?;
+    let file = atomic.take_file()?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    let mut writer = ArrowWriter::try_new(file, schema, Some(props))
+        .with_context(|| format!("cannot start Parquet file {}", path.display()))?;
+    writer
+        .write(&batch)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let file = writer
+        .into_inner()
+        .with_context(|| format!("cannot finish {}", path.display()))?;
+    atomic.commit(file)
+}
+
+/// A Parquet artifact read whole into memory (tables are small next to tensors).
+pub struct Table {
+    pub path: PathBuf,
+    pub batch: RecordBatch,
+}
+
+impl Table {
+    /// Reads and validates `path` as an artifact of `kind`.
+    pub fn read(path: &Path, kind: &str) -> Result<Self> {
+        let p = path.display();
+        let file = File::open(path).with_context(|| format!("cannot open {p}"))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| anyhow!("{p}: not a readable Parquet file: {e}"))?;
+        let schema: Arc<Schema> = builder.schema().clone();
+        schema_of(kind)?.validate(path, &schema, None)?;
+        let reader = builder.build().map_err(|e| anyhow!("{p}: {e}"))?;
+        let batches = reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow!("{p}: corrupt Parquet data: {e}"))?;
+        let batch = concat_batches(&schema, &batches)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            batch,
+        })
+    }
+
+    /// Reads `path` as whatever artifact kind its metadata names, validated against it.
+    pub fn read_any(path: &Path) -> Result<Self> {
+        let p = path.display();
+        let file = File::open(path).with_context(|| format!("cannot open {p}"))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| anyhow!("{p}: not a readable Parquet file: {e}"))?;
+        let kind = super::schema::require_meta(
+            path,
+            builder.schema().metadata(),
+            super::schema::KIND_KEY,
+        )?
+        .to_string();
+        Self::read(path, &kind)
+    }
+
+    pub fn kind(&self) -> &str {
+        self.batch
+            .schema_ref()
+            .metadata()
+            .get(super::schema::KIND_KEY)
+            .map(String::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    /// Column `name` downcast to the Arrow array type `A`.
+    pub fn column<A: 'static>(&self, name: &str) -> Result<&A> {
+        let col = self
+            .batch
+            .column_by_name(name)
+            .with_context(|| format!("{}: no column '{name}'", self.path.display()))?;
+        col.as_any().downcast_ref::<A>().with_context(|| {
+            format!(
+                "{}: column '{name}' has type {}",
+                self.path.display(),
+                col.data_type()
+            )
+        })
+    }
+
+    pub fn producer(&self) -> Result<Producer> {
+        let raw = self
+            .batch
+            .schema_ref()
+            .metadata()
+            .get(PRODUCER_KEY)
+            .cloned()
+            .unwrap_or_default();
+        serde_json::from_str(&raw).with_context(|| {
+            format!(
+                "{}: field '{PRODUCER_KEY}' is not valid JSON",
+                self.path.display()
+            )
+        })
+    }
+
+    /// Checks a column has no nulls (tables written by other tools may have them).
+    pub fn require_non_null(&self, name: &str) -> Result<()> {
+        let col = self
+            .batch
+            .column_by_name(name)
+            .with_context(|| format!("{}: no column '{name}'", self.path.display()))?;
+        ensure!(
+            col.null_count() == 0,
+            "{}: column '{name}' has {} null values",
+            self.path.display(),
+            col.null_count()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,576 @@
+//! Dense tensor artifacts (features, codes, codebooks, buffers): uncompressed Arrow IPC
+//! files with an `id` column and one fixed-size payload per row, memory-mapped on read so
+//! that payload slices point straight into the page cache.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use arrow::array::{
+    Array, ArrayRef, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch,
+    UInt64Array,
+};
+use arrow::buffer::Buffer;
+use arrow::datatypes::{DataType, Field, SchemaRef};
+use arrow::ipc::reader::FileDecoder;
+use arrow::ipc::writer::{FileWriter, IpcWriteOptions};
+use arrow::ipc::{convert::try_fb_to_schema, reader::read_footer_length, root_as_footer};
+use memmap2::Mmap;
+use serde::{Deserialize, Serialize};
+
+use super::atomic::AtomicFile;
+use super::schema::{require_meta, schema_of, ArtifactSchema};
+
+pub const SHAPE_KEY: &str = "remind.shape";
+pub const LAYOUT_KEY: &str = "remind.layout";
+pub const DTYPE_KEY: &str = "remind.dtype";
+pub const PRODUCER_KEY: &str = "remind.producer";
+const ROWS_KEY: &str = "remind.rows";
+const CRC_KEY: &str = "remind.crc32";
+
+/// Element type of a tensor payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    F32,
+    U8,
+}
+
+impl DType {
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "float32",
+            DType::U8 => "uint8",
+        }
+    }
+    fn parse(path: &Path, s: &str) -> Result<Self> {
+        match s {
+            "float32" => Ok(DType::F32),
+            "uint8" => Ok(DType::U8),
+            other => bail!(
+                "{}: field '{DTYPE_KEY}': expected float32 or uint8, found '{other}'",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// Who made an artifact: recorded in its metadata and in the run manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Producer {
+    pub stage: String,
+    pub version: String,
+    pub config_hash: String,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Producer {
+    pub fn new(stage: &str, config_hash: &str) -> Self {
+        Self {
+            stage: stage.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            config_hash: config_hash.into(),
+            params: Default::default(),
+        }
+    }
+    pub fn param(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.params.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What a tensor artifact holds, apart from its rows.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub kind: String,
+    /// Shape of one row's tensor, e.g. `[14, 14, 1024]`.
+    pub shape: Vec<usize>,
+    pub layout: String,
+    pub dtype: DType,
+    pub producer: Producer,
+    /// Further kind-specific metadata (e.g. `remind.codebook_hash`).
+    pub extra: HashMap<String, String>,
+}
+
+impl TensorSpec {
+    pub fn new(
+        kind: &str,
+        shape: &[usize],
+        layout: &str,
+        dtype: DType,
+        producer: Producer,
+    ) -> Self {
+        Self {
+            kind: kind.into(),
+            shape: shape.to_vec(),
+            layout: layout.into(),
+            dtype,
+            producer,
+            extra: HashMap::new(),
+        }
+    }
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+    /// Values per row.
+    pub fn width(&self) -> usize {
+        self.shape.iter().product()
+    }
+    fn metadata(&self) -> Result<HashMap<String, String>> {
+        let mut m = self.extra.clone();
+        m.insert(SHAPE_KEY.into(), serde_json::to_string(&self.shape)?);
+        m.insert(LAYOUT_KEY.into(), self.layout.clone());
+        m.insert(DTYPE_KEY.into(), self.dtype.name().into());
+        m.insert(PRODUCER_KEY.into(), serde_json::to_string(&self.producer)?);
+        Ok(m)
+    }
+}
+
+/// A row payload handed to the writer.
+pub enum Payload<'a> {
+    F32(&'a [f32]),
+    U8(&'a [u8]),
+}
+
+/// Streams rows into one tensor file; see [`TensorWriter::finish`].
+pub struct TensorWriter {
+    atomic: AtomicFile,
+    writer: FileWriter<BufWriter<File>>,
+    schema: SchemaRef,
+    spec: TensorSpec,
+    rows: u64,
+    last_id: Option<u64>,
+    crc: crc32fast::Hasher,
+}
+
+impl TensorWriter {
+    /// Creates `path` (under a temporary name until `finish`).
+    pub fn create(path: &Path, spec: TensorSpec) -> Result<Self> {
+        let schema_def = schema_of(&spec.kind)?;
+        let schema = Arc::new(schema_def.arrow_schema(Some(spec.width()), spec.metadata()?)?);
+        let mut atomic = AtomicFile::create(path)?;
+        let file = atomic.take_file()?;
+        let options = IpcWriteOptions::default(); // 64-byte aligned buffers, no compression
+        let writer = FileWriter::try_new_with_options(
+            BufWriter::with_capacity(1 << 20, file),
+            &schema,
+            options,
+        )
+        .with_context(|| format!("cannot start Arrow IPC file {}", path.display()))?;
+        Ok(Self {
+            atomic,
+            writer,
+            schema,
+            spec,
+            rows: 0,
+            last_id: None,
+            crc: crc32fast::Hasher::new(),
+        })
+    }
+
+    pub fn spec(&self) -> &TensorSpec {
+        &self.spec
+    }
+
+    /// Appends rows: `ids` strictly increasing across calls, `payload` of `ids.len() * width`
+    /// values, `extra` the kind's further columns in schema order.
+    pub fn write(&mut self, ids: &[u64], payload: Payload<'_>, extra: Vec<ArrayRef>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let width = self.spec.width();
+        let path = self.atomic.final_path().display().to_string();
+        for &id in ids {
+            if let Some(last) = self.last_id {
+                ensure!(
+                    id > last,
+                    "{path}: ids must be strictly increasing, got {id} after {last}"
+                );
+            }
+            self.last_id = Some(id);
+        }
+        let data: ArrayRef = match (payload, self.spec.dtype) {
+            (Payload::F32(v), DType::F32) => {
+                ensure!(
+                    v.len() == ids.len() * width,
+                    "{path}: {} values for {} rows of width {width}",
+                    v.len(),
+                    ids.len()
+                );
+                self.crc.update(bytemuck::cast_slice(ids));
+                self.crc.update(bytemuck::cast_slice(v));
+                let values = Arc::new(Float32Array::from(v.to_vec()));
+                let field = Arc::new(Field::new("item", DataType::Float32, false));
+                Arc::new(FixedSizeListArray::try_new(
+                    field,
+                    width as i32,
+                    values,
+                    None,
+                )?)
+            }
+            (Payload::U8(v), DType::U8) => {
+                ensure!(
+                    v.len() == ids.len() * width,
+                    "{path}: {} bytes for {} rows of width {width}",
+                    v.len(),
+                    ids.len()
+                );
+                self.crc.update(bytemuck::cast_slice(ids));
+                self.crc.update(v);
+                Arc::new(FixedSizeBinaryArray::try_new(
+                    width as i32,
+                    Buffer::from_slice_ref(v),
+                    None,
+                )?)
+            }
+            _ => bail!(
+                "{path}: payload type does not match dtype {}",
+                self.spec.dtype.name()
+            ),
+        };
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(UInt64Array::from(ids.to_vec())), data];
+        columns.extend(extra);
+        let batch = RecordBatch::try_new(self.schema.clone(), columns)
+            .with_context(|| format!("{path}: rows do not fit the '{}' schema", self.spec.kind))?;
+        self.writer
+            .write(&batch)
+            .with_context(|| format!("cannot write {path}"))?;
+        self.rows += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Writes the footer (row count, checksum), syncs, and renames into place.
+    pub fn finish(mut self) -> Result<PathBuf> {
+        self.writer.write_metadata(ROWS_KEY, self.rows.to_string());
+        self.writer
+            .write_metadata(CRC_KEY, self.crc.clone().finalize().to_string());
+        let path = self.atomic.final_path().to_path_buf();
+        let buffered = self
+            .writer
+            .into_inner()
+            .with_context(|| format!("cannot finish {}", path.display()))?;
+        let file = buffered
+            .into_inner()
+            .map_err(|e| anyhow!("cannot flush {}: {}", path.display(), e.error()))?;
+        self.atomic.commit(file)
+    }
+}
+
+/// Writes a whole tensor artifact in one call.
+pub fn write_tensor(
+    path: &Path,
+    spec: TensorSpec,
+    ids: &[u64],
+    payload: Payload<'_>,
+) -> Result<PathBuf> {
+    let mut w = TensorWriter::create(path, spec)?;
+    w.write(ids, payload, vec![])?;
+    w.finish()
+}
+
+/// A memory-mapped tensor file. Payload slices borrow the mapping: no copy.
+pub struct TensorFile {
+    path: PathBuf,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// First row of each batch, plus the total at the end.
+    starts: Vec<usize>,
+    shape: Vec<usize>,
+    dtype: DType,
+    footer: HashMap<String, String>,
+    _mmap: Arc<Mmap>,
+}
+
+impl TensorFile {
+    /// Opens and validates `path` as an artifact of `kind` (structure, schema, metadata,
+    /// row count, id order and checksum).
+    pub fn open(path: &Path, kind: &str) -> Result<Self> {
+        let file = TensorFile::open_unchecked(path)?;
+        file.validate(schema_of(kind)?.as_ref())?;
+        file.verify_checksum()?;
+        Ok(file)
+    }
+
+    /// Opens whatever tensor artifact `path` holds, validating its structure and schema
+    /// against the kind it names.
+    pub fn open_any(path: &Path) -> Result<Self> {
+        let file = TensorFile::open_unchecked(path)?;
+        let kind = require_meta(path, file.schema.metadata(), super::schema::KIND_KEY)?.to_string();
+        file.validate(schema_of(&kind)?.as_ref())?;
+        file.verify_checksum()?;
+        Ok(file)
+    }
+
+    fn open_unchecked(path: &Path) -> Result<Self> {
+        let p = path.display();
+        let handle = File::open(path).with_context(|| format!("cannot open {p}"))?;
+        // SAFETY: artifacts are immutable once renamed into place (writers never modify a
+        // committed file), so the mapping is not changed under us.
+        let mmap =
+            Arc::new(unsafe { Mmap::map(&handle) }.with_context(|| format!("cannot map {p}"))?);
+        let len = mmap.len();
+        ensure!(len >= 18 && &mmap[..6] == b"ARROW1" && &mmap[len - 6..] == b"ARROW1",
+            "{p}: not a complete Arrow IPC file (missing ARROW1 magic: truncated or another format)");
+        let buffer = Buffer::from(bytes::Bytes::from_owner(MmapOwner(mmap.clone())));
+        let trailer: [u8; 10] = mmap[len - 10..]
+            .try_into()
+            .map_err(|_| anyhow!("{p}: short trailer"))?;
+        let footer_len =
+            read_footer_length(trailer).with_context(|| format!("{p}: corrupt footer length"))?;
+        ensure!(
+            footer_len + 10 <= len - 8,
+            "{p}: footer length {footer_len} exceeds the file size {len} (truncated or corrupt)"
+        );
+        let footer = root_as_footer(&mmap[len - 10 - footer_len..len - 10])
+            .map_err(|e| anyhow!("{p}: corrupt Arrow IPC footer: {e}"))?;
+        let fb_schema = footer
+            .schema()
+            .with_context(|| format!("{p}: footer has no schema"))?;
+        let schema = Arc::new(
+            try_fb_to_schema(fb_schema)
+                .map_err(|e| anyhow!("{p}: corrupt schema in footer: {e}"))?,
+        );
+        let footer_meta: HashMap<String, String> = footer
+            .custom_metadata()
+            .map(|kvs| {
+                kvs.iter()
+                    .filter_map(|kv| Some((kv.key()?.to_string(), kv.value()?.to_string())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let decoder = FileDecoder::new(schema.clone(), footer.version());
+        let mut batches = Vec::new();
+        let mut starts = vec![0usize];
+        for block in footer.recordBatches().into_iter().flatten() {
+            let block_len = block.bodyLength() as usize + block.metaDataLength() as usize;
+            let offset = block.offset() as usize;
+            ensure!(offset.checked_add(block_len).is_some_and(|end| end <= len),
+                "{p}: record batch at byte {offset} runs past the end of the file (truncated or corrupt)");
+            let data = buffer.slice_with_length(offset, block_len);
+            let batch = decoder
+                .read_record_batch(block, &data)
+                .with_context(|| format!("{p}: corrupt record batch at byte {offset}"))?
+                .with_context(|| format!("{p}: empty record batch block at byte {offset}"))?;
+            starts.push(starts.last().copied().unwrap_or(0) + batch.num_rows());
+            batches.push(batch);
+        }
+        let meta = schema.metadata();
+        let shape: Vec<usize> = serde_json::from_str(require_meta(path, meta, SHAPE_KEY)?)
+            .with_context(|| format!("{p}: field '{SHAPE_KEY}': expected a JSON list of sizes"))?;
+        let dtype = DType::parse(path, require_meta(path, meta, DTYPE_KEY)?)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            schema,
+            batches,
+            starts,
+            shape,
+            dtype,
+            footer: footer_meta,
+            _mmap: mmap,
+        })
+    }
+
+    fn validate(&self, kind: &ArtifactSchema) -> Result<()> {
+        kind.validate(&self.path, &self.schema, Some(self.width()))?;
+        let p = self.path.display();
+        let rows: usize = require_meta(&self.path, &self.footer, ROWS_KEY)?
+            .parse()
+            .with_context(|| format!("{p}: field '{ROWS_KEY}' is not a number"))?;
+        ensure!(
+            rows == self.len(),
+            "{p}: field '{ROWS_KEY}': expected {rows} rows (footer), found {}",
+            self.len()
+        );
+        let mut last: Option<u64> = None;
+        for batch in &self.batches {
+            ensure!(
+                batch.column(1).null_count() == 0,
+                "{p}: column 'data' has null rows"
+            );
+            for &id in ids_of(batch)? {
+                if let Some(l) = last {
+                    ensure!(
+                        id > l,
+                        "{p}: column 'id': expected strictly increasing ids, found {id} after {l}"
+                    );
+                }
+                last = Some(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Recomputes the checksum of ids and payload and compares it with the footer's.
+    pub fn verify_checksum(&self) -> Result<()> {
+        let p = self.path.display();
+        let expected: u32 = require_meta(&self.path, &self.footer, CRC_KEY)?
+            .parse()
+            .with_context(|| format!("{p}: field '{CRC_KEY}' is not a number"))?;
+        let mut crc = crc32fast::Hasher::new();
+        for i in 0..self.batches.len() {
+            crc.update(bytemuck::cast_slice(ids_of(&self.batches[i])?));
+            crc.update(self.batch_bytes(i)?);
+        }
+        let found = crc.finalize();
+        ensure!(found == expected, "{p}: field '{CRC_KEY}': expected checksum {expected}, found {found} (the file is corrupt)");
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn len(&self) -> usize {
+        self.starts.last().copied().unwrap_or(0)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Shape of one row's tensor.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn width(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+    pub fn metadata(&self) -> &arrow::datatypes::Metadata {
+        self.schema.metadata()
+    }
+    /// A metadata value, or an error naming the file and key.
+    pub fn meta(&self, key: &str) -> Result<&str> {
+        require_meta(&self.path, self.schema.metadata(), key)
+    }
+    pub fn layout(&self) -> Result<&str> {
+        self.meta(LAYOUT_KEY)
+    }
+    pub fn producer(&self) -> Result<Producer> {
+        serde_json::from_str(self.meta(PRODUCER_KEY)?).with_context(|| {
+            format!(
+                "{}: field '{PRODUCER_KEY}' is not valid JSON",
+                self.path.display()
+            )
+        })
+    }
+    pub fn num_batches(&self) -> usize {
+        self.batches.len()
+    }
+    pub fn batch(&self, i: usize) -> &RecordBatch {
+        &self.batches[i]
+    }
+    /// Ids of batch `i` (zero-copy).
+    pub fn batch_ids(&self, i: usize) -> Result<&[u64]> {
+        ids_of(&self.batches[i])
+    }
+    /// Float payload of batch `i`, row-major (zero-copy).
+    pub fn batch_f32(&self, i: usize) -> Result<&[f32]> {
+        let p = self.path.display();
+        ensure!(
+            self.dtype == DType::F32,
+            "{p}: payload is {}, not float32",
+            self.dtype.name()
+        );
+        let list = self.batches[i]
+            .column(1)
+            .as_any()
+            .downcast_ref::<FixedSizeListArray>()
+            .with_context(|| format!("{p}: column 'data' is not a fixed-size list"))?;
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<Float32Array>()
+            .with_context(|| format!("{p}: column 'data' does not hold float32"))?;
+        let w = self.width();
+        let start = list.offset() * w;
+        Ok(&values.values()[start..start + list.len() * w])
+    }
+    /// Byte payload of batch `i`, row-major (zero-copy).
+    pub fn batch_u8(&self, i: usize) -> Result<&[u8]> {
+        let p = self.path.display();
+        ensure!(
+            self.dtype == DType::U8,
+            "{p}: payload is {}, not uint8",
+            self.dtype.name()
+        );
+        let bin = self.batches[i]
+            .column(1)
+            .as_any()
+            .downcast_ref::<FixedSizeBinaryArray>()
+            .with_context(|| format!("{p}: column 'data' is not fixed-size binary"))?;
+        let w = self.width();
+        let start = bin.offset() * w;
+        Ok(&bin.value_data()[start..start + bin.len() * w])
+    }
+    fn batch_bytes(&self, i: usize) -> Result<&[u8]> {
+        Ok(match self.dtype {
+            DType::F32 => bytemuck::cast_slice(self.batch_f32(i)?),
+            DType::U8 => self.batch_u8(i)?,
+        })
+    }
+    /// Batch index and row within it of global row `row`.
+    pub fn locate(&self, row: usize) -> Result<(usize, usize)> {
+        ensure!(
+            row < self.len(),
+            "{}: row {row} out of range ({} rows)",
+            self.path.display(),
+            self.len()
+        );
+        let b = self.starts.partition_point(|&s| s <= row) - 1;
+        Ok((b, row - self.starts[b]))
+    }
+    pub fn id(&self, row: usize) -> Result<u64> {
+        let (b, r) = self.locate(row)?;
+        Ok(self.batch_ids(b)?[r])
+    }
+    /// Float payload of row `row` (zero-copy).
+    pub fn row_f32(&self, row: usize) -> Result<&[f32]> {
+        let (b, r) = self.locate(row)?;
+        let w = self.width();
+        Ok(&self.batch_f32(b)?[r * w..(r + 1) * w])
+    }
+    /// Byte payload of row `row` (zero-copy).
+    pub fn row_u8(&self, row: usize) -> Result<&[u8]> {
+        let (b, r) = self.locate(row)?;
+        let w = self.width();
+        Ok(&self.batch_u8(b)?[r * w..(r + 1) * w])
+    }
+    /// All ids in row order.
+    pub fn ids(&self) -> Result<Vec<u64>> {
+        let mut out = Vec::with_capacity(self.len());
+        for i in 0..self.batches.len() {
+            out.extend_from_slice(self.batch_ids(i)?);
+        }
+        Ok(out)
+    }
+    /// Address range of the mapping, for zero-copy checks.
+    pub fn mapped_range(&self) -> std::ops::Range<usize> {
+        let start = self._mmap.as_ptr() as usize;
+        start..start + self._mmap.len()
+    }
+}
+
+fn ids_of(batch: &RecordBatch) -> Result<&[u64]> {
+    let ids = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .context("column 'id' is not uint64")?;
+    Ok(ids.values())
+}
+
+/// Lets `bytes::Bytes` (and so an Arrow `Buffer`) own a shared memory mapping.
+struct MmapOwner(Arc<Mmap>);
+
+impl AsRef<[u8]> for MmapOwner {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}

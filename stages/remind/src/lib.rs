@@ -1,0 +1,10 @@
+//! remind: the library behind the remind-rs stage binaries.
+//!
+//! - [`artifact`]: every artifact file, read and written (Arrow IPC tensors, Parquet tables,
+//!   atomic writes, the run manifest).
+//! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
+//! - [`synth`]: synthetic feature maps for tests and benchmarks.
+
+pub mod artifact;
+pub mod run;
+pub mod synth;

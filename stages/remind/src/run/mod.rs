@@ -1,0 +1,11 @@
+//! What every stage run shares: configuration, sharding, device choice, progress.
+
+pub mod config;
+pub mod device;
+pub mod progress;
+pub mod shard;
+
+pub use config::{config_hash, load_section};
+pub use device::DeviceChoice;
+pub use progress::Progress;
+pub use shard::Shard;
