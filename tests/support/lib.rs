@@ -1,1 +1,66 @@
+//! Helpers for the end-to-end tests: locate the release binaries and the Python
+//! environment, make scratch folders, run processes and check their exit.
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// Folder of the stage binaries (`REMIND_BIN_DIR`, set by the Makefile; else target/release).
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("REMIND_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release"))
+}
+
+/// A command for stage binary `name`, quiet progress.
+pub fn stage(name: &str) -> Command {
+    let path = bin_dir().join(name);
+    assert!(path.exists(), "{} is missing: build with `make build` first", path.display());
+    let mut cmd = Command::new(path);
+    cmd.env("REMIND_QUIET", "1");
+    cmd
+}
+
+/// The Python of the project's environment (`REMIND_PYTHON`, set by the Makefile).
+pub fn python() -> Command {
+    let py = std::env::var_os("REMIND_PYTHON").unwrap_or_else(|| "python3".into());
+    Command::new(py)
+}
+
+/// A fresh scratch folder for one test, under target/e2e/.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch folder");
+    dir
+}
+
+/// Runs `cmd`, panicking with its output unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs `cmd`, expecting a non-zero exit; returns its stderr.
+pub fn run_fail(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        !out.status.success(),
+        "{cmd:?} should have failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs a Python snippet (argv after it in `args`), returning stdout; panics on failure.
+pub fn run_python(code: &str, args: &[&str]) -> String {
+    let out = run_ok(python().arg("-c").arg(code).args(args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
