@@ -3,8 +3,12 @@
 //! - [`artifact`]: every artifact file, read and written (Arrow IPC tensors, Parquet tables,
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
+//! - [`pq`]: product quantization (fit, encode, decode, faiss format).
+//! - [`stages`]: the stage bodies the binaries call.
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
+pub mod pq;
 pub mod run;
+pub mod stages;
 pub mod synth;

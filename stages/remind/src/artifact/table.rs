@@ -149,3 +149,51 @@ impl Table {
         Ok(())
     }
 }
+
+/// The values of integer column `column` of any Parquet file (e.g. the ids of a split),
+/// without schema-kind validation: split tables may come from other tools.
+pub fn read_id_column(path: &Path, column: &str) -> Result<Vec<u64>> {
+    use arrow::array::{Array, Int32Array, Int64Array, UInt32Array, UInt64Array};
+    let p = path.display();
+    let file = File::open(path).with_context(|| format!("cannot open {p}"))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| anyhow!("{p}: not a readable Parquet file: {e}"))?;
+    let reader = builder.build().map_err(|e| anyhow!("{p}: {e}"))?;
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| anyhow!("{p}: corrupt Parquet data: {e}"))?;
+        let col = batch
+            .column_by_name(column)
+            .with_context(|| format!("{p}: no column '{column}'"))?;
+        ensure!(
+            col.null_count() == 0,
+            "{p}: column '{column}' has null values"
+        );
+        let any = col.as_any();
+        if let Some(a) = any.downcast_ref::<UInt64Array>() {
+            out.extend(a.values().iter().copied());
+        } else if let Some(a) = any.downcast_ref::<Int64Array>() {
+            for &v in a.values() {
+                out.push(
+                    u64::try_from(v)
+                        .with_context(|| format!("{p}: column '{column}': negative id {v}"))?,
+                );
+            }
+        } else if let Some(a) = any.downcast_ref::<UInt32Array>() {
+            out.extend(a.values().iter().map(|&v| u64::from(v)));
+        } else if let Some(a) = any.downcast_ref::<Int32Array>() {
+            for &v in a.values() {
+                out.push(
+                    u64::try_from(v)
+                        .with_context(|| format!("{p}: column '{column}': negative id {v}"))?,
+                );
+            }
+        } else {
+            anyhow::bail!(
+                "{p}: column '{column}': expected an integer column, found {}",
+                col.data_type()
+            );
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,51 @@
+//! Rust half of `make bench-pq`: prints fit/encode/decode timings and held-out MSE as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remind::pq::PqParams;
+use remind::stages::bench_pq::bench_pq;
+use remind_stages::{main_with, Compute};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Time PQ fit, encode and decode on a features dataset"
+)]
+struct Cli {
+    #[command(flatten)]
+    compute: Compute,
+    #[arg(long)]
+    features: PathBuf,
+    /// Items held out for the reconstruction error (the last ones).
+    #[arg(long, default_value_t = 200)]
+    holdout_items: usize,
+    #[arg(long, default_value_t = 32)]
+    num_subspaces: usize,
+    #[arg(long, default_value_t = 8)]
+    nbits: u32,
+    #[arg(long, default_value_t = 1)]
+    repeats: usize,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-bench-pq", || {
+        let cli = Cli::parse();
+        cli.compute.apply_threads();
+        let params = PqParams {
+            num_subspaces: cli.num_subspaces,
+            nbits: cli.nbits,
+            ..PqParams::default()
+        };
+        let r = bench_pq(
+            &cli.features,
+            cli.holdout_items,
+            &params,
+            cli.compute.device.device()?,
+            cli.repeats,
+        )?;
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        Ok(())
+    })
+}

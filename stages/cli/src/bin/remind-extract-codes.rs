@@ -1,0 +1,74 @@
+//! Stage extract-codes: PQ-encodes a features dataset into a codes dataset.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remind::artifact::manifest::record_output;
+use remind::run::{load_section, Shard};
+use remind::stages::extract_codes::extract_codes;
+use remind_stages::{main_with, Common, Compute, Sharding};
+use serde::{Deserialize, Serialize};
+
+/// Config section `extract_codes`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Section {
+    /// Items per encoded batch.
+    batch: usize,
+}
+
+impl Default for Section {
+    fn default() -> Self {
+        Self { batch: 256 }
+    }
+}
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Encode feature maps into PQ codes (H*W*M bytes per item)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    sharding: Sharding,
+    #[command(flatten)]
+    compute: Compute,
+    /// Features dataset (folder of parts or one .arrow file).
+    #[arg(long)]
+    features: PathBuf,
+    /// Codebook written by remind-fit-pq.
+    #[arg(long)]
+    codebook: PathBuf,
+    /// Output codes dataset folder (one part file per shard).
+    #[arg(long)]
+    out: PathBuf,
+    /// Items per batch.
+    #[arg(long)]
+    batch: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-extract-codes", || {
+        let cli = Cli::parse();
+        cli.compute.apply_threads();
+        let section: Section = load_section(cli.common.config.as_deref(), "extract_codes")?;
+        let batch = cli.batch.unwrap_or(section.batch);
+        let shard = Shard::resolve(cli.sharding.shard)?;
+        let device = cli.compute.device.device()?;
+        if let Some((path, producer)) =
+            extract_codes(&cli.features, &cli.codebook, &cli.out, shard, batch, device)?
+        {
+            record_output(
+                &cli.common.run_dir()?,
+                &path,
+                &producer,
+                &[&cli.features, &cli.codebook],
+            )?;
+            eprintln!("remind-extract-codes: wrote {}", path.display());
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,92 @@
+//! Stage fit-pq: fits the product quantizer on a features dataset and writes the codebook.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remind::artifact::manifest::record_output;
+use remind::pq::PqParams;
+use remind::run::load_section;
+use remind::stages::fit_pq::{fit_pq, IdFilter};
+use remind_stages::{main_with, Common, Compute};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Fit a product quantizer (M codebooks of 2^nbits centroids) on feature maps"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    compute: Compute,
+    /// Features dataset (folder of parts or one .arrow file).
+    #[arg(long)]
+    features: PathBuf,
+    /// Fit only on the items whose ids this Parquet table lists (e.g. the base-init split).
+    #[arg(long)]
+    ids: Option<PathBuf>,
+    /// Column of --ids holding the item ids.
+    #[arg(long, default_value = "id")]
+    ids_column: String,
+    /// Output codebook file (.arrow).
+    #[arg(long)]
+    out: PathBuf,
+    /// Fit report (JSON); default: beside --out as fit_report.json.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// M: number of sub-spaces.
+    #[arg(long)]
+    num_subspaces: Option<usize>,
+    #[arg(long)]
+    nbits: Option<u32>,
+    #[arg(long)]
+    iterations: Option<usize>,
+    #[arg(long)]
+    max_points_per_centroid: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-fit-pq", || {
+        let cli = Cli::parse();
+        cli.compute.apply_threads();
+        let mut p: PqParams = load_section(cli.common.config.as_deref(), "fit_pq")?;
+        p.num_subspaces = cli.num_subspaces.unwrap_or(p.num_subspaces);
+        p.nbits = cli.nbits.unwrap_or(p.nbits);
+        p.iterations = cli.iterations.unwrap_or(p.iterations);
+        p.max_points_per_centroid = cli
+            .max_points_per_centroid
+            .unwrap_or(p.max_points_per_centroid);
+        p.seed = cli.seed.unwrap_or(p.seed);
+        let report = cli.report.clone().unwrap_or_else(|| {
+            cli.out
+                .parent()
+                .map(|d| d.join("fit_report.json"))
+                .unwrap_or_else(|| "fit_report.json".into())
+        });
+        let filter = cli.ids.as_deref().map(|table| IdFilter {
+            table,
+            column: &cli.ids_column,
+        });
+        let (rep, producer) = fit_pq(
+            &cli.features,
+            filter.as_ref(),
+            &p,
+            cli.compute.device.device()?,
+            &cli.out,
+            &report,
+        )?;
+        let run_dir = cli.common.run_dir()?;
+        let mut inputs = vec![cli.features.as_path()];
+        inputs.extend(cli.ids.as_deref());
+        record_output(&run_dir, &cli.out, &producer, &inputs)?;
+        eprintln!(
+            "remind-fit-pq: {} codebooks x {} centroids on {} of {} vectors in {:.2}s, train MSE {:.5} ({:.2}% of the mean squared norm) -> {}",
+            rep.num_subspaces, 1usize << rep.nbits, rep.train_vectors, rep.input_vectors, rep.fit_seconds,
+            rep.train_mse, 100.0 * rep.relative_mse, cli.out.display()
+        );
+        Ok(())
+    })
+}

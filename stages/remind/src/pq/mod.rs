@@ -1,0 +1,379 @@
+//! Product quantization on tch tensors (CPU or CUDA): vectors of dim d are split into M
+//! sub-spaces of d/M dims, each quantized by its own k-means codebook of 2^nbits centroids.
+//! Fitting follows faiss's `ProductQuantizer` defaults (25 iterations, at most 256 training
+//! points per centroid, random-point initialisation, empty-cluster splitting) but runs all
+//! M sub-spaces at once as batched matrix products. Knows nothing of datasets or files
+//! beyond the faiss interchange format.
+
+mod cpu;
+mod faiss;
+mod kmeans;
+
+pub use cpu::KernelCodebook;
+
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+pub use faiss::{from_faiss_bytes, to_faiss_bytes};
+
+/// Fitting parameters (config section `fit_pq`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PqParams {
+    /// M: number of sub-spaces (codebooks).
+    pub num_subspaces: usize,
+    /// Bits per code: 2^nbits centroids per sub-space (at most 8: codes are bytes).
+    pub nbits: u32,
+    /// k-means iterations.
+    pub iterations: usize,
+    /// Training vectors are subsampled to at most this many per centroid.
+    pub max_points_per_centroid: usize,
+    pub seed: u64,
+}
+
+impl Default for PqParams {
+    fn default() -> Self {
+        Self {
+            num_subspaces: 32,
+            nbits: 8,
+            iterations: 25,
+            max_points_per_centroid: 256,
+            seed: 1234,
+        }
+    }
+}
+
+impl PqParams {
+    pub fn ksub(&self) -> usize {
+        1 << self.nbits
+    }
+
+    /// Checks the parameters against vectors of dimension `d`.
+    pub fn check(&self, d: usize) -> Result<()> {
+        ensure!(
+            self.nbits >= 1 && self.nbits <= 8,
+            "nbits must be between 1 and 8 (codes are bytes), found {}",
+            self.nbits
+        );
+        ensure!(self.num_subspaces >= 1, "num_subspaces must be at least 1");
+        ensure!(
+            d % self.num_subspaces == 0,
+            "vector dimension d={d} is not divisible by num_subspaces M={}",
+            self.num_subspaces
+        );
+        ensure!(self.iterations >= 1, "iterations must be at least 1");
+        ensure!(
+            self.max_points_per_centroid >= 1,
+            "max_points_per_centroid must be at least 1"
+        );
+        Ok(())
+    }
+}
+
+/// A fitted product quantizer.
+#[derive(Debug)]
+pub struct ProductQuantizer {
+    d: usize,
+    m: usize,
+    nbits: u32,
+    /// `[M, 2^nbits, d/M]` float32.
+    centroids: Tensor,
+    /// `[M, 1, K]`: squared norms of the centroids (cached for encoding on GPUs).
+    norms: Tensor,
+    /// The CPU kernel's layout of the centroids (CPU quantizers only).
+    kernel: Option<KernelCodebook>,
+    /// Flat `[M, K, dsub]` centroids (CPU quantizers only), for decoding.
+    flat: Vec<f32>,
+}
+
+/// What a fit did, for the fit report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FitStats {
+    pub train_vectors: usize,
+    pub input_vectors: usize,
+    pub empty_cluster_splits: usize,
+    /// Mean squared reconstruction error per vector (sum over dims) on the training vectors.
+    pub train_mse: f64,
+    pub seconds: f64,
+}
+
+/// Vectors per chunk in encode and assignment: bounds the `[M, chunk, K]` score tensor.
+fn chunk_rows(m: usize, ksub: usize) -> i64 {
+    let budget = 64usize << 20; // bytes of scores per chunk
+    (budget / (4 * m * ksub)).clamp(256, 16384) as i64
+}
+
+impl ProductQuantizer {
+    /// Builds a quantizer from `[M, K, d/M]` centroids.
+    pub fn from_centroids(centroids: Tensor) -> Result<Self> {
+        let size = centroids.size();
+        ensure!(
+            size.len() == 3,
+            "centroids must be [M, K, d/M], found {size:?}"
+        );
+        let (m, k, dsub) = (size[0] as usize, size[1] as usize, size[2] as usize);
+        ensure!(
+            k.is_power_of_two() && (2..=256).contains(&k),
+            "codebooks must have 2^nbits centroids (2..256), found {k}"
+        );
+        ensure!(
+            centroids.isfinite().all().int64_value(&[]) == 1,
+            "centroids contain NaN or Inf"
+        );
+        let centroids = centroids.to_kind(Kind::Float).contiguous();
+        let norms = centroids
+            .square()
+            .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
+            .unsqueeze(1);
+        let (kernel, flat) = if centroids.device() == Device::Cpu {
+            let flat = Vec::<f32>::try_from(&centroids.view([-1]))?;
+            (Some(KernelCodebook::new(&flat, m, k, dsub)), flat)
+        } else {
+            (None, Vec::new())
+        };
+        Ok(Self {
+            d: m * dsub,
+            m,
+            nbits: k.trailing_zeros(),
+            centroids,
+            norms,
+            kernel,
+            flat,
+        })
+    }
+
+    /// Fits on `x` (`[n, d]` float32) on `x`'s device.
+    pub fn fit(x: &Tensor, params: &PqParams) -> Result<(Self, FitStats)> {
+        let start = std::time::Instant::now();
+        let size = x.size();
+        ensure!(
+            size.len() == 2,
+            "training vectors must be [n, d], found {size:?}"
+        );
+        let (n, d) = (size[0] as usize, size[1] as usize);
+        params.check(d)?;
+        let k = params.ksub();
+        ensure!(
+            n >= k,
+            "{n} training vectors are fewer than the {k} centroids per codebook (2^nbits): \
+                         use more items or a smaller nbits"
+        );
+        let _guard = tch::no_grad_guard();
+        let fit = kmeans::fit_subspaces(x, params)?;
+        let pq = Self::from_centroids(fit.centroids)?;
+        let train_mse = pq.mse(&fit.train)?;
+        let stats = FitStats {
+            train_vectors: fit.train.size()[0] as usize,
+            input_vectors: n,
+            empty_cluster_splits: fit.splits,
+            train_mse,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        Ok((pq, stats))
+    }
+
+    pub fn dim(&self) -> usize {
+        self.d
+    }
+    pub fn num_subspaces(&self) -> usize {
+        self.m
+    }
+    pub fn nbits(&self) -> u32 {
+        self.nbits
+    }
+    pub fn ksub(&self) -> usize {
+        1 << self.nbits
+    }
+    pub fn dsub(&self) -> usize {
+        self.d / self.m
+    }
+    pub fn device(&self) -> Device {
+        self.centroids.device()
+    }
+    /// `[M, K, d/M]` centroids.
+    pub fn centroids(&self) -> &Tensor {
+        &self.centroids
+    }
+
+    /// Moves the quantizer to `device`.
+    pub fn to_device(&self, device: Device) -> Result<Self> {
+        Self::from_centroids(self.centroids.to_device(device))
+    }
+
+    /// Centroids as a flat `M * K * d/M` vector (faiss's layout).
+    pub fn centroids_vec(&self) -> Result<Vec<f32>> {
+        let c = self
+            .centroids
+            .to_device(Device::Cpu)
+            .contiguous()
+            .view([-1]);
+        Ok(Vec::<f32>::try_from(&c)?)
+    }
+
+    /// Nearest centroid per sub-space: `[n, d]` float -> `[n, M]` uint8.
+    pub fn encode(&self, x: &Tensor) -> Result<Tensor> {
+        let size = x.size();
+        ensure!(
+            size.len() == 2 && size[1] as usize == self.d,
+            "vectors to encode must be [n, {}], found {size:?}",
+            self.d
+        );
+        let _guard = tch::no_grad_guard();
+        let x = x.to_device(self.device()).to_kind(Kind::Float);
+        let n = size[0];
+        if let Some(kernel) = &self.kernel {
+            let flat = Vec::<f32>::try_from(&x.contiguous().view([-1]))?;
+            let codes = self.encode_slice_with(kernel, &flat);
+            return Ok(Tensor::from_slice(&codes).view([n, self.m as i64]));
+        }
+        let chunk = chunk_rows(self.m, self.ksub());
+        let parts: Vec<Tensor> = (0..n)
+            .step_by(chunk as usize)
+            .map(|s| {
+                let len = chunk.min(n - s);
+                self.assign(&x.narrow(0, s, len)).transpose(0, 1)
+            })
+            .collect();
+        if parts.is_empty() {
+            return Ok(Tensor::zeros(
+                [0, self.m as i64],
+                (Kind::Uint8, self.device()),
+            ));
+        }
+        Ok(Tensor::cat(&parts, 0).to_kind(Kind::Uint8).contiguous())
+    }
+
+    /// CPU encoding of `x` (rows of d floats) straight from a slice: `rows x M` codes.
+    pub fn encode_slice(&self, x: &[f32]) -> Result<Vec<u8>> {
+        ensure!(
+            x.len() % self.d == 0,
+            "{} values are not whole vectors of d={}",
+            x.len(),
+            self.d
+        );
+        match &self.kernel {
+            Some(kernel) => Ok(self.encode_slice_with(kernel, x)),
+            None => {
+                let n = (x.len() / self.d) as i64;
+                let codes = self.encode(&Tensor::from_slice(x).view([n, self.d as i64]))?;
+                Ok(Vec::<u8>::try_from(
+                    &codes.to_device(Device::Cpu).view([-1]),
+                )?)
+            }
+        }
+    }
+
+    fn encode_slice_with(&self, kernel: &KernelCodebook, x: &[f32]) -> Vec<u8> {
+        let mut codes = vec![0u8; x.len() / self.d * self.m];
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+        kernel.assign(x, &mut codes, threads);
+        codes
+    }
+
+    /// `[rows, d]` -> `[M, rows]` int64 nearest-centroid indices.
+    fn assign(&self, x: &Tensor) -> Tensor {
+        let rows = x.size()[0];
+        let xs = x
+            .view([rows, self.m as i64, self.dsub() as i64])
+            .transpose(0, 1);
+        // argmin_k ||x - c_k||^2 = argmin_k (||c_k||^2 - 2 x.c_k): one fused batched GEMM.
+        let scores = self
+            .norms
+            .baddbmm(&xs, &self.centroids.transpose(1, 2), 1.0, -2.0);
+        scores.argmin(-1, false)
+    }
+
+    /// Reconstruction: `[n, M]` uint8 codes -> `[n, d]` float.
+    pub fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        let size = codes.size();
+        ensure!(
+            size.len() == 2 && size[1] as usize == self.m,
+            "codes to decode must be [n, {}], found {size:?}",
+            self.m
+        );
+        let _guard = tch::no_grad_guard();
+        if self.kernel.is_some() {
+            let codes = Vec::<u8>::try_from(
+                &codes
+                    .to_device(Device::Cpu)
+                    .to_kind(Kind::Uint8)
+                    .contiguous()
+                    .view([-1]),
+            )?;
+            let out = Tensor::empty([size[0], self.d as i64], (Kind::Float, Device::Cpu));
+            let len = codes.len() / self.m * self.d;
+            // SAFETY: `out` is a fresh contiguous float32 CPU tensor of exactly `len` values,
+            // owned here and not aliased until this function returns it.
+            let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
+            self.decode_into(&codes, dst)?;
+            return Ok(out);
+        }
+        let k = self.ksub() as i64;
+        let codes = codes.to_device(self.device()).to_kind(Kind::Int64);
+        let offsets = Tensor::arange(self.m as i64, (Kind::Int64, self.device())) * k;
+        let flat = (codes + offsets.unsqueeze(0)).view([-1]);
+        let table = self.centroids.view([-1, self.dsub() as i64]);
+        Ok(table.index_select(0, &flat).view([size[0], self.d as i64]))
+    }
+
+    /// CPU decoding into a slice: `codes` rows of M -> `out` rows of d.
+    pub fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        ensure!(
+            codes.len() % self.m == 0 && out.len() == codes.len() / self.m * self.d,
+            "decode: {} codes do not fill {} values",
+            codes.len(),
+            out.len()
+        );
+        ensure!(self.kernel.is_some(), "decode_into needs a CPU quantizer");
+        let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
+        cpu::decode_into(
+            &self.flat,
+            self.m,
+            self.ksub(),
+            self.dsub(),
+            codes,
+            out,
+            threads,
+        );
+        Ok(())
+    }
+
+    /// Mean over vectors of the squared reconstruction error (summed over dims).
+    pub fn mse(&self, x: &Tensor) -> Result<f64> {
+        let n = x.size()[0];
+        if n == 0 {
+            bail!("cannot measure the reconstruction error of zero vectors");
+        }
+        let chunk = chunk_rows(self.m, self.ksub());
+        let mut total = 0.0;
+        let x = x.to_device(self.device()).to_kind(Kind::Float);
+        for s in (0..n).step_by(chunk as usize) {
+            let part = x.narrow(0, s, chunk.min(n - s));
+            let rec = self.decode(&self.encode(&part)?)?;
+            total += (part - rec).square().sum(Kind::Double).double_value(&[]);
+        }
+        Ok(total / n as f64)
+    }
+
+    /// A short stable hash of the codebooks; codes record it so streaming can tell codes
+    /// of another codebook apart.
+    pub fn hash(&self) -> Result<String> {
+        let v = self.centroids_vec()?;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&(self.d as u64).to_le_bytes());
+        h.update(&(self.m as u64).to_le_bytes());
+        h.update(bytemuck::cast_slice(&v));
+        Ok(format!("{:08x}", h.finalize()))
+    }
+}
+
+/// Index of the first vector of `x` (`[n, d]`) holding NaN or Inf, if any.
+pub fn first_non_finite(x: &Tensor) -> Option<usize> {
+    let bad = x.isfinite().logical_not().any_dim(1, false);
+    let idx = bad.nonzero();
+    (idx.size()[0] > 0).then(|| idx.int64_value(&[0, 0]) as usize)
+}
+
+#[cfg(test)]
+mod tests;

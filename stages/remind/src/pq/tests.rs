@@ -1,0 +1,125 @@
+use super::*;
+
+fn clustered(n: i64, d: i64, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    let centers = Tensor::randn([20, d], (Kind::Float, Device::Cpu)) * 3.0;
+    let idx = Tensor::randint(20, [n], (Kind::Int64, Device::Cpu));
+    centers.index_select(0, &idx) + Tensor::randn([n, d], (Kind::Float, Device::Cpu)) * 0.3
+}
+
+fn small() -> PqParams {
+    PqParams {
+        num_subspaces: 4,
+        nbits: 4,
+        iterations: 10,
+        max_points_per_centroid: 64,
+        seed: 7,
+    }
+}
+
+#[test]
+fn encode_picks_the_nearest_centroid_and_decode_reconstructs() {
+    let x = clustered(700, 16, 1);
+    let (pq, stats) = ProductQuantizer::fit(&x, &small()).unwrap();
+    assert_eq!(stats.train_vectors, 700.min(64 * 16));
+    let codes = pq.encode(&x).unwrap();
+    assert_eq!(codes.size(), vec![700, 4]);
+    // Brute-force nearest centroid per sub-space, one vector at a time.
+    let c = pq.centroids();
+    for i in [0i64, 13, 699] {
+        for m in 0..4i64 {
+            let sub = x.get(i).narrow(0, m * 4, 4);
+            let d = (c.get(m) - sub.unsqueeze(0)).square().sum_dim_intlist(
+                [1i64].as_slice(),
+                false,
+                Kind::Float,
+            );
+            let best = d.argmin(0, false).int64_value(&[]);
+            assert_eq!(codes.int64_value(&[i, m]), best, "vector {i} sub-space {m}");
+        }
+    }
+    let rec = pq.decode(&codes).unwrap();
+    let mse = (&x - &rec).square().sum(Kind::Double).double_value(&[]) / 700.0;
+    assert!((mse - pq.mse(&x).unwrap()).abs() < 1e-6 * mse.max(1.0));
+    // Clustered data: PQ with 16 centroids per 4-dim sub-space reconstructs well.
+    let var = (&x - x.mean_dim(0, true, Kind::Float))
+        .square()
+        .sum(Kind::Double)
+        .double_value(&[])
+        / 700.0;
+    assert!(mse < 0.2 * var, "mse {mse} vs variance {var}");
+}
+
+#[test]
+fn fit_is_deterministic_for_a_seed() {
+    let x = clustered(2000, 16, 2);
+    let (a, _) = ProductQuantizer::fit(&x, &small()).unwrap();
+    let (b, _) = ProductQuantizer::fit(&x, &small()).unwrap();
+    assert!(a.centroids().equal(b.centroids()));
+    let (c, _) = ProductQuantizer::fit(&x, &PqParams { seed: 8, ..small() }).unwrap();
+    assert!(!a.centroids().equal(c.centroids()));
+}
+
+#[test]
+fn empty_clusters_are_split() {
+    // 64 distinct points repeated: many initial centroids coincide and end up empty.
+    let base = clustered(20, 8, 3);
+    let x = base.repeat([10, 1]);
+    let p = PqParams {
+        num_subspaces: 2,
+        nbits: 4,
+        iterations: 5,
+        max_points_per_centroid: 256,
+        seed: 1,
+    };
+    let (pq, stats) = ProductQuantizer::fit(&x, &p).unwrap();
+    assert!(stats.empty_cluster_splits > 0, "{stats:?}");
+    assert_eq!(first_non_finite(&pq.centroids().view([-1, 4])), None);
+}
+
+#[test]
+fn bad_parameters_are_refused() {
+    let x = clustered(100, 10, 4);
+    let err = ProductQuantizer::fit(
+        &x,
+        &PqParams {
+            num_subspaces: 4,
+            ..small()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not divisible"), "{err}");
+    let x = clustered(100, 16, 4);
+    let err = ProductQuantizer::fit(
+        &x,
+        &PqParams {
+            nbits: 9,
+            ..small()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("nbits"), "{err}");
+    let err = ProductQuantizer::fit(&x.narrow(0, 0, 10), &small()).unwrap_err();
+    assert!(
+        err.to_string().contains("fewer than the 16 centroids"),
+        "{err}"
+    );
+}
+
+#[test]
+fn faiss_bytes_round_trip() {
+    let x = clustered(300, 16, 5);
+    let (pq, _) = ProductQuantizer::fit(&x, &small()).unwrap();
+    let bytes = to_faiss_bytes(&pq).unwrap();
+    let back = from_faiss_bytes(&bytes, "mem").unwrap();
+    assert!(back.centroids().equal(pq.centroids()));
+    assert!(from_faiss_bytes(&bytes[..bytes.len() - 4], "mem").is_err());
+}
+
+#[test]
+fn non_finite_vectors_are_located() {
+    let x = clustered(10, 4, 6);
+    assert_eq!(first_non_finite(&x), None);
+    let _ = x.get(7).get(2).fill_(f64::NAN);
+    assert_eq!(first_non_finite(&x), Some(7));
+}
