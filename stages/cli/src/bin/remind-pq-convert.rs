@@ -53,7 +53,7 @@ fn main() -> ExitCode {
                     dsub: pq.dsub(),
                     params,
                     train_vectors: 0,
-                    train_mse: f64::NAN,
+                    train_mse: None,
                     codebook_hash: pq.hash()?,
                 };
                 let producer = Producer::new("pq-convert", "faiss-import")

@@ -41,7 +41,7 @@ pub fn from_faiss_bytes(bytes: &[u8], what: &str) -> Result<ProductQuantizer> {
         word(3)? as usize,
     );
     ensure!(
-        m > 0 && d % m == 0,
+        m > 0 && d.is_multiple_of(m),
         "{what}: d={d} is not a multiple of M={m}"
     );
     ensure!(

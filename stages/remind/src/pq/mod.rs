@@ -58,7 +58,7 @@ impl PqParams {
         );
         ensure!(self.num_subspaces >= 1, "num_subspaces must be at least 1");
         ensure!(
-            d % self.num_subspaces == 0,
+            d.is_multiple_of(self.num_subspaces),
             "vector dimension d={d} is not divisible by num_subspaces M={}",
             self.num_subspaces
         );
@@ -247,7 +247,7 @@ impl ProductQuantizer {
     /// CPU encoding of `x` (rows of d floats) straight from a slice: `rows x M` codes.
     pub fn encode_slice(&self, x: &[f32]) -> Result<Vec<u8>> {
         ensure!(
-            x.len() % self.d == 0,
+            x.len().is_multiple_of(self.d),
             "{} values are not whole vectors of d={}",
             x.len(),
             self.d
@@ -320,7 +320,7 @@ impl ProductQuantizer {
     /// CPU decoding into a slice: `codes` rows of M -> `out` rows of d.
     pub fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
         ensure!(
-            codes.len() % self.m == 0 && out.len() == codes.len() / self.m * self.d,
+            codes.len().is_multiple_of(self.m) && out.len() == codes.len() / self.m * self.d,
             "decode: {} codes do not fill {} values",
             codes.len(),
             out.len()

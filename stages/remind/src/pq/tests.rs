@@ -21,7 +21,7 @@ fn small() -> PqParams {
 fn encode_picks_the_nearest_centroid_and_decode_reconstructs() {
     let x = clustered(700, 16, 1);
     let (pq, stats) = ProductQuantizer::fit(&x, &small()).unwrap();
-    assert_eq!(stats.train_vectors, 700.min(64 * 16));
+    assert_eq!(stats.train_vectors, 700); // under the 64 x 16 subsample limit
     let codes = pq.encode(&x).unwrap();
     assert_eq!(codes.size(), vec![700, 4]);
     // Brute-force nearest centroid per sub-space, one vector at a time.

@@ -22,7 +22,8 @@ pub struct CodebookInfo {
     pub dsub: usize,
     pub params: PqParams,
     pub train_vectors: usize,
-    pub train_mse: f64,
+    /// None for codebooks imported from elsewhere.
+    pub train_mse: Option<f64>,
     pub codebook_hash: String,
 }
 

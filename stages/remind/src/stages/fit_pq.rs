@@ -154,7 +154,7 @@ pub fn fit_pq(
         dsub: c / params.num_subspaces,
         params: params.clone(),
         train_vectors: stats.train_vectors,
-        train_mse: stats.train_mse,
+        train_mse: Some(stats.train_mse),
         codebook_hash: pq.hash()?,
     };
     let producer = Producer::new("fit-pq", &config_hash(params)?)
