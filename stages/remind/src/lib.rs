@@ -11,4 +11,6 @@ pub mod artifact;
 pub mod pq;
 pub mod run;
 pub mod stages;
+pub mod stream;
 pub mod synth;
+pub mod train;

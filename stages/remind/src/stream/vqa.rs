@@ -1,0 +1,365 @@
+//! The streaming VQA experiment: base initialisation, then one question at a time with
+//! `remind` (replay of r PQ-coded questions), `finetune` (no replay) or, at each boundary,
+//! `offline` (several shuffled epochs over everything seen so far, from scratch). At every
+//! boundary: predictions on the evaluation split and a resumable checkpoint.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use super::checkpoint::{check_config, latest_checkpoint, write_checkpoint, CheckpointState};
+use super::order::{Order, StreamPlan};
+use super::vqa_data::{answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, VqaItems};
+use crate::artifact::{write_table, Producer, TensorDataset};
+use crate::buffer::{Eviction, ReplayBuffer};
+use crate::run::{config_hash, Progress};
+use crate::stages::codebook::load_codebook;
+use crate::train::optim::{OptimKind, Optimizer};
+
+/// A streaming method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Remind,
+    Finetune,
+    Offline,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Remind => "remind",
+            Method::Finetune => "finetune",
+            Method::Offline => "offline",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "remind" => Ok(Method::Remind),
+            "finetune" => Ok(Method::Finetune),
+            "offline" => Ok(Method::Offline),
+            other => bail!("unknown method '{other}' (expected remind, finetune or offline)"),
+        }
+    }
+}
+
+/// Streaming settings shared by the methods (config section `stream`, minus the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    pub order: Order,
+    pub seed: u64,
+    /// Segments of an iid stream (a boundary after each).
+    pub iid_segments: usize,
+    /// r: replayed questions per update.
+    pub replay: usize,
+    /// Buffer capacity in questions (None: unbounded, as in the paper's VQA runs).
+    pub buffer_capacity: Option<usize>,
+    pub eviction: Eviction,
+    pub lr: f64,
+    /// Epochs of base initialisation (and of each offline model).
+    pub base_epochs: usize,
+    pub offline_epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch: usize,
+    pub max_question_len: usize,
+    pub l2_normalize_features: bool,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            order: Order::Qtype,
+            seed: 0,
+            iid_segments: 10,
+            replay: 50,
+            buffer_capacity: None,
+            eviction: Eviction::Random,
+            lr: 3e-4,
+            base_epochs: 10,
+            offline_epochs: 10,
+            batch_size: 64,
+            eval_batch: 256,
+            max_question_len: 45,
+            l2_normalize_features: false,
+        }
+    }
+}
+
+/// What a model must offer the loop: logits from feature maps and questions.
+pub trait QaModel {
+    /// `feats` `[B, C, H, W]`, `tokens` `[B, T]`, `lengths` `[B]` -> logits `[B, answers]`.
+    fn logits(&self, feats: &Tensor, tokens: &Tensor, lengths: &Tensor, train: bool) -> Tensor;
+}
+
+/// Builds a fresh model on a VarStore path.
+pub type ModelBuilder<'a> = &'a dyn Fn(&tch::nn::Path) -> Result<Box<dyn QaModel>>;
+
+/// Input artifacts of a run.
+pub struct VqaInputs<'a> {
+    pub questions: &'a Path,
+    pub train_codes: &'a Path,
+    pub val_codes: &'a Path,
+    pub codebook: &'a Path,
+}
+
+/// Everything loaded once per run.
+struct Ctx<'a> {
+    s: &'a StreamSettings,
+    train: VqaItems,
+    val: VqaItems,
+    train_codes: TensorDataset,
+    val_codes: TensorDataset,
+    pq: crate::pq::ProductQuantizer,
+    code_shape: [usize; 3],
+    plan: StreamPlan,
+    device: Device,
+    hash: String,
+    codebook_hash: String,
+}
+
+impl Ctx<'_> {
+    fn decoder(&self) -> Decoder<'_> {
+        Decoder { pq: &self.pq, code_shape: self.code_shape, device: self.device, l2_normalize: self.s.l2_normalize_features }
+    }
+}
+
+/// Runs `method`, writing predictions and checkpoints under `out` (`<out>/<method>/`).
+/// `model_hash` identifies the model configuration (it joins the config hash).
+pub fn run_vqa_stream(
+    s: &StreamSettings,
+    model_hash: &str,
+    build: ModelBuilder,
+    inputs: &VqaInputs,
+    out: &Path,
+    method: Method,
+    device: Device,
+    resume: bool,
+) -> Result<()> {
+    ensure!(s.batch_size > 0 && s.eval_batch > 0, "stream.batch_size and stream.eval_batch must be positive");
+    let questions = super::vqa_data::read_questions(inputs.questions)?;
+    let train_codes = TensorDataset::open(inputs.train_codes, "codes")?;
+    let val_codes = TensorDataset::open(inputs.val_codes, "codes")?;
+    let (pq, info) = load_codebook(inputs.codebook)?;
+    for ds in [&train_codes, &val_codes] {
+        let h = ds.meta("remind.codebook_hash")?;
+        ensure!(h == info.codebook_hash, "{}: codes made with codebook {h}, but {} is {}: re-extract the codes",
+            ds.root().display(), inputs.codebook.display(), info.codebook_hash);
+    }
+    let shape = train_codes.shape();
+    ensure!(shape.len() == 3 && shape[2] == pq.num_subspaces(), "{}: codes shape {shape:?} does not fit M={}",
+        train_codes.root().display(), pq.num_subspaces());
+    let code_shape = [shape[0], shape[1], shape[2]];
+    let mut report = LoadReport::default();
+    let train = load_split(&questions, "train", &train_codes, s.max_question_len, true, &mut report)?;
+    let val = load_split(&questions, "val", &val_codes, s.max_question_len, false, &mut report)?;
+    report.train_questions = train.len();
+    report.val_questions = val.len();
+    let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
+    let hash = config_hash(&(s, model_hash, &info.codebook_hash))?;
+    eprintln!(
+        "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
+        method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
+    );
+    let ctx = Ctx { s, train, val, train_codes, val_codes, pq, code_shape, plan, device, hash, codebook_hash: info.codebook_hash };
+    crate::artifact::atomic::write_bytes(&out.join("plan.json"), &serde_json::to_vec(&ctx.plan)?)?;
+    match method {
+        Method::Offline => run_offline(&ctx, build, out, resume),
+        Method::Remind | Method::Finetune => run_streaming(&ctx, build, out, method, resume),
+    }
+}
+
+fn new_model(ctx: &Ctx, build: ModelBuilder) -> Result<(VarStore, Box<dyn QaModel>, Optimizer)> {
+    let vs = VarStore::new(ctx.device);
+    let model = build(&vs.root())?;
+    let opt = Optimizer::new(&vs, OptimKind::adamax());
+    Ok((vs, model, opt))
+}
+
+/// One optimiser step on items `idx` (train split) with their codes `codes`.
+fn step(ctx: &Ctx, model: &dyn QaModel, opt: &mut Optimizer, idx: &[usize], codes: &[u8], dropout_seed: u64) -> Result<f64> {
+    tch::manual_seed(dropout_seed as i64);
+    let feats = ctx.decoder().decode(codes)?;
+    let (tokens, lengths) = question_batch(&ctx.train, idx, ctx.device);
+    let target = answer_batch(&ctx.train, idx, ctx.device);
+    let logits = model.logits(&feats, &tokens, &lengths, true);
+    let loss = logits.cross_entropy_for_logits(&target);
+    opt.zero_grad();
+    loss.backward();
+    opt.step(ctx.s.lr);
+    Ok(loss.double_value(&[]))
+}
+
+/// Shuffled mini-batch epochs over train items `items`, from the model's current state.
+fn train_epochs(ctx: &Ctx, model: &dyn QaModel, opt: &mut Optimizer, items: &[usize], epochs: usize, seed: u64, label: &str) -> Result<()> {
+    let mut progress = Progress::new(label, (epochs * items.len()) as u64);
+    let mut codes = Vec::new();
+    for epoch in 0..epochs {
+        let mut order = items.to_vec();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64 + 1) << 32)));
+        for (b, batch) in order.chunks(ctx.s.batch_size).enumerate() {
+            codes.clear();
+            gather_codes(&ctx.train, batch, &ctx.train_codes, &mut codes)?;
+            step(ctx, model, opt, batch, &codes, seed ^ ((epoch as u64) << 40) ^ b as u64)?;
+            progress.inc(batch.len() as u64);
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Predicted answers on the evaluation split.
+fn predict(ctx: &Ctx, model: &dyn QaModel) -> Result<Vec<i64>> {
+    let _guard = tch::no_grad_guard();
+    let mut out = Vec::with_capacity(ctx.val.len());
+    let mut codes = Vec::new();
+    let all: Vec<usize> = (0..ctx.val.len()).collect();
+    for batch in all.chunks(ctx.s.eval_batch) {
+        codes.clear();
+        gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
+        let feats = ctx.decoder().decode(&codes)?;
+        let (tokens, lengths) = question_batch(&ctx.val, batch, ctx.device);
+        let pred = model.logits(&feats, &tokens, &lengths, false).argmax(-1, false).to_device(Device::Cpu);
+        out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
+    }
+    Ok(out)
+}
+
+/// Writes the predictions of boundary `k` (atomically) as `<method>/predictions/boundary-k.parquet`.
+fn write_predictions(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, pred: &[i64]) -> Result<PathBuf> {
+    let path = method_dir.join("predictions").join(format!("boundary-{k:03}.parquet"));
+    let n = pred.len();
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(UInt64Array::from(ctx.val.question_ids.clone())),
+        std::sync::Arc::new(Int64Array::from(pred.to_vec())),
+        std::sync::Arc::new(Int64Array::from(vec![k as i64; n])),
+        std::sync::Arc::new(StringArray::from(vec![method.name(); n])),
+    ];
+    let mut meta = HashMap::new();
+    meta.insert("remind.stream_position".to_string(), ctx.plan.boundaries[k].to_string());
+    let producer = Producer::new("stream-train", &ctx.hash).param("method", method.name());
+    write_table(&path, "predictions", &producer, cols, meta)
+}
+
+/// Evaluates, writes predictions and a checkpoint for boundary `k`.
+#[allow(clippy::too_many_arguments)]
+fn boundary(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, vs: &VarStore, model: &dyn QaModel, opt: &Optimizer, buffer: Option<&ReplayBuffer>, rng: &ChaCha8Rng) -> Result<()> {
+    let pred = predict(ctx, model)?;
+    let acc = super::metrics::vqa_score(&pred, &ctx.val.answers, &ctx.val.types);
+    eprintln!(
+        "stream-train[{}]: boundary {k} at position {}: mean-per-type {:.2}%, overall {:.2}%",
+        method.name(), ctx.plan.boundaries[k], 100.0 * acc.mean_per_type, 100.0 * acc.overall
+    );
+    write_predictions(ctx, method_dir, method, k, &pred)?;
+    let state = CheckpointState {
+        method: method.name().into(),
+        boundary: k,
+        position: ctx.plan.boundaries[k],
+        config_hash: ctx.hash.clone(),
+        rng_word_pos: rng.get_word_pos(),
+        counters: vec![],
+    };
+    write_checkpoint(method_dir, &state, |dir| {
+        vs.save(dir.join("model.safetensors")).context("cannot save the model")?;
+        opt.save(&dir.join("optim.safetensors"))?;
+        if let Some(b) = buffer {
+            b.save(&dir.join("buffer.arrow"), &ctx.codebook_hash, &ctx.code_shape)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn run_streaming(ctx: &Ctx, build: ModelBuilder, out: &Path, method: Method, resume: bool) -> Result<()> {
+    let method_dir = out.join(method.name());
+    let (mut vs, model, mut opt) = new_model(ctx, build)?;
+    let item_bytes: usize = ctx.code_shape.iter().product();
+    let mut rng = ChaCha8Rng::seed_from_u64(ctx.s.seed ^ 0x7265_6d69_6e64);
+    let base = ctx.plan.base_len();
+    let mut buffer = (method == Method::Remind).then(|| ReplayBuffer::new(item_bytes, ctx.s.buffer_capacity, ctx.s.eviction));
+    let mut start_boundary = 0;
+    let mut resumed = None;
+    if resume {
+        if let Some((dir, state)) = latest_checkpoint(&method_dir)? {
+            check_config(&dir, &state, &ctx.hash)?;
+            vs.load(dir.join("model.safetensors")).with_context(|| format!("cannot load {}", dir.display()))?;
+            opt.load(&dir.join("optim.safetensors"))?;
+            if let Some(b) = buffer.as_mut() {
+                *b = ReplayBuffer::load(&dir.join("buffer.arrow"))?;
+            }
+            rng.set_word_pos(state.rng_word_pos);
+            eprintln!("stream-train[{}]: resumed from {} (position {})", method.name(), dir.display(), state.position);
+            start_boundary = state.boundary + 1;
+            resumed = Some(state.position);
+        }
+    }
+    if resumed.is_none() {
+        // Base initialisation: offline epochs on the first segment, the same for every method.
+        train_epochs(ctx, model.as_ref(), &mut opt, &ctx.plan.items[..base], ctx.s.base_epochs, ctx.s.seed, &format!("{} base init", method.name()))?;
+        if let Some(b) = buffer.as_mut() {
+            for &i in &ctx.plan.items[..base] {
+                b.insert(i as u64, ctx.train.answers[i], ctx.train_codes.row_u8(ctx.train.image_rows[i])?, &mut rng);
+            }
+        }
+        boundary(ctx, &method_dir, method, 0, &vs, model.as_ref(), &opt, buffer.as_ref(), &rng)?;
+        start_boundary = 1;
+    }
+    let mut codes = Vec::new();
+    let mut progress = Progress::new(method.name(), (ctx.plan.items.len() - base) as u64);
+    for k in start_boundary..ctx.plan.boundaries.len() {
+        let (from, to) = (ctx.plan.boundaries[k - 1], ctx.plan.boundaries[k]);
+        for pos in from..to {
+            let item = ctx.plan.items[pos];
+            let mut idx = vec![item];
+            codes.clear();
+            codes.extend_from_slice(ctx.train_codes.row_u8(ctx.train.image_rows[item])?);
+            if let Some(b) = buffer.as_ref() {
+                for slot in b.sample(ctx.s.replay, &mut rng) {
+                    idx.push(b.id(slot) as usize);
+                    codes.extend_from_slice(b.codes(slot));
+                }
+            }
+            step(ctx, model.as_ref(), &mut opt, &idx, &codes, ctx.s.seed ^ ((pos as u64) << 20) ^ 0x5354)?;
+            if let Some(b) = buffer.as_mut() {
+                b.insert(item as u64, ctx.train.answers[item], ctx.train_codes.row_u8(ctx.train.image_rows[item])?, &mut rng);
+            }
+            progress.inc(1);
+        }
+        boundary(ctx, &method_dir, method, k, &vs, model.as_ref(), &opt, buffer.as_ref(), &rng)?;
+    }
+    progress.finish();
+    Ok(())
+}
+
+fn run_offline(ctx: &Ctx, build: ModelBuilder, out: &Path, resume: bool) -> Result<()> {
+    let method_dir = out.join("offline");
+    let mut start = 0;
+    if resume {
+        if let Some((dir, state)) = latest_checkpoint(&method_dir)? {
+            check_config(&dir, &state, &ctx.hash)?;
+            start = state.boundary + 1;
+        }
+    }
+    let rng = ChaCha8Rng::seed_from_u64(ctx.s.seed);
+    for k in start..ctx.plan.boundaries.len() {
+        // From scratch on everything the stream has shown up to boundary k.
+        tch::manual_seed(ctx.s.seed as i64);
+        let (vs, model, mut opt) = new_model(ctx, build)?;
+        let seen = &ctx.plan.items[..ctx.plan.boundaries[k]];
+        train_epochs(ctx, model.as_ref(), &mut opt, seen, ctx.s.offline_epochs, ctx.s.seed ^ (k as u64) << 48, &format!("offline boundary {k}"))?;
+        boundary(ctx, &method_dir, Method::Offline, k, &vs, model.as_ref(), &opt, None, &rng)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Training machinery shared by the streaming loops: optimisers with checkpointable state.
+
+pub mod optim;
