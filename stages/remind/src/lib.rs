@@ -3,8 +3,10 @@
 //! - [`artifact`]: every artifact file, read and written (Arrow IPC tensors, Parquet tables,
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
+//! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
+pub mod clevr;
 pub mod run;
 pub mod synth;
