@@ -4,9 +4,11 @@
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
 //! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
+//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
 pub mod clevr;
 pub mod run;
 pub mod synth;
+pub mod vqa_data;
