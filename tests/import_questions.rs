@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray, UInt64Array};
-use remind::artifact::Table;
+use remind::artifact::{Table, TensorFile};
 use remind_e2e::{run_fail, run_ok, run_python, scratch, stage};
 use serde_json::{json, Value};
 
@@ -294,6 +294,40 @@ fn imports_a_tdiuc_format_fixture() {
     assert_eq!(report["max_length"], 30);
     assert_eq!(report["splits"]["val"]["unknown_answers"], 2);
     assert_eq!(report["splits"]["train"]["truncated"], 1);
+
+    // With GloVe vectors: one row per vocabulary index, zeros where GloVe has no word.
+    let glove = dir.join("glove.txt");
+    std::fs::write(&glove, "the 0.5 1 -1\nMan 9 9 9\nman 1 2 3\nzebra 4 4 4\n").unwrap();
+    let out_glove = dir.join("out_glove");
+    import(
+        &["--glove", glove.to_str().unwrap()],
+        "--tdiuc-dir",
+        &data,
+        &out_glove,
+        &run_dir,
+    );
+    let wv = TensorFile::open(&out_glove.join("word_vectors.arrow"), "word_vectors").unwrap();
+    assert_eq!(wv.len(), vocab.len());
+    assert_eq!(wv.shape(), [3]);
+    let man = vocab.iter().position(|t| t == "man").unwrap();
+    assert_eq!(wv.row_f32(man).unwrap(), [1.0, 2.0, 3.0]);
+    assert_eq!(wv.row_f32(0).unwrap(), [0.0, 0.0, 0.0]);
+    let report: Value =
+        serde_json::from_slice(&std::fs::read(out_glove.join("import_report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["word_vectors"]["found"], 3);
+    std::fs::write(&glove, "the 0.5 1 -1\nman 1 2\n").unwrap();
+    let err = run_fail(
+        stage("remind-import-questions")
+            .arg("--tdiuc-dir")
+            .arg(&data)
+            .arg("--glove")
+            .arg(&glove)
+            .arg("--out")
+            .arg(dir.join("out_bad_glove")),
+    );
+    assert!(err.contains("glove.txt: line 2"), "{err}");
+    assert!(!dir.join("out_bad_glove").exists(), "half-written output");
 
     // An unknown question type is refused, naming the annotation file.
     write_tdiuc_split(

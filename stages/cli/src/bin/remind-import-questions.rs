@@ -36,6 +36,9 @@ struct Cli {
     /// Training tokens seen fewer times map to <unk>.
     #[arg(long)]
     min_token_count: Option<u64>,
+    /// GloVe text file: also write word_vectors.arrow, one vector per vocabulary index.
+    #[arg(long)]
+    glove: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
         cfg.max_length = cli.max_length.or(cfg.max_length);
         cfg.max_answers = cli.max_answers.or(cfg.max_answers);
         cfg.min_token_count = cli.min_token_count.unwrap_or(cfg.min_token_count);
+        cfg.glove = cli.glove.clone().or(cfg.glove);
         let imported = load(&cfg)?;
         let producer = producer(&cfg, imported.dataset)?;
         let report = write(&imported, &cli.out, &producer)?;
@@ -63,6 +67,12 @@ fn main() -> ExitCode {
                 "remind-import-questions: {split}: {} questions, {} with an answer outside the \
                  answer table, {} unknown tokens, {} truncated to {} tokens",
                 s.questions, s.unknown_answers, s.unknown_tokens, s.truncated, report.max_length
+            );
+        }
+        if let Some(wv) = &report.word_vectors {
+            eprintln!(
+                "remind-import-questions: word vectors ({} dims) for {} of {} tokens",
+                wv.dim, wv.found, report.vocabulary_size
             );
         }
         eprintln!(

@@ -20,12 +20,15 @@
 //!   answers for CLEVR, 1480 for TDIUC); for CLEVR, CLEVR's 28 answers that the training
 //!   split lacks are appended with count 0 (`clevr_all_answers`), so every CLEVR import has
 //!   the same 28 classes.
+//! - `word_vectors.arrow` (kind `word_vectors`, only with `glove`): one vector per
+//!   vocabulary index from a GloVe text file, zeros for tokens GloVe lacks.
 //! - `import_report.json`: counts per split and type, unknown answers and tokens,
-//!   truncations, the files read.
+//!   truncations, word-vector coverage, the files read.
 //!
 //! Everything is read and checked before anything is written; each file is written
 //! atomically.
 
+pub mod glove;
 pub mod sources;
 pub mod tokenize;
 
@@ -42,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{write_table, Producer};
 use crate::run::config_hash;
+use glove::{read_glove, write_word_vectors, GloveReport, WordVectors};
 use sources::{read_clevr, read_tdiuc, RawQuestion, CLEVR_TYPES, TDIUC_TYPES};
 use tokenize::tokenize;
 
@@ -104,6 +108,8 @@ pub struct ImportQuestionsConfig {
     pub min_token_count: u64,
     /// Append CLEVR's 28 answers that training lacks to the CLEVR answer table (count 0).
     pub clevr_all_answers: bool,
+    /// GloVe text file: write `word_vectors.arrow` for the vocabulary.
+    pub glove: Option<PathBuf>,
 }
 
 impl Default for ImportQuestionsConfig {
@@ -115,6 +121,7 @@ impl Default for ImportQuestionsConfig {
             max_answers: None,
             min_token_count: 1,
             clevr_all_answers: true,
+            glove: None,
         }
     }
 }
@@ -162,6 +169,7 @@ pub struct ImportReport {
     pub answers: usize,
     pub question_types: Vec<String>,
     pub splits: BTreeMap<String, SplitReport>,
+    pub word_vectors: Option<GloveReport>,
     pub outputs: Vec<PathBuf>,
 }
 
@@ -175,6 +183,7 @@ pub struct Imported {
     pub vocabulary: Vec<(String, u64)>,
     pub answers: Vec<(String, u64)>,
     pub types: Vec<(String, u64)>,
+    pub word_vectors: Option<WordVectors>,
     pub report: ImportReport,
 }
 
@@ -302,6 +311,7 @@ pub fn build(
         answers: answers.len(),
         question_types: dataset.type_names().iter().map(|s| s.to_string()).collect(),
         splits,
+        word_vectors: None,
         outputs: Vec::new(),
     };
     Ok(Imported {
@@ -312,6 +322,7 @@ pub fn build(
         vocabulary,
         answers,
         types,
+        word_vectors: None,
         report,
     })
 }
@@ -323,7 +334,21 @@ pub fn load(cfg: &ImportQuestionsConfig) -> Result<Imported> {
         Dataset::Clevr => read_clevr(dir)?,
         Dataset::Tdiuc => read_tdiuc(dir)?,
     };
-    build(dataset, questions, sources, cfg)
+    let mut imported = build(dataset, questions, sources, cfg)?;
+    if let Some(path) = &cfg.glove {
+        let tokens: Vec<String> = imported.vocabulary.iter().map(|(t, _)| t.clone()).collect();
+        let vectors = read_glove(path, &tokens)?;
+        imported.report.word_vectors = Some(GloveReport {
+            source: path.clone(),
+            dim: vectors.dim,
+            found: vectors.found,
+            missing: vectors.missing.len(),
+            missing_examples: vectors.missing.iter().take(50).cloned().collect(),
+        });
+        imported.report.sources.push(path.clone());
+        imported.word_vectors = Some(vectors);
+    }
+    Ok(imported)
 }
 
 fn vocabulary_columns(rows: &[(String, u64)]) -> Vec<ArrayRef> {
@@ -396,6 +421,13 @@ pub fn write(imported: &Imported, out: &Path, producer: &Producer) -> Result<Imp
             producer,
             vocabulary_columns(rows),
             meta(name),
+        )?);
+    }
+    if let Some(vectors) = &imported.word_vectors {
+        outputs.push(write_word_vectors(
+            &out.join("word_vectors.arrow"),
+            vectors,
+            producer,
         )?);
     }
     let report_path = out.join("import_report.json");
