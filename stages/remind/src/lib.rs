@@ -3,14 +3,20 @@
 //! - [`artifact`]: every artifact file, read and written (Arrow IPC tensors, Parquet tables,
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
+//! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
+//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
+//! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
+//! - [`train`]: optimisers with checkpointable state.
 //! - [`stages`]: the stage bodies the binaries call.
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
+pub mod clevr;
 pub mod pq;
 pub mod run;
 pub mod stages;
 pub mod stream;
 pub mod synth;
 pub mod train;
+pub mod vqa_data;

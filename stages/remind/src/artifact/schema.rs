@@ -46,6 +46,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/predictions.yaml"),
     ),
     ("metrics", include_str!("../../../../schemas/metrics.yaml")),
+    (
+        "word_vectors",
+        include_str!("../../../../schemas/word_vectors.yaml"),
+    ),
 ];
 
 /// On-disk format of an artifact kind.

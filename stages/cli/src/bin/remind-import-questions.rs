@@ -1,0 +1,89 @@
+//! Imports CLEVR or TDIUC questions: questions table, vocabulary, answer table,
+//! question types and an import report.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remind::artifact::manifest::record_output;
+use remind::run::load_section;
+use remind::vqa_data::{load, producer, write, ImportQuestionsConfig};
+use remind_stages::{main_with, Common};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Import CLEVR or TDIUC questions as Parquet tables (questions, vocabulary, answers, question types)"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    /// Output folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// CLEVR root holding questions/CLEVR_{train,val}_questions.json (real or mini-CLEVR).
+    #[arg(long)]
+    clevr_dir: Option<PathBuf>,
+    /// TDIUC root holding Questions/ and Annotations/ (VQA-style files).
+    #[arg(long)]
+    tdiuc_dir: Option<PathBuf>,
+    /// Token cap per question (default: 45 CLEVR, 30 TDIUC).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Answer-table size (default: all CLEVR answers, 1480 for TDIUC).
+    #[arg(long)]
+    max_answers: Option<usize>,
+    /// Training tokens seen fewer times map to <unk>.
+    #[arg(long)]
+    min_token_count: Option<u64>,
+    /// GloVe text file: also write word_vectors.arrow, one vector per vocabulary index.
+    #[arg(long)]
+    glove: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-import-questions", || {
+        let cli = Cli::parse();
+        let mut cfg: ImportQuestionsConfig =
+            load_section(cli.common.config.as_deref(), "import_questions")?;
+        if cli.clevr_dir.is_some() || cli.tdiuc_dir.is_some() {
+            cfg.clevr_dir = cli.clevr_dir.clone();
+            cfg.tdiuc_dir = cli.tdiuc_dir.clone();
+        }
+        cfg.max_length = cli.max_length.or(cfg.max_length);
+        cfg.max_answers = cli.max_answers.or(cfg.max_answers);
+        cfg.min_token_count = cli.min_token_count.unwrap_or(cfg.min_token_count);
+        cfg.glove = cli.glove.clone().or(cfg.glove);
+        let imported = load(&cfg)?;
+        let producer = producer(&cfg, imported.dataset)?;
+        let report = write(&imported, &cli.out, &producer)?;
+        let run_dir = cli.common.run_dir()?;
+        let inputs: Vec<&std::path::Path> = report.sources.iter().map(PathBuf::as_path).collect();
+        for path in &report.outputs {
+            record_output(&run_dir, path, &producer, &inputs)?;
+        }
+        for (split, s) in &report.splits {
+            eprintln!(
+                "remind-import-questions: {split}: {} questions, {} with an answer outside the \
+                 answer table, {} unknown tokens, {} truncated to {} tokens",
+                s.questions, s.unknown_answers, s.unknown_tokens, s.truncated, report.max_length
+            );
+        }
+        if let Some(wv) = &report.word_vectors {
+            eprintln!(
+                "remind-import-questions: word vectors ({} dims) for {} of {} tokens",
+                wv.dim, wv.found, report.vocabulary_size
+            );
+        }
+        eprintln!(
+            "remind-import-questions: {}: vocabulary {} tokens, {} answers, {} question types; \
+             wrote {}",
+            report.dataset.name(),
+            report.vocabulary_size,
+            report.answers,
+            report.question_types.len(),
+            cli.out.display()
+        );
+        Ok(())
+    })
+}

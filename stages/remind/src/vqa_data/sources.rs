@@ -1,0 +1,245 @@
+//! Readers of the raw question files: CLEVR v1.0 (real or mini-CLEVR) and TDIUC (VQA-style
+//! question and annotation files). Both give [`RawQuestion`]s; every error names the file
+//! and, for a bad question, its position in the file.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use serde::Deserialize;
+
+/// A question as read, before tokenisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawQuestion {
+    pub question_id: u64,
+    pub image_id: u64,
+    pub split: String,
+    pub text: String,
+    /// Lower-cased, trimmed.
+    pub answer: String,
+    pub question_type: usize,
+}
+
+/// CLEVR's question types by id, derived from each program's last function.
+pub const CLEVR_TYPES: [&str; 5] = [
+    "count",
+    "exist",
+    "compare_integer",
+    "compare_attribute",
+    "query_attribute",
+];
+
+/// TDIUC's 12 `question_type` strings, sorted; a type's id is its position here.
+pub const TDIUC_TYPES: [&str; 12] = [
+    "absurd",
+    "activity_recognition",
+    "attribute",
+    "color",
+    "counting",
+    "object_presence",
+    "object_recognition",
+    "positional_reasoning",
+    "scene_recognition",
+    "sentiment_understanding",
+    "sport_recognition",
+    "utility_affordance",
+];
+
+/// CLEVR question ids: `question_index + offset of its split`, so that train and val ids
+/// are disjoint (CLEVR numbers each split's questions from 0).
+pub const CLEVR_SPLIT_OFFSETS: [(&str, u64); 2] = [("train", 0), ("val", 1_000_000_000)];
+
+/// The two splits of each data set: (split name, file infix).
+const TDIUC_SPLITS: [(&str, &str); 2] = [("train", "train2014"), ("val", "val2014")];
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // serde_json's message ends in "at line L column C".
+    serde_json::from_slice(&bytes).map_err(|e| anyhow!("{}: invalid JSON: {e}", path.display()))
+}
+
+fn normalize_answer(a: &str) -> String {
+    a.trim().to_lowercase()
+}
+
+/// CLEVR's question type of a program that ends in `function`.
+pub fn clevr_type(function: &str) -> Option<usize> {
+    Some(match function {
+        "count" => 0,
+        "exist" => 1,
+        "greater_than" | "less_than" | "equal_integer" => 2,
+        "equal_color" | "equal_material" | "equal_shape" | "equal_size" => 3,
+        "query_color" | "query_material" | "query_shape" | "query_size" => 4,
+        _ => return None,
+    })
+}
+
+#[derive(Deserialize)]
+struct ClevrFile {
+    questions: Vec<ClevrQuestion>,
+}
+
+#[derive(Deserialize)]
+struct ClevrQuestion {
+    question: Option<String>,
+    answer: Option<String>,
+    image_index: Option<u64>,
+    question_index: Option<u64>,
+    program: Option<Vec<ClevrNode>>,
+}
+
+#[derive(Deserialize)]
+struct ClevrNode {
+    /// `function` in CLEVR v1.0; `type` in files written by CLEVR's generator code.
+    #[serde(alias = "type")]
+    function: Option<String>,
+}
+
+/// Reads `dir/questions/CLEVR_{train,val}_questions.json`.
+pub fn read_clevr(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    for (split, offset) in CLEVR_SPLIT_OFFSETS {
+        let path = dir
+            .join("questions")
+            .join(format!("CLEVR_{split}_questions.json"));
+        let file: ClevrFile = read_json(&path)?;
+        let p = path.display();
+        for (pos, q) in file.questions.into_iter().enumerate() {
+            let missing = |field: &str| anyhow!("{p}: question {pos} has no '{field}'");
+            let program = q.program.ok_or_else(|| missing("program"))?;
+            let last = program
+                .last()
+                .ok_or_else(|| anyhow!("{p}: question {pos} has an empty program"))?;
+            let function = last.function.as_deref().ok_or_else(|| {
+                anyhow!("{p}: question {pos}: last program node has no 'function'")
+            })?;
+            let question_type = clevr_type(function).ok_or_else(|| {
+                anyhow!(
+                    "{p}: question {pos}: program ends in '{function}', which is none of CLEVR's \
+                     question types"
+                )
+            })?;
+            let index = q.question_index.unwrap_or(pos as u64);
+            ensure!(
+                index < 1_000_000_000,
+                "{p}: question {pos}: question_index {index} is too large for the id scheme"
+            );
+            out.push(RawQuestion {
+                question_id: offset + index,
+                image_id: q.image_index.ok_or_else(|| missing("image_index"))?,
+                split: split.into(),
+                text: q.question.ok_or_else(|| missing("question"))?,
+                answer: normalize_answer(&q.answer.ok_or_else(|| missing("answer"))?),
+                question_type,
+            });
+        }
+        files.push(path);
+    }
+    Ok((out, files))
+}
+
+#[derive(Deserialize)]
+struct TdiucQuestions {
+    questions: Vec<TdiucQuestion>,
+}
+
+#[derive(Deserialize)]
+struct TdiucQuestion {
+    question_id: Option<u64>,
+    image_id: Option<u64>,
+    question: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct TdiucAnnotations {
+    annotations: Vec<TdiucAnnotation>,
+}
+
+#[derive(Deserialize)]
+struct TdiucAnnotation {
+    question_id: Option<u64>,
+    image_id: Option<u64>,
+    question_type: Option<String>,
+    answers: Option<Vec<TdiucAnswer>>,
+}
+
+#[derive(Deserialize)]
+struct TdiucAnswer {
+    answer: Option<String>,
+}
+
+/// Reads TDIUC's `dir/Questions/OpenEnded_mscoco_{train2014,val2014}_questions.json` and
+/// `dir/Annotations/mscoco_{train2014,val2014}_annotations.json`, joined on question_id;
+/// the answer is the first of each annotation's `answers`.
+pub fn read_tdiuc(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    for (split, infix) in TDIUC_SPLITS {
+        let qpath = dir
+            .join("Questions")
+            .join(format!("OpenEnded_mscoco_{infix}_questions.json"));
+        let apath = dir
+            .join("Annotations")
+            .join(format!("mscoco_{infix}_annotations.json"));
+        let questions: TdiucQuestions = read_json(&qpath)?;
+        let annotations: TdiucAnnotations = read_json(&apath)?;
+        let (qp, ap) = (qpath.display(), apath.display());
+        let mut by_id: HashMap<u64, (usize, TdiucAnnotation)> = HashMap::new();
+        for (pos, a) in annotations.annotations.into_iter().enumerate() {
+            let id = a
+                .question_id
+                .ok_or_else(|| anyhow!("{ap}: annotation {pos} has no 'question_id'"))?;
+            if by_id.insert(id, (pos, a)).is_some() {
+                bail!("{ap}: annotation {pos}: question_id {id} appears twice");
+            }
+        }
+        for (pos, q) in questions.questions.into_iter().enumerate() {
+            let missing = |field: &str| anyhow!("{qp}: question {pos} has no '{field}'");
+            let id = q.question_id.ok_or_else(|| missing("question_id"))?;
+            let image_id = q.image_id.ok_or_else(|| missing("image_id"))?;
+            let text = q.question.ok_or_else(|| missing("question"))?;
+            let (apos, a) = by_id.remove(&id).ok_or_else(|| {
+                anyhow!("{qp}: question {pos} (question_id {id}) has no annotation in {ap}")
+            })?;
+            let amissing = |field: &str| anyhow!("{ap}: annotation {apos} has no '{field}'");
+            if let Some(aimg) = a.image_id {
+                ensure!(
+                    aimg == image_id,
+                    "{ap}: annotation {apos} (question_id {id}) names image {aimg}, the question \
+                     image {image_id}"
+                );
+            }
+            let qtype = a.question_type.ok_or_else(|| amissing("question_type"))?;
+            let question_type = TDIUC_TYPES
+                .iter()
+                .position(|t| *t == qtype)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{ap}: annotation {apos}: unknown question_type '{qtype}' (expected one \
+                         of {})",
+                        TDIUC_TYPES.join(", ")
+                    )
+                })?;
+            let answer = a
+                .answers
+                .ok_or_else(|| amissing("answers"))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("{ap}: annotation {apos} has an empty 'answers' list"))?
+                .answer
+                .ok_or_else(|| anyhow!("{ap}: annotation {apos}: first answer has no 'answer'"))?;
+            out.push(RawQuestion {
+                question_id: id,
+                image_id,
+                split: split.into(),
+                text,
+                answer: normalize_answer(&answer),
+                question_type,
+            });
+        }
+        files.push(qpath);
+        files.push(apath);
+    }
+    Ok((out, files))
+}
