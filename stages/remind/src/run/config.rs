@@ -110,6 +110,22 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// A top-level string value of a pipeline file (such as `run_dir`), if present.
+pub fn top_level_string(config: &Path, key: &str) -> Result<Option<String>> {
+    let p = config.display();
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("cannot read config {p}"))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
+    match doc.get(key) {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(v) => v
+            .as_str()
+            .map(|s| Some(s.to_string()))
+            .ok_or_else(|| anyhow!("{p}: '{key}' must be a string")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,21 +159,5 @@ mod tests {
         let d: Demo = load_section(Some(&path), "fit_pq").unwrap();
         assert_eq!((d.nbits, d.iterations), (4, 0));
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
-
-/// A top-level string value of a pipeline file (such as `run_dir`), if present.
-pub fn top_level_string(config: &Path, key: &str) -> Result<Option<String>> {
-    let p = config.display();
-    let text =
-        std::fs::read_to_string(config).with_context(|| format!("cannot read config {p}"))?;
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
-    match doc.get(key) {
-        None | Some(serde_yaml::Value::Null) => Ok(None),
-        Some(v) => v
-            .as_str()
-            .map(|s| Some(s.to_string()))
-            .ok_or_else(|| anyhow!("{p}: '{key}' must be a string")),
     }
 }
