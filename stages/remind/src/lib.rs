@@ -3,8 +3,10 @@
 //! - [`artifact`]: every artifact file, read and written (Arrow IPC tensors, Parquet tables,
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
+//! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
+pub mod models;
 pub mod run;
 pub mod synth;
