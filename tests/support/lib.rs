@@ -14,7 +14,11 @@ pub fn bin_dir() -> PathBuf {
 /// A command for stage binary `name`, quiet progress.
 pub fn stage(name: &str) -> Command {
     let path = bin_dir().join(name);
-    assert!(path.exists(), "{} is missing: build with `make build` first", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: build with `make build` first",
+        path.display()
+    );
     let mut cmd = Command::new(path);
     cmd.env("REMIND_QUIET", "1");
     cmd
@@ -28,7 +32,9 @@ pub fn python() -> Command {
 
 /// A fresh scratch folder for one test, under target/e2e/.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e").join(name);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/e2e")
+        .join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch folder");
     dir
@@ -36,7 +42,9 @@ pub fn scratch(name: &str) -> PathBuf {
 
 /// Runs `cmd`, panicking with its output unless it exits 0.
 pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -49,7 +57,9 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 
 /// Runs `cmd`, expecting a non-zero exit; returns its stderr.
 pub fn run_fail(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     assert!(
         !out.status.success(),
         "{cmd:?} should have failed:\nstdout:\n{}\nstderr:\n{}",
