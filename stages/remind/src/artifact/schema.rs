@@ -46,6 +46,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/predictions.yaml"),
     ),
     ("metrics", include_str!("../../../../schemas/metrics.yaml")),
+    ("images", include_str!("../../../../schemas/images.yaml")),
 ];
 
 /// On-disk format of an artifact kind.
