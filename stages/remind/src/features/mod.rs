@@ -230,7 +230,6 @@ pub fn extract_features(
             shape,
         });
     }
-    write_index(&index, &items, &producer)?;
 
     let vs = nn::VarStore::new(device);
     let g = ResNet::g(&vs.root(), backbone, cfg.cut)?;
@@ -247,7 +246,8 @@ pub fn extract_features(
         device,
         shape,
     };
-    let (writer, rows, bad) = run.run(mine, writer)?;
+    let (writer, rows, bad, progress) = run.run(mine, writer)?;
+    progress.finish();
     let report = if cfg.skip_bad {
         let text = serde_json::to_vec_pretty(&bad)?;
         write_bytes(&report_path, &text)?;
@@ -255,6 +255,8 @@ pub fn extract_features(
     } else {
         None
     };
+    // The part is written last: once it exists, the index and report exist too.
+    write_index(&index, &items, &producer)?;
     let part = writer.finish()?;
     Ok(ExtractOutcome {
         part: Some(part),
@@ -302,12 +304,12 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     /// Decode -> compute -> write over `items`; returns the writer (unfinished), the rows
-    /// written and the bad images.
+    /// written, the bad images and the progress (to finish once the outputs are complete).
     fn run(
         &self,
         items: Vec<ImageItem>,
         writer: TensorWriter,
-    ) -> Result<(TensorWriter, usize, Vec<BadImage>)> {
+    ) -> Result<(TensorWriter, usize, Vec<BadImage>, Progress)> {
         let total = items.len();
         let batches: Vec<Vec<ImageItem>> =
             items.chunks(self.cfg.batch).map(|c| c.to_vec()).collect();
@@ -336,7 +338,7 @@ impl Pipeline<'_> {
             match (computed, written) {
                 (_, Err(e)) => Err(e),
                 (Err(e), Ok(_)) => Err(e),
-                (Ok(bad), Ok((writer, rows))) => Ok((writer, rows, bad)),
+                (Ok(bad), Ok((writer, rows, progress))) => Ok((writer, rows, bad, progress)),
             }
         })
     }
@@ -471,7 +473,7 @@ fn write_loop(
     mut writer: TensorWriter,
     rx: Receiver<Computed>,
     total: usize,
-) -> Result<(TensorWriter, usize)> {
+) -> Result<(TensorWriter, usize, Progress)> {
     let mut progress = Progress::new("extract-features", total as u64);
     let mut rows = 0;
     for batch in rx.iter() {
@@ -479,8 +481,7 @@ fn write_loop(
         rows += batch.ids.len();
         progress.inc(batch.count as u64);
     }
-    progress.finish();
-    Ok((writer, rows))
+    Ok((writer, rows, progress))
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -490,5 +491,81 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
         s.to_string()
     } else {
         "unknown panic".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::TensorDataset;
+    use crate::models::tools::init_weights;
+
+    /// The stored rows are G's output for the normalised image, laid out HWC.
+    #[test]
+    fn rows_are_hwc_feature_maps_of_normalised_images() {
+        let dir = std::env::temp_dir().join(format!("remind-extract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        for (k, name) in ["a.png", "b.png", "c.png"].iter().enumerate() {
+            let img = image::RgbImage::from_fn(40, 30, |x, y| {
+                image::Rgb([(x * 5 + k as u32 * 60) as u8, (y * 7) as u8, (x * y) as u8])
+            });
+            img.save(images.join(name)).unwrap();
+        }
+        let net = ResNetConfig::new(Arch::ResNet34, 8, Stem::Small);
+        let weights = init_weights(net, 9, &dir.join("w.safetensors")).unwrap();
+        let cfg = ExtractConfig {
+            images: Some(images.clone()),
+            out: Some(dir.join("out")),
+            weights: Some(weights.clone()),
+            arch: net.arch,
+            width: net.width,
+            stem: net.stem,
+            cut: "layer2".parse().unwrap(),
+            image_size: 32,
+            batch: 2,
+            decode_threads: 2,
+            ..Default::default()
+        };
+        let outcome = extract_features(&cfg, Device::Cpu, Shard::WHOLE).unwrap();
+        assert_eq!(outcome.shape, [16, 16, 16]);
+        assert_eq!(outcome.rows, 3);
+        let ds = TensorDataset::open(&dir.join("out"), "features").unwrap();
+        assert_eq!(ds.ids().unwrap(), vec![0, 1, 2]);
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let g = ResNet::g(&vs.root(), net, cfg.cut).unwrap();
+        load_weights(&vs, &weights, Unexpected::Ignore).unwrap();
+        let _guard = tch::no_grad_guard();
+        let px = decode_image(&images.join("b.png"), 32).unwrap();
+        let x = Tensor::from_slice(&px)
+            .view([1, 32, 32, 3])
+            .to_kind(Kind::Float)
+            / 255.0;
+        let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float);
+        let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float);
+        let x = ((x - mean) / std).permute([0, 3, 1, 2]);
+        let y = g.forward_t(&x, false); // [1, C, H, W]
+        let row = ds.row_f32(1).unwrap();
+        let [h, w, c] = outcome.shape;
+        let mut max_diff = 0f64;
+        for (i, j, k) in [(0, 0, 0), (3, 5, 7), (15, 15, 15), (8, 2, 11)] {
+            let stored = row[(i * w + j) * c + k] as f64;
+            let direct = y.double_value(&[0, k as i64, i as i64, j as i64]);
+            max_diff = max_diff.max((stored - direct).abs());
+        }
+        let all = Tensor::from_slice(row).view([h as i64, w as i64, c as i64]);
+        let direct = y.squeeze_dim(0).permute([1, 2, 0]);
+        let full_diff = (all - direct).abs().max().double_value(&[]);
+        assert!(
+            max_diff < 1e-4 && full_diff < 1e-4,
+            "{max_diff} {full_diff}"
+        );
+
+        // A second run of the same shard is skipped.
+        let again = extract_features(&cfg, Device::Cpu, Shard::WHOLE).unwrap();
+        assert!(again.part.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
