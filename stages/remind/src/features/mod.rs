@@ -500,6 +500,31 @@ mod tests {
     use crate::artifact::TensorDataset;
     use crate::models::tools::init_weights;
 
+    #[test]
+    fn config_section_parses() {
+        let dir = std::env::temp_dir().join(format!("remind-extract-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.yaml");
+        std::fs::write(
+            &path,
+            "extract_features:\n  images: data/img\n  arch: resnet18\n  width: 32\n  stem: small\n  \
+             cut: layer4.0\n  id_from: clevr-filename\n  image_size: 32\n  skip_bad: true\n",
+        )
+        .unwrap();
+        let cfg: ExtractConfig = crate::run::load_section(Some(&path), "extract_features").unwrap();
+        assert_eq!(cfg.arch, Arch::ResNet18);
+        assert_eq!((cfg.width, cfg.stem, cfg.image_size), (32, Stem::Small, 32));
+        assert_eq!(cfg.cut.to_string(), "layer4.0");
+        assert_eq!(cfg.id_from, IdFrom::ClevrFilename);
+        assert!(cfg.skip_bad && cfg.batch == 16);
+        std::fs::write(&path, "extract_features:\n  cut: layer9\n").unwrap();
+        let err = crate::run::load_section::<ExtractConfig>(Some(&path), "extract_features")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer9"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     /// The stored rows are G's output for the normalised image, laid out HWC.
     #[test]
     fn rows_are_hwc_feature_maps_of_normalised_images() {
