@@ -6,9 +6,21 @@ set -euo pipefail
 
 TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
 VENV="${REMIND_VENV:-$HOME/.cache/remind-rs/torch-$TORCH_VERSION}"
-STAMP="$VENV/.remind-complete-v1"
+STAMP="$VENV/.remind-complete-v2"
+# Packages on top of torch. v2 added torchvision (parity tests, benchmarks), pillow (its
+# image I/O) and safetensors (weight files).
+EXTRA=(numpy pyarrow duckdb faiss-cpu h5py "torchvision==0.28.0" safetensors)
 
 if [ -f "$STAMP" ]; then
+  echo "$VENV"
+  exit 0
+fi
+
+# A complete environment of an earlier version only needs the packages added since.
+if [ -f "$VENV/.remind-complete-v1" ]; then
+  echo "setup: adding ${EXTRA[*]} to $VENV" >&2
+  "$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" "${EXTRA[@]}" >&2
+  touch "$STAMP"
   echo "$VENV"
   exit 0
 fi
@@ -20,7 +32,6 @@ rm -rf "$VENV"
 mkdir -p "$(dirname "$VENV")"
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-"$VENV/bin/python" -m pip install --quiet \
-  "torch==$TORCH_VERSION" numpy pyarrow duckdb faiss-cpu h5py >&2
+"$VENV/bin/python" -m pip install --quiet "torch==$TORCH_VERSION" "${EXTRA[@]}" >&2
 touch "$STAMP"
 echo "$VENV"

@@ -5,6 +5,8 @@
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
 //! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
 //! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
+//! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
+//! - [`features`]: feature extraction, images to feature maps through a frozen backbone.
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
 //! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
 //! - [`train`]: optimisers with checkpointable state.
@@ -13,6 +15,8 @@
 
 pub mod artifact;
 pub mod clevr;
+pub mod features;
+pub mod models;
 pub mod pq;
 pub mod run;
 pub mod stages;

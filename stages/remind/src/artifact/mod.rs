@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod schema;
 pub mod table;
 pub mod tensor;
+pub mod weights;
 
 pub use dataset::TensorDataset;
 pub use manifest::{Manifest, ManifestEntry};

@@ -50,6 +50,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         "word_vectors",
         include_str!("../../../../schemas/word_vectors.yaml"),
     ),
+    ("images", include_str!("../../../../schemas/images.yaml")),
 ];
 
 /// On-disk format of an artifact kind.

@@ -1,0 +1,596 @@
+//! Feature extraction (stage `remind-extract-features`): images through a frozen backbone
+//! G into a `features` dataset.
+//!
+//! Inputs: a folder of PNG/JPEG images (walked recursively) and backbone weights (a
+//! torchvision-named state_dict as safetensors). Each image gets an id ([`IdFrom`]): its
+//! position in the sorted list of relative paths, or CLEVR's image index from its file name.
+//! Outputs, in the dataset folder `out`:
+//!
+//! - `part-KKKKK-of-NNNNN.arrow`: one part per shard, rows `(id, HWC float32 feature map)`,
+//!   metadata: shape, layout `HWC`, and a producer naming the backbone (arch, width, stem,
+//!   cut), the weights file and its SHA-256, the image size and id scheme;
+//! - `images.parquet` (kind `images`): every listed image's id and relative path, so ids map
+//!   back to files (written by each shard; all write the same rows);
+//! - with `skip_bad`: `bad_images.json` (`bad_images-KKKKK-of-NNNNN.json` per shard when
+//!   sharded), the images that could not be decoded, as a JSON list of
+//!   `{id, path, error}`; their ids are absent from the features.
+//!
+//! Preprocessing: decode, convert to RGB, resize to `image_size x image_size` (bicubic, as
+//! PIL does), scale to [0, 1], normalise with ImageNet mean and std. Decoding runs on
+//! `decode_threads` threads, the backbone on one, writing on another; crossbeam channels
+//! between them keep all three busy.
+
+pub mod images;
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use arrow::array::{ArrayRef, StringArray, UInt64Array};
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+
+use crate::artifact::atomic::write_bytes;
+use crate::artifact::dataset::{part_is_done, part_path};
+use crate::artifact::weights::file_sha256;
+use crate::artifact::{write_table, DType, Payload, Producer, TensorSpec, TensorWriter};
+use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
+use crate::run::{config_hash, Progress, Shard};
+
+pub use images::{decode_image, list_images, IdFrom, ImageItem};
+
+/// ImageNet channel statistics (torchvision's `Normalize` values).
+pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
+
+/// Config section `extract_features`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractConfig {
+    /// Image folder.
+    pub images: Option<PathBuf>,
+    /// Output dataset folder.
+    pub out: Option<PathBuf>,
+    /// Backbone weights (safetensors with torchvision names; G's names are taken from it).
+    pub weights: Option<PathBuf>,
+    pub arch: Arch,
+    /// Base channels of the backbone (64 for torchvision's networks).
+    pub width: i64,
+    pub stem: Stem,
+    /// Where G ends: `layer1`..`layer4` or a block such as `layer4.0`.
+    pub cut: Cut,
+    /// Side of the square the images are resized to.
+    pub image_size: usize,
+    pub id_from: IdFrom,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Record undecodable images in the bad-images report instead of failing.
+    pub skip_bad: bool,
+    /// Decoding threads.
+    pub decode_threads: usize,
+}
+
+impl Default for ExtractConfig {
+    fn default() -> Self {
+        Self {
+            images: None,
+            out: None,
+            weights: None,
+            arch: Arch::ResNet101,
+            width: 64,
+            stem: Stem::ImageNet,
+            cut: Cut {
+                stage: 3,
+                block: None,
+            },
+            image_size: 224,
+            id_from: IdFrom::Sorted,
+            batch: 16,
+            skip_bad: false,
+            decode_threads: 1,
+        }
+    }
+}
+
+impl ExtractConfig {
+    pub fn backbone(&self) -> ResNetConfig {
+        ResNetConfig::new(self.arch, self.width, self.stem)
+    }
+    fn required(&self) -> Result<(&Path, &Path, &Path)> {
+        let images = self
+            .images
+            .as_deref()
+            .context("no image folder: give --images or extract_features.images")?;
+        let out = self
+            .out
+            .as_deref()
+            .context("no output folder: give --out or extract_features.out")?;
+        let weights = self
+            .weights
+            .as_deref()
+            .context("no backbone weights: give --weights or extract_features.weights")?;
+        Ok((images, out, weights))
+    }
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            (8..=4096).contains(&self.image_size),
+            "extract_features.image_size {} out of range (8..=4096)",
+            self.image_size
+        );
+        ensure!(self.batch >= 1, "extract_features.batch must be at least 1");
+        ensure!(
+            (1..=64).contains(&self.decode_threads),
+            "extract_features.decode_threads must be 1..=64"
+        );
+        self.backbone().validate()?;
+        self.backbone().cut_index(self.cut)?;
+        Ok(())
+    }
+}
+
+/// What determines the features' values: hashed into the artifacts' config hash, so shards
+/// run with different parameters are refused when the dataset is opened.
+#[derive(Serialize)]
+struct OutputParams<'a> {
+    listing: &'a str,
+    weights_sha256: &'a str,
+    arch: Arch,
+    width: i64,
+    stem: Stem,
+    cut: Cut,
+    image_size: usize,
+    id_from: IdFrom,
+    skip_bad: bool,
+}
+
+/// An image that could not be decoded (with `skip_bad`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BadImage {
+    pub id: u64,
+    pub path: String,
+    pub error: String,
+}
+
+/// What one run did.
+#[derive(Debug)]
+pub struct ExtractOutcome {
+    /// The shard's part, or `None` when it was already complete.
+    pub part: Option<PathBuf>,
+    pub index: PathBuf,
+    pub report: Option<PathBuf>,
+    pub rows: usize,
+    pub bad: Vec<BadImage>,
+    pub producer: Producer,
+    /// Feature map shape, HWC.
+    pub shape: [usize; 3],
+}
+
+/// Name of the bad-images report of `shard`.
+pub fn report_name(shard: Shard) -> String {
+    if shard.count == 1 {
+        "bad_images.json".into()
+    } else {
+        format!("bad_images-{:05}-of-{:05}.json", shard.index, shard.count)
+    }
+}
+
+/// Name of the image index in the dataset folder.
+pub const INDEX_NAME: &str = "images.parquet";
+
+/// Extracts the features of `shard`'s images on `device`.
+pub fn extract_features(
+    cfg: &ExtractConfig,
+    device: Device,
+    shard: Shard,
+) -> Result<ExtractOutcome> {
+    cfg.validate()?;
+    let (images_dir, out, weights) = cfg.required()?;
+    let items = list_images(images_dir, cfg.id_from)?;
+    let listing = images::listing_hash(&items);
+    let weights_sha = file_sha256(weights)?;
+    let hash = config_hash(&OutputParams {
+        listing: &listing,
+        weights_sha256: &weights_sha,
+        arch: cfg.arch,
+        width: cfg.width,
+        stem: cfg.stem,
+        cut: cfg.cut,
+        image_size: cfg.image_size,
+        id_from: cfg.id_from,
+        skip_bad: cfg.skip_bad,
+    })?;
+    let backbone = cfg.backbone();
+    let shape = backbone.feature_shape(cfg.cut, cfg.image_size)?;
+    let producer = Producer::new("extract-features", &hash)
+        .param("arch", cfg.arch.name())
+        .param("width", cfg.width)
+        .param("stem", cfg.stem.name())
+        .param("cut", cfg.cut.to_string())
+        .param("weights", weights.display().to_string())
+        .param("weights_sha256", weights_sha.clone())
+        .param("image_size", cfg.image_size)
+        .param("resize", "bicubic")
+        .param("normalize", "imagenet")
+        .param("id_from", cfg.id_from.name())
+        .param("images", images_dir.display().to_string());
+    let index = out.join(INDEX_NAME);
+    let report_path = out.join(report_name(shard));
+    if part_is_done(out, shard, "features")? {
+        return Ok(ExtractOutcome {
+            part: None,
+            index,
+            report: cfg.skip_bad.then_some(report_path),
+            rows: 0,
+            bad: Vec::new(),
+            producer,
+            shape,
+        });
+    }
+
+    let vs = nn::VarStore::new(device);
+    let g = ResNet::g(&vs.root(), backbone, cfg.cut)?;
+    load_weights(&vs, weights, Unexpected::Ignore)?;
+    let mut vs = vs;
+    vs.freeze();
+
+    let spec = TensorSpec::new("features", &shape, "HWC", DType::F32, producer.clone());
+    let writer = TensorWriter::create(&part_path(out, shard), spec)?;
+    let mine = items[shard.range(items.len())].to_vec();
+    let run = Pipeline {
+        cfg,
+        g: &g,
+        device,
+        shape,
+    };
+    let (writer, rows, bad, progress) = run.run(mine, writer)?;
+    progress.finish();
+    let report = if cfg.skip_bad {
+        let text = serde_json::to_vec_pretty(&bad)?;
+        write_bytes(&report_path, &text)?;
+        Some(report_path)
+    } else {
+        None
+    };
+    // The part is written last: once it exists, the index and report exist too.
+    write_index(&index, &items, &producer)?;
+    let part = writer.finish()?;
+    Ok(ExtractOutcome {
+        part: Some(part),
+        index,
+        report,
+        rows,
+        bad,
+        producer,
+        shape,
+    })
+}
+
+fn write_index(path: &Path, items: &[ImageItem], producer: &Producer) -> Result<PathBuf> {
+    let ids: ArrayRef = Arc::new(UInt64Array::from_iter_values(items.iter().map(|i| i.id)));
+    let paths: ArrayRef = Arc::new(StringArray::from_iter_values(
+        items.iter().map(|i| i.rel.as_str()),
+    ));
+    write_table(path, "images", producer, vec![ids, paths], HashMap::new())
+}
+
+/// A batch of decoded images.
+struct Decoded {
+    seq: usize,
+    /// Items in the batch, decoded or not.
+    count: usize,
+    ids: Vec<u64>,
+    /// HWC bytes of the decoded images, back to back.
+    pixels: Vec<u8>,
+    bad: Vec<BadImage>,
+}
+
+/// Features of a batch, for the writer.
+struct Computed {
+    count: usize,
+    ids: Vec<u64>,
+    values: Vec<f32>,
+}
+
+struct Pipeline<'a> {
+    cfg: &'a ExtractConfig,
+    g: &'a ResNet,
+    device: Device,
+    shape: [usize; 3],
+}
+
+impl Pipeline<'_> {
+    /// Decode -> compute -> write over `items`; returns the writer (unfinished), the rows
+    /// written, the bad images and the progress (to finish once the outputs are complete).
+    fn run(
+        &self,
+        items: Vec<ImageItem>,
+        writer: TensorWriter,
+    ) -> Result<(TensorWriter, usize, Vec<BadImage>, Progress)> {
+        let total = items.len();
+        let batches: Vec<Vec<ImageItem>> =
+            items.chunks(self.cfg.batch).map(|c| c.to_vec()).collect();
+        let n_batches = batches.len();
+        let (job_tx, job_rx) = unbounded::<(usize, Vec<ImageItem>)>();
+        for job in batches.into_iter().enumerate() {
+            // The receiver is alive (held here): sending cannot fail.
+            let _ = job_tx.send(job);
+        }
+        drop(job_tx);
+        let threads = self.cfg.decode_threads;
+        let (dec_tx, dec_rx) = bounded::<Result<Decoded>>(2 * threads + 1);
+        let (out_tx, out_rx) = bounded::<Computed>(2);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                let (job_rx, dec_tx) = (job_rx.clone(), dec_tx.clone());
+                let (size, skip_bad) = (self.cfg.image_size, self.cfg.skip_bad);
+                s.spawn(move || decode_worker(job_rx, dec_tx, size, skip_bad));
+            }
+            drop(dec_tx);
+            let writing = s.spawn(move || write_loop(writer, out_rx, total));
+            let computed = self.compute_loop(dec_rx, out_tx, n_batches);
+            let written = writing
+                .join()
+                .map_err(|p| anyhow!("writer thread panicked: {}", panic_text(&p)))?;
+            match (computed, written) {
+                (_, Err(e)) => Err(e),
+                (Err(e), Ok(_)) => Err(e),
+                (Ok(bad), Ok((writer, rows, progress))) => Ok((writer, rows, bad, progress)),
+            }
+        })
+    }
+
+    fn compute_loop(
+        &self,
+        dec_rx: Receiver<Result<Decoded>>,
+        out_tx: Sender<Computed>,
+        n_batches: usize,
+    ) -> Result<Vec<BadImage>> {
+        let _guard = tch::no_grad_guard();
+        let mean = Tensor::from_slice(&IMAGENET_MEAN)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(self.device);
+        let std = Tensor::from_slice(&IMAGENET_STD)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(self.device);
+        let mut pending: BTreeMap<usize, Decoded> = BTreeMap::new();
+        let mut next = 0;
+        let mut bad = Vec::new();
+        while next < n_batches {
+            let decoded = match dec_rx.recv() {
+                Ok(d) => d?,
+                Err(_) => bail!("the decoding threads stopped early"),
+            };
+            pending.insert(decoded.seq, decoded);
+            while let Some(batch) = pending.remove(&next) {
+                next += 1;
+                bad.extend(batch.bad.iter().cloned());
+                let values = if batch.ids.is_empty() {
+                    Vec::new()
+                } else {
+                    self.forward(&batch, &mean, &std)?
+                };
+                let msg = Computed {
+                    count: batch.count,
+                    ids: batch.ids,
+                    values,
+                };
+                if out_tx.send(msg).is_err() {
+                    // The writer failed; its error is reported by the caller.
+                    return Ok(bad);
+                }
+            }
+        }
+        Ok(bad)
+    }
+
+    fn forward(&self, batch: &Decoded, mean: &Tensor, std: &Tensor) -> Result<Vec<f32>> {
+        let n = batch.ids.len() as i64;
+        let s = self.cfg.image_size as i64;
+        let [h, w, c] = self.shape.map(|d| d as i64);
+        let first = batch.ids[0];
+        let run = || -> Result<Vec<f32>> {
+            let x = Tensor::from_slice(&batch.pixels)
+                .view([n, s, s, 3])
+                .to_device(self.device)
+                .permute([0, 3, 1, 2])
+                .to_kind(Kind::Float)
+                / 255.0;
+            let x = (x - mean) / std;
+            let y = self.g.forward_t(&x, false);
+            ensure!(
+                y.size() == [n, c, h, w],
+                "backbone output {:?}, expected {:?}",
+                y.size(),
+                [n, c, h, w]
+            );
+            let y = y
+                .permute([0, 2, 3, 1])
+                .contiguous()
+                .to_device(Device::Cpu)
+                .flatten(0, -1);
+            Ok(Vec::<f32>::try_from(&y)?)
+        };
+        catch_unwind(AssertUnwindSafe(run))
+            .map_err(|p| anyhow!("libtorch failed: {}", panic_text(&p)))?
+            .with_context(|| format!("backbone forward of the batch starting at id {first}"))
+    }
+}
+
+fn decode_worker(
+    jobs: Receiver<(usize, Vec<ImageItem>)>,
+    out: Sender<Result<Decoded>>,
+    size: usize,
+    skip_bad: bool,
+) {
+    let per_image = size * size * 3;
+    for (seq, items) in jobs.iter() {
+        let mut d = Decoded {
+            seq,
+            count: items.len(),
+            ids: Vec::with_capacity(items.len()),
+            pixels: Vec::with_capacity(items.len() * per_image),
+            bad: Vec::new(),
+        };
+        let mut failed = None;
+        for item in &items {
+            match decode_image(&item.path, size as u32) {
+                Ok(px) => {
+                    d.ids.push(item.id);
+                    d.pixels.extend_from_slice(&px);
+                }
+                Err(e) if skip_bad => d.bad.push(BadImage {
+                    id: item.id,
+                    path: item.rel.clone(),
+                    error: format!("{e:#}"),
+                }),
+                Err(e) => {
+                    failed = Some(e.context(format!(
+                        "image {} (id {}) is unreadable; --skip-bad records such images in the report instead",
+                        item.rel, item.id
+                    )));
+                    break;
+                }
+            }
+        }
+        let msg = match failed {
+            Some(e) => Err(e),
+            None => Ok(d),
+        };
+        let stop = msg.is_err();
+        if out.send(msg).is_err() || stop {
+            return;
+        }
+    }
+}
+
+fn write_loop(
+    mut writer: TensorWriter,
+    rx: Receiver<Computed>,
+    total: usize,
+) -> Result<(TensorWriter, usize, Progress)> {
+    let mut progress = Progress::new("extract-features", total as u64);
+    let mut rows = 0;
+    for batch in rx.iter() {
+        writer.write(&batch.ids, Payload::F32(&batch.values), vec![])?;
+        rows += batch.ids.len();
+        progress.inc(batch.count as u64);
+    }
+    Ok((writer, rows, progress))
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<String>() {
+        s.lines().next().unwrap_or("").to_string()
+    } else if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else {
+        "unknown panic".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::TensorDataset;
+    use crate::models::tools::init_weights;
+
+    #[test]
+    fn config_section_parses() {
+        let dir = std::env::temp_dir().join(format!("remind-extract-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("p.yaml");
+        std::fs::write(
+            &path,
+            "extract_features:\n  images: data/img\n  arch: resnet18\n  width: 32\n  stem: small\n  \
+             cut: layer4.0\n  id_from: clevr-filename\n  image_size: 32\n  skip_bad: true\n",
+        )
+        .unwrap();
+        let cfg: ExtractConfig = crate::run::load_section(Some(&path), "extract_features").unwrap();
+        assert_eq!(cfg.arch, Arch::ResNet18);
+        assert_eq!((cfg.width, cfg.stem, cfg.image_size), (32, Stem::Small, 32));
+        assert_eq!(cfg.cut.to_string(), "layer4.0");
+        assert_eq!(cfg.id_from, IdFrom::ClevrFilename);
+        assert!(cfg.skip_bad && cfg.batch == 16);
+        std::fs::write(&path, "extract_features:\n  cut: layer9\n").unwrap();
+        let err = crate::run::load_section::<ExtractConfig>(Some(&path), "extract_features")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer9"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The stored rows are G's output for the normalised image, laid out HWC.
+    #[test]
+    fn rows_are_hwc_feature_maps_of_normalised_images() {
+        let dir = std::env::temp_dir().join(format!("remind-extract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let images = dir.join("images");
+        std::fs::create_dir_all(&images).unwrap();
+        for (k, name) in ["a.png", "b.png", "c.png"].iter().enumerate() {
+            let img = image::RgbImage::from_fn(40, 30, |x, y| {
+                image::Rgb([(x * 5 + k as u32 * 60) as u8, (y * 7) as u8, (x * y) as u8])
+            });
+            img.save(images.join(name)).unwrap();
+        }
+        let net = ResNetConfig::new(Arch::ResNet34, 8, Stem::Small);
+        let weights = init_weights(net, 9, &dir.join("w.safetensors")).unwrap();
+        let cfg = ExtractConfig {
+            images: Some(images.clone()),
+            out: Some(dir.join("out")),
+            weights: Some(weights.clone()),
+            arch: net.arch,
+            width: net.width,
+            stem: net.stem,
+            cut: "layer2".parse().unwrap(),
+            image_size: 32,
+            batch: 2,
+            decode_threads: 2,
+            ..Default::default()
+        };
+        let outcome = extract_features(&cfg, Device::Cpu, Shard::WHOLE).unwrap();
+        assert_eq!(outcome.shape, [16, 16, 16]);
+        assert_eq!(outcome.rows, 3);
+        let ds = TensorDataset::open(&dir.join("out"), "features").unwrap();
+        assert_eq!(ds.ids().unwrap(), vec![0, 1, 2]);
+
+        let vs = nn::VarStore::new(Device::Cpu);
+        let g = ResNet::g(&vs.root(), net, cfg.cut).unwrap();
+        load_weights(&vs, &weights, Unexpected::Ignore).unwrap();
+        let _guard = tch::no_grad_guard();
+        let px = decode_image(&images.join("b.png"), 32).unwrap();
+        let x = Tensor::from_slice(&px)
+            .view([1, 32, 32, 3])
+            .to_kind(Kind::Float)
+            / 255.0;
+        let mean = Tensor::from_slice(&IMAGENET_MEAN).to_kind(Kind::Float);
+        let std = Tensor::from_slice(&IMAGENET_STD).to_kind(Kind::Float);
+        let x = ((x - mean) / std).permute([0, 3, 1, 2]);
+        let y = g.forward_t(&x, false); // [1, C, H, W]
+        let row = ds.row_f32(1).unwrap();
+        let [h, w, c] = outcome.shape;
+        let mut max_diff = 0f64;
+        for (i, j, k) in [(0, 0, 0), (3, 5, 7), (15, 15, 15), (8, 2, 11)] {
+            let stored = row[(i * w + j) * c + k] as f64;
+            let direct = y.double_value(&[0, k as i64, i as i64, j as i64]);
+            max_diff = max_diff.max((stored - direct).abs());
+        }
+        let all = Tensor::from_slice(row).view([h as i64, w as i64, c as i64]);
+        let direct = y.squeeze_dim(0).permute([1, 2, 0]);
+        let full_diff = (all - direct).abs().max().double_value(&[]);
+        assert!(
+            max_diff < 1e-4 && full_diff < 1e-4,
+            "{max_diff} {full_diff}"
+        );
+
+        // A second run of the same shard is skipped.
+        let again = extract_features(&cfg, Device::Cpu, Shard::WHOLE).unwrap();
+        assert!(again.part.is_none());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
