@@ -4,6 +4,8 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
+# Pipeline outputs are artifacts to keep, never intermediates to delete.
+.SECONDARY:
 
 TORCH_VERSION ?= 2.13.0
 VENV ?= $(HOME)/.cache/remind-rs/torch-$(TORCH_VERSION)
@@ -19,7 +21,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test lint fmt bench bench-pq clevr-qtype clean
+.PHONY: help setup build test lint fmt bench bench-pq clean
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
@@ -51,9 +53,65 @@ bench-pq: setup
 	@mkdir -p $(ART)/bench
 	$(REMIND_PYTHON) scripts/bench_pq.py --bin-dir $(BIN) --out $(ART)/bench/pq.json --threads $(THREADS)
 
-clevr-qtype: setup
-	@echo "clevr-qtype: the streaming VQA pipeline is not complete yet (issues #4 and #5);"
-	@echo "             the artifact layer, PQ fitting and code extraction are in place."
+# ---------------------------------------------------------------------------------------
+# Streaming VQA pipelines. Every step is a file target, so a re-run redoes only what is
+# stale. CLEVR_DIR=/path/to/CLEVR_v1.0 runs on real CLEVR (with pipelines/<name>-paper.yaml
+# unless CONFIG is given); BACKBONE_WEIGHTS=resnet101.safetensors uses given backbone
+# weights instead of training the small embedded one.
+CLEVR_DIR ?=
+BACKBONE_WEIGHTS ?=
+CLEVR_DATA := $(if $(CLEVR_DIR),$(CLEVR_DIR),$(ART)/mini-clevr)
+CLEVR_STAMP := $(if $(CLEVR_DIR),$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/mini-clevr/.complete)
+STAGE = REMIND_QUIET=$(QUIET) $(BIN)/remind-$(1)
+QUIET ?=
+METHODS := offline remind finetune
+
+$(ART)/mini-clevr/.complete: | setup
+	$(call STAGE,generate-clevr) --config pipelines/clevr-qtype.yaml --out $(ART)/mini-clevr --run-dir $(ART)/mini-clevr
+	@touch $@
+
+# vqa_pipeline(name): the whole chain for pipelines/<name>.yaml into $(ART)/<name>.
+define vqa_pipeline
+$(1)_CONFIG := $$(or $$(CONFIG),$$(if $$(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml))
+$(1)_RUN := $(ART)/$(1)
+$(1)_WEIGHTS := $$(or $$(BACKBONE_WEIGHTS),$$($(1)_RUN)/backbone/weights.safetensors)
+$(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
+
+$$($(1)_RUN)/questions/questions.parquet: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
+	$$(call STAGE,import-questions) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$($(1)_RUN)/questions
+
+$$($(1)_RUN)/backbone/weights.safetensors: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
+	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$@
+
+$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$(CLEVR_STAMP) | setup
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(CLEVR_DATA)/images/$$* --weights $$($(1)_WEIGHTS) --out $$(@D)
+
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow | setup
+	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@
+
+$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | setup
+	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D)
+
+$(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
+	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
+
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | setup
+	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
+		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume
+
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
+	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
+		--question-types $$($(1)_RUN)/questions/question_types.parquet \
+		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
+
+.PHONY: $(1)
+$(1): $$($(1)_RUN)/metrics.json
+	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+endef
+
+$(eval $(call vqa_pipeline,clevr-qtype))
+$(eval $(call vqa_pipeline,clevr-iid))
 
 clean:
 	rm -rf $(ART)/*/ target

@@ -23,6 +23,7 @@ pub const SECTIONS: &[&str] = &[
     "extract_features",
     "import_gensen",
     "stream",
+    "model",
     "evaluate",
 ];
 

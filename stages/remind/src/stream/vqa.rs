@@ -20,6 +20,7 @@ use super::order::{Order, StreamPlan};
 use super::vqa_data::{answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, VqaItems};
 use crate::artifact::{write_table, Producer, TensorDataset};
 use crate::buffer::{Eviction, ReplayBuffer};
+use crate::vqa::{ModelConfig, Questions, VqaModel};
 use crate::run::{config_hash, Progress};
 use crate::stages::codebook::load_codebook;
 use crate::train::optim::{OptimKind, Optimizer};
@@ -76,6 +77,9 @@ pub struct StreamSettings {
     pub eval_batch: usize,
     pub max_question_len: usize,
     pub l2_normalize_features: bool,
+    /// Use at most this many training questions per question type (seeded choice), to
+    /// size a stream to a time budget; None uses all.
+    pub max_per_type: Option<usize>,
 }
 
 impl Default for StreamSettings {
@@ -94,18 +98,10 @@ impl Default for StreamSettings {
             eval_batch: 256,
             max_question_len: 45,
             l2_normalize_features: false,
+            max_per_type: None,
         }
     }
 }
-
-/// What a model must offer the loop: logits from feature maps and questions.
-pub trait QaModel {
-    /// `feats` `[B, C, H, W]`, `tokens` `[B, T]`, `lengths` `[B]` -> logits `[B, answers]`.
-    fn logits(&self, feats: &Tensor, tokens: &Tensor, lengths: &Tensor, train: bool) -> Tensor;
-}
-
-/// Builds a fresh model on a VarStore path.
-pub type ModelBuilder<'a> = &'a dyn Fn(&tch::nn::Path) -> Result<Box<dyn QaModel>>;
 
 /// Input artifacts of a run.
 pub struct VqaInputs<'a> {
@@ -118,6 +114,7 @@ pub struct VqaInputs<'a> {
 /// Everything loaded once per run.
 struct Ctx<'a> {
     s: &'a StreamSettings,
+    model: &'a ModelConfig,
     train: VqaItems,
     val: VqaItems,
     train_codes: TensorDataset,
@@ -140,8 +137,7 @@ impl Ctx<'_> {
 /// `model_hash` identifies the model configuration (it joins the config hash).
 pub fn run_vqa_stream(
     s: &StreamSettings,
-    model_hash: &str,
-    build: ModelBuilder,
+    model: &ModelConfig,
     inputs: &VqaInputs,
     out: &Path,
     method: Method,
@@ -163,38 +159,70 @@ pub fn run_vqa_stream(
         train_codes.root().display(), pq.num_subspaces());
     let code_shape = [shape[0], shape[1], shape[2]];
     let mut report = LoadReport::default();
-    let train = load_split(&questions, "train", &train_codes, s.max_question_len, true, &mut report)?;
+    let mut train = load_split(&questions, "train", &train_codes, s.max_question_len, true, &mut report)?;
+    if let Some(cap) = s.max_per_type {
+        train = train.subset(&capped_per_type(&train.types, cap, s.seed));
+    }
     let val = load_split(&questions, "val", &val_codes, s.max_question_len, false, &mut report)?;
     report.train_questions = train.len();
+    ensure!(!train.is_empty(), "{}: no training questions left", inputs.questions.display());
     report.val_questions = val.len();
     let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
-    let hash = config_hash(&(s, model_hash, &info.codebook_hash))?;
+    let hash = config_hash(&(s, model, &info.codebook_hash))?;
     eprintln!(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
     );
-    let ctx = Ctx { s, train, val, train_codes, val_codes, pq, code_shape, plan, device, hash, codebook_hash: info.codebook_hash };
+    let ctx = Ctx { s, model, train, val, train_codes, val_codes, pq, code_shape, plan, device, hash, codebook_hash: info.codebook_hash };
     crate::artifact::atomic::write_bytes(&out.join("plan.json"), &serde_json::to_vec(&ctx.plan)?)?;
+    let started = std::time::Instant::now();
     match method {
-        Method::Offline => run_offline(&ctx, build, out, resume),
-        Method::Remind | Method::Finetune => run_streaming(&ctx, build, out, method, resume),
+        Method::Offline => run_offline(&ctx, out, resume)?,
+        Method::Remind | Method::Finetune => run_streaming(&ctx, out, method, resume)?,
     }
+    // The marker `make` waits for: written last, so its presence means every boundary is done.
+    let done = serde_json::json!({
+        "method": method.name(),
+        "boundaries": ctx.plan.boundaries,
+        "config_hash": ctx.hash,
+        "seconds": started.elapsed().as_secs_f64(),
+        "load": report,
+    });
+    crate::artifact::atomic::write_bytes(&out.join(method.name()).join("complete.json"), &serde_json::to_vec_pretty(&done)?)?;
+    Ok(())
 }
 
-fn new_model(ctx: &Ctx, build: ModelBuilder) -> Result<(VarStore, Box<dyn QaModel>, Optimizer)> {
+/// Indices keeping at most `cap` items of each group (a seeded choice), in their order.
+fn capped_per_type(types: &[i64], cap: usize, seed: u64) -> Vec<usize> {
+    let mut by_type: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for (i, &t) in types.iter().enumerate() {
+        by_type.entry(t).or_default().push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xca9);
+    let mut keep: Vec<usize> = Vec::new();
+    for (_, mut members) in by_type {
+        members.shuffle(&mut rng);
+        members.truncate(cap);
+        keep.extend(members);
+    }
+    keep.sort_unstable();
+    keep
+}
+
+fn new_model(ctx: &Ctx) -> Result<(VarStore, VqaModel, Optimizer)> {
     let vs = VarStore::new(ctx.device);
-    let model = build(&vs.root())?;
+    let model = VqaModel::new(&vs.root(), ctx.model, None)?;
     let opt = Optimizer::new(&vs, OptimKind::adamax());
     Ok((vs, model, opt))
 }
 
 /// One optimiser step on items `idx` (train split) with their codes `codes`.
-fn step(ctx: &Ctx, model: &dyn QaModel, opt: &mut Optimizer, idx: &[usize], codes: &[u8], dropout_seed: u64) -> Result<f64> {
+fn step(ctx: &Ctx, model: &VqaModel, opt: &mut Optimizer, idx: &[usize], codes: &[u8], dropout_seed: u64) -> Result<f64> {
     tch::manual_seed(dropout_seed as i64);
     let feats = ctx.decoder().decode(codes)?;
     let (tokens, lengths) = question_batch(&ctx.train, idx, ctx.device);
     let target = answer_batch(&ctx.train, idx, ctx.device);
-    let logits = model.logits(&feats, &tokens, &lengths, true);
+    let logits = model.forward_t(&feats, &Questions::Tokens { tokens: &tokens, lengths: &lengths }, true)?;
     let loss = logits.cross_entropy_for_logits(&target);
     opt.zero_grad();
     loss.backward();
@@ -203,7 +231,7 @@ fn step(ctx: &Ctx, model: &dyn QaModel, opt: &mut Optimizer, idx: &[usize], code
 }
 
 /// Shuffled mini-batch epochs over train items `items`, from the model's current state.
-fn train_epochs(ctx: &Ctx, model: &dyn QaModel, opt: &mut Optimizer, items: &[usize], epochs: usize, seed: u64, label: &str) -> Result<()> {
+fn train_epochs(ctx: &Ctx, model: &VqaModel, opt: &mut Optimizer, items: &[usize], epochs: usize, seed: u64, label: &str) -> Result<()> {
     let mut progress = Progress::new(label, (epochs * items.len()) as u64);
     let mut codes = Vec::new();
     for epoch in 0..epochs {
@@ -221,7 +249,7 @@ fn train_epochs(ctx: &Ctx, model: &dyn QaModel, opt: &mut Optimizer, items: &[us
 }
 
 /// Predicted answers on the evaluation split.
-fn predict(ctx: &Ctx, model: &dyn QaModel) -> Result<Vec<i64>> {
+fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
     let _guard = tch::no_grad_guard();
     let mut out = Vec::with_capacity(ctx.val.len());
     let mut codes = Vec::new();
@@ -231,7 +259,8 @@ fn predict(ctx: &Ctx, model: &dyn QaModel) -> Result<Vec<i64>> {
         gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
         let feats = ctx.decoder().decode(&codes)?;
         let (tokens, lengths) = question_batch(&ctx.val, batch, ctx.device);
-        let pred = model.logits(&feats, &tokens, &lengths, false).argmax(-1, false).to_device(Device::Cpu);
+        let logits = model.forward_t(&feats, &Questions::Tokens { tokens: &tokens, lengths: &lengths }, false)?;
+        let pred = logits.argmax(-1, false).to_device(Device::Cpu);
         out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
     }
     Ok(out)
@@ -255,7 +284,7 @@ fn write_predictions(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, pre
 
 /// Evaluates, writes predictions and a checkpoint for boundary `k`.
 #[allow(clippy::too_many_arguments)]
-fn boundary(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, vs: &VarStore, model: &dyn QaModel, opt: &Optimizer, buffer: Option<&ReplayBuffer>, rng: &ChaCha8Rng) -> Result<()> {
+fn boundary(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, vs: &VarStore, model: &VqaModel, opt: &Optimizer, buffer: Option<&ReplayBuffer>, rng: &ChaCha8Rng) -> Result<()> {
     let pred = predict(ctx, model)?;
     let acc = super::metrics::vqa_score(&pred, &ctx.val.answers, &ctx.val.types);
     eprintln!(
@@ -282,13 +311,16 @@ fn boundary(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, vs: &VarStor
     Ok(())
 }
 
-fn run_streaming(ctx: &Ctx, build: ModelBuilder, out: &Path, method: Method, resume: bool) -> Result<()> {
+fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<()> {
     let method_dir = out.join(method.name());
-    let (mut vs, model, mut opt) = new_model(ctx, build)?;
+    let (mut vs, model, mut opt) = new_model(ctx)?;
     let item_bytes: usize = ctx.code_shape.iter().product();
     let mut rng = ChaCha8Rng::seed_from_u64(ctx.s.seed ^ 0x7265_6d69_6e64);
     let base = ctx.plan.base_len();
-    let mut buffer = (method == Method::Remind).then(|| ReplayBuffer::new(item_bytes, ctx.s.buffer_capacity, ctx.s.eviction));
+    let mut buffer = match method {
+        Method::Remind => Some(ReplayBuffer::new(item_bytes, ctx.s.buffer_capacity, ctx.s.eviction)?),
+        _ => None,
+    };
     let mut start_boundary = 0;
     let mut resumed = None;
     if resume {
@@ -297,7 +329,9 @@ fn run_streaming(ctx: &Ctx, build: ModelBuilder, out: &Path, method: Method, res
             vs.load(dir.join("model.safetensors")).with_context(|| format!("cannot load {}", dir.display()))?;
             opt.load(&dir.join("optim.safetensors"))?;
             if let Some(b) = buffer.as_mut() {
-                *b = ReplayBuffer::load(&dir.join("buffer.arrow"))?;
+                let loaded = ReplayBuffer::load(&dir.join("buffer.arrow"))?;
+                ensure!(loaded.codebook_hash == ctx.codebook_hash, "{}: buffer codes were made with another codebook", dir.display());
+                *b = loaded.buffer;
             }
             rng.set_word_pos(state.rng_word_pos);
             eprintln!("stream-train[{}]: resumed from {} (position {})", method.name(), dir.display(), state.position);
@@ -307,13 +341,13 @@ fn run_streaming(ctx: &Ctx, build: ModelBuilder, out: &Path, method: Method, res
     }
     if resumed.is_none() {
         // Base initialisation: offline epochs on the first segment, the same for every method.
-        train_epochs(ctx, model.as_ref(), &mut opt, &ctx.plan.items[..base], ctx.s.base_epochs, ctx.s.seed, &format!("{} base init", method.name()))?;
+        train_epochs(ctx, &model, &mut opt, &ctx.plan.items[..base], ctx.s.base_epochs, ctx.s.seed, &format!("{} base init", method.name()))?;
         if let Some(b) = buffer.as_mut() {
             for &i in &ctx.plan.items[..base] {
-                b.insert(i as u64, ctx.train.answers[i], ctx.train_codes.row_u8(ctx.train.image_rows[i])?, &mut rng);
+                b.insert(i as u64, ctx.train.answers[i], ctx.train_codes.row_u8(ctx.train.image_rows[i])?, &mut rng)?;
             }
         }
-        boundary(ctx, &method_dir, method, 0, &vs, model.as_ref(), &opt, buffer.as_ref(), &rng)?;
+        boundary(ctx, &method_dir, method, 0, &vs, &model, &opt, buffer.as_ref(), &rng)?;
         start_boundary = 1;
     }
     let mut codes = Vec::new();
@@ -331,19 +365,19 @@ fn run_streaming(ctx: &Ctx, build: ModelBuilder, out: &Path, method: Method, res
                     codes.extend_from_slice(b.codes(slot));
                 }
             }
-            step(ctx, model.as_ref(), &mut opt, &idx, &codes, ctx.s.seed ^ ((pos as u64) << 20) ^ 0x5354)?;
+            step(ctx, &model, &mut opt, &idx, &codes, ctx.s.seed ^ ((pos as u64) << 20) ^ 0x5354)?;
             if let Some(b) = buffer.as_mut() {
-                b.insert(item as u64, ctx.train.answers[item], ctx.train_codes.row_u8(ctx.train.image_rows[item])?, &mut rng);
+                b.insert(item as u64, ctx.train.answers[item], ctx.train_codes.row_u8(ctx.train.image_rows[item])?, &mut rng)?;
             }
             progress.inc(1);
         }
-        boundary(ctx, &method_dir, method, k, &vs, model.as_ref(), &opt, buffer.as_ref(), &rng)?;
+        boundary(ctx, &method_dir, method, k, &vs, &model, &opt, buffer.as_ref(), &rng)?;
     }
     progress.finish();
     Ok(())
 }
 
-fn run_offline(ctx: &Ctx, build: ModelBuilder, out: &Path, resume: bool) -> Result<()> {
+fn run_offline(ctx: &Ctx, out: &Path, resume: bool) -> Result<()> {
     let method_dir = out.join("offline");
     let mut start = 0;
     if resume {
@@ -356,10 +390,10 @@ fn run_offline(ctx: &Ctx, build: ModelBuilder, out: &Path, resume: bool) -> Resu
     for k in start..ctx.plan.boundaries.len() {
         // From scratch on everything the stream has shown up to boundary k.
         tch::manual_seed(ctx.s.seed as i64);
-        let (vs, model, mut opt) = new_model(ctx, build)?;
+        let (vs, model, mut opt) = new_model(ctx)?;
         let seen = &ctx.plan.items[..ctx.plan.boundaries[k]];
-        train_epochs(ctx, model.as_ref(), &mut opt, seen, ctx.s.offline_epochs, ctx.s.seed ^ (k as u64) << 48, &format!("offline boundary {k}"))?;
-        boundary(ctx, &method_dir, Method::Offline, k, &vs, model.as_ref(), &opt, None, &rng)?;
+        train_epochs(ctx, &model, &mut opt, seen, ctx.s.offline_epochs, ctx.s.seed ^ (k as u64) << 48, &format!("offline boundary {k}"))?;
+        boundary(ctx, &method_dir, Method::Offline, k, &vs, &model, &opt, None, &rng)?;
     }
     Ok(())
 }
