@@ -8,12 +8,15 @@
 //! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
 //! - [`features`]: feature extraction, images to feature maps through a frozen backbone.
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
+//! - [`buffer`]: the replay buffer (codes, labels, class index, eviction, sampling).
+//! - [`vqa`]: VQA models (question encoder, S-MAC, UpDown).
 //! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
 //! - [`train`]: optimisers with checkpointable state.
 //! - [`stages`]: the stage bodies the binaries call.
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
+pub mod buffer;
 pub mod clevr;
 pub mod features;
 pub mod models;
@@ -23,4 +26,19 @@ pub mod stages;
 pub mod stream;
 pub mod synth;
 pub mod train;
+pub mod vqa;
 pub mod vqa_data;
+
+/// Helpers for the unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::{Mutex, MutexGuard};
+
+    /// Serialises the tests that seed or draw from libtorch's global generator
+    /// (`tch::manual_seed`, `randn`, dropout, ...): unit tests run on parallel threads, and
+    /// a draw on one thread would shift another test's seeded sequence.
+    pub fn tch_rng_lock() -> MutexGuard<'static, ()> {
+        static LOCK: Mutex<()> = Mutex::new(());
+        LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

@@ -1,6 +1,7 @@
 use super::*;
 
 fn clustered(n: i64, d: i64, seed: i64) -> Tensor {
+    let _rng = crate::testing::tch_rng_lock();
     tch::manual_seed(seed);
     let centers = Tensor::randn([20, d], (Kind::Float, Device::Cpu)) * 3.0;
     let idx = Tensor::randint(20, [n], (Kind::Int64, Device::Cpu));

@@ -3,5 +3,5 @@
 pub mod checkpoint;
 pub mod metrics;
 pub mod order;
-// pub mod vqa; (enabled once the replay buffer and models land)
+pub mod vqa;
 pub mod vqa_data;

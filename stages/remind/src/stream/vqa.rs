@@ -13,17 +13,19 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Kind};
 
 use super::checkpoint::{check_config, latest_checkpoint, write_checkpoint, CheckpointState};
 use super::order::{Order, StreamPlan};
-use super::vqa_data::{answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, VqaItems};
+use super::vqa_data::{
+    answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, VqaItems,
+};
 use crate::artifact::{write_table, Producer, TensorDataset};
 use crate::buffer::{Eviction, ReplayBuffer};
-use crate::vqa::{ModelConfig, Questions, VqaModel};
 use crate::run::{config_hash, Progress};
 use crate::stages::codebook::load_codebook;
 use crate::train::optim::{OptimKind, Optimizer};
+use crate::vqa::{ModelConfig, Questions, VqaModel};
 
 /// A streaming method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -129,7 +131,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn decoder(&self) -> Decoder<'_> {
-        Decoder { pq: &self.pq, code_shape: self.code_shape, device: self.device, l2_normalize: self.s.l2_normalize_features }
+        Decoder {
+            pq: &self.pq,
+            code_shape: self.code_shape,
+            device: self.device,
+            l2_normalize: self.s.l2_normalize_features,
+        }
     }
 }
 
@@ -144,28 +151,58 @@ pub fn run_vqa_stream(
     device: Device,
     resume: bool,
 ) -> Result<()> {
-    ensure!(s.batch_size > 0 && s.eval_batch > 0, "stream.batch_size and stream.eval_batch must be positive");
+    ensure!(
+        s.batch_size > 0 && s.eval_batch > 0,
+        "stream.batch_size and stream.eval_batch must be positive"
+    );
     let questions = super::vqa_data::read_questions(inputs.questions)?;
     let train_codes = TensorDataset::open(inputs.train_codes, "codes")?;
     let val_codes = TensorDataset::open(inputs.val_codes, "codes")?;
     let (pq, info) = load_codebook(inputs.codebook)?;
     for ds in [&train_codes, &val_codes] {
         let h = ds.meta("remind.codebook_hash")?;
-        ensure!(h == info.codebook_hash, "{}: codes made with codebook {h}, but {} is {}: re-extract the codes",
-            ds.root().display(), inputs.codebook.display(), info.codebook_hash);
+        ensure!(
+            h == info.codebook_hash,
+            "{}: codes made with codebook {h}, but {} is {}: re-extract the codes",
+            ds.root().display(),
+            inputs.codebook.display(),
+            info.codebook_hash
+        );
     }
     let shape = train_codes.shape();
-    ensure!(shape.len() == 3 && shape[2] == pq.num_subspaces(), "{}: codes shape {shape:?} does not fit M={}",
-        train_codes.root().display(), pq.num_subspaces());
+    ensure!(
+        shape.len() == 3 && shape[2] == pq.num_subspaces(),
+        "{}: codes shape {shape:?} does not fit M={}",
+        train_codes.root().display(),
+        pq.num_subspaces()
+    );
     let code_shape = [shape[0], shape[1], shape[2]];
     let mut report = LoadReport::default();
-    let mut train = load_split(&questions, "train", &train_codes, s.max_question_len, true, &mut report)?;
+    let mut train = load_split(
+        &questions,
+        "train",
+        &train_codes,
+        s.max_question_len,
+        true,
+        &mut report,
+    )?;
     if let Some(cap) = s.max_per_type {
         train = train.subset(&capped_per_type(&train.types, cap, s.seed));
     }
-    let val = load_split(&questions, "val", &val_codes, s.max_question_len, false, &mut report)?;
+    let val = load_split(
+        &questions,
+        "val",
+        &val_codes,
+        s.max_question_len,
+        false,
+        &mut report,
+    )?;
     report.train_questions = train.len();
-    ensure!(!train.is_empty(), "{}: no training questions left", inputs.questions.display());
+    ensure!(
+        !train.is_empty(),
+        "{}: no training questions left",
+        inputs.questions.display()
+    );
     report.val_questions = val.len();
     let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
     let hash = config_hash(&(s, model, &info.codebook_hash))?;
@@ -173,7 +210,20 @@ pub fn run_vqa_stream(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
     );
-    let ctx = Ctx { s, model, train, val, train_codes, val_codes, pq, code_shape, plan, device, hash, codebook_hash: info.codebook_hash };
+    let ctx = Ctx {
+        s,
+        model,
+        train,
+        val,
+        train_codes,
+        val_codes,
+        pq,
+        code_shape,
+        plan,
+        device,
+        hash,
+        codebook_hash: info.codebook_hash,
+    };
     crate::artifact::atomic::write_bytes(&out.join("plan.json"), &serde_json::to_vec(&ctx.plan)?)?;
     let started = std::time::Instant::now();
     match method {
@@ -188,7 +238,10 @@ pub fn run_vqa_stream(
         "seconds": started.elapsed().as_secs_f64(),
         "load": report,
     });
-    crate::artifact::atomic::write_bytes(&out.join(method.name()).join("complete.json"), &serde_json::to_vec_pretty(&done)?)?;
+    crate::artifact::atomic::write_bytes(
+        &out.join(method.name()).join("complete.json"),
+        &serde_json::to_vec_pretty(&done)?,
+    )?;
     Ok(())
 }
 
@@ -209,7 +262,9 @@ fn capped_per_type(types: &[i64], cap: usize, seed: u64) -> Vec<usize> {
     keep
 }
 
+/// A freshly initialised model (seeded: every method starts from the same weights).
 fn new_model(ctx: &Ctx) -> Result<(VarStore, VqaModel, Optimizer)> {
+    tch::manual_seed(ctx.s.seed as i64);
     let vs = VarStore::new(ctx.device);
     let model = VqaModel::new(&vs.root(), ctx.model, None)?;
     let opt = Optimizer::new(&vs, OptimKind::adamax());
@@ -217,12 +272,26 @@ fn new_model(ctx: &Ctx) -> Result<(VarStore, VqaModel, Optimizer)> {
 }
 
 /// One optimiser step on items `idx` (train split) with their codes `codes`.
-fn step(ctx: &Ctx, model: &VqaModel, opt: &mut Optimizer, idx: &[usize], codes: &[u8], dropout_seed: u64) -> Result<f64> {
+fn step(
+    ctx: &Ctx,
+    model: &VqaModel,
+    opt: &mut Optimizer,
+    idx: &[usize],
+    codes: &[u8],
+    dropout_seed: u64,
+) -> Result<f64> {
     tch::manual_seed(dropout_seed as i64);
     let feats = ctx.decoder().decode(codes)?;
     let (tokens, lengths) = question_batch(&ctx.train, idx, ctx.device);
     let target = answer_batch(&ctx.train, idx, ctx.device);
-    let logits = model.forward_t(&feats, &Questions::Tokens { tokens: &tokens, lengths: &lengths }, true)?;
+    let logits = model.forward_t(
+        &feats,
+        &Questions::Tokens {
+            tokens: &tokens,
+            lengths: &lengths,
+        },
+        true,
+    )?;
     let loss = logits.cross_entropy_for_logits(&target);
     opt.zero_grad();
     loss.backward();
@@ -231,16 +300,33 @@ fn step(ctx: &Ctx, model: &VqaModel, opt: &mut Optimizer, idx: &[usize], codes: 
 }
 
 /// Shuffled mini-batch epochs over train items `items`, from the model's current state.
-fn train_epochs(ctx: &Ctx, model: &VqaModel, opt: &mut Optimizer, items: &[usize], epochs: usize, seed: u64, label: &str) -> Result<()> {
+fn train_epochs(
+    ctx: &Ctx,
+    model: &VqaModel,
+    opt: &mut Optimizer,
+    items: &[usize],
+    epochs: usize,
+    seed: u64,
+    label: &str,
+) -> Result<()> {
     let mut progress = Progress::new(label, (epochs * items.len()) as u64);
     let mut codes = Vec::new();
     for epoch in 0..epochs {
         let mut order = items.to_vec();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed ^ ((epoch as u64 + 1) << 32)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            seed ^ ((epoch as u64 + 1) << 32),
+        ));
         for (b, batch) in order.chunks(ctx.s.batch_size).enumerate() {
             codes.clear();
             gather_codes(&ctx.train, batch, &ctx.train_codes, &mut codes)?;
-            step(ctx, model, opt, batch, &codes, seed ^ ((epoch as u64) << 40) ^ b as u64)?;
+            step(
+                ctx,
+                model,
+                opt,
+                batch,
+                &codes,
+                seed ^ ((epoch as u64) << 40) ^ b as u64,
+            )?;
             progress.inc(batch.len() as u64);
         }
     }
@@ -259,7 +345,14 @@ fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
         gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
         let feats = ctx.decoder().decode(&codes)?;
         let (tokens, lengths) = question_batch(&ctx.val, batch, ctx.device);
-        let logits = model.forward_t(&feats, &Questions::Tokens { tokens: &tokens, lengths: &lengths }, false)?;
+        let logits = model.forward_t(
+            &feats,
+            &Questions::Tokens {
+                tokens: &tokens,
+                lengths: &lengths,
+            },
+            false,
+        )?;
         let pred = logits.argmax(-1, false).to_device(Device::Cpu);
         out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
     }
@@ -267,8 +360,16 @@ fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
 }
 
 /// Writes the predictions of boundary `k` (atomically) as `<method>/predictions/boundary-k.parquet`.
-fn write_predictions(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, pred: &[i64]) -> Result<PathBuf> {
-    let path = method_dir.join("predictions").join(format!("boundary-{k:03}.parquet"));
+fn write_predictions(
+    ctx: &Ctx,
+    method_dir: &Path,
+    method: Method,
+    k: usize,
+    pred: &[i64],
+) -> Result<PathBuf> {
+    let path = method_dir
+        .join("predictions")
+        .join(format!("boundary-{k:03}.parquet"));
     let n = pred.len();
     let cols: Vec<ArrayRef> = vec![
         std::sync::Arc::new(UInt64Array::from(ctx.val.question_ids.clone())),
@@ -277,19 +378,35 @@ fn write_predictions(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, pre
         std::sync::Arc::new(StringArray::from(vec![method.name(); n])),
     ];
     let mut meta = HashMap::new();
-    meta.insert("remind.stream_position".to_string(), ctx.plan.boundaries[k].to_string());
+    meta.insert(
+        "remind.stream_position".to_string(),
+        ctx.plan.boundaries[k].to_string(),
+    );
     let producer = Producer::new("stream-train", &ctx.hash).param("method", method.name());
     write_table(&path, "predictions", &producer, cols, meta)
 }
 
 /// Evaluates, writes predictions and a checkpoint for boundary `k`.
 #[allow(clippy::too_many_arguments)]
-fn boundary(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, vs: &VarStore, model: &VqaModel, opt: &Optimizer, buffer: Option<&ReplayBuffer>, rng: &ChaCha8Rng) -> Result<()> {
+fn boundary(
+    ctx: &Ctx,
+    method_dir: &Path,
+    method: Method,
+    k: usize,
+    vs: &VarStore,
+    model: &VqaModel,
+    opt: &Optimizer,
+    buffer: Option<&ReplayBuffer>,
+    rng: &ChaCha8Rng,
+) -> Result<()> {
     let pred = predict(ctx, model)?;
     let acc = super::metrics::vqa_score(&pred, &ctx.val.answers, &ctx.val.types);
     eprintln!(
         "stream-train[{}]: boundary {k} at position {}: mean-per-type {:.2}%, overall {:.2}%",
-        method.name(), ctx.plan.boundaries[k], 100.0 * acc.mean_per_type, 100.0 * acc.overall
+        method.name(),
+        ctx.plan.boundaries[k],
+        100.0 * acc.mean_per_type,
+        100.0 * acc.overall
     );
     write_predictions(ctx, method_dir, method, k, &pred)?;
     let state = CheckpointState {
@@ -301,10 +418,15 @@ fn boundary(ctx: &Ctx, method_dir: &Path, method: Method, k: usize, vs: &VarStor
         counters: vec![],
     };
     write_checkpoint(method_dir, &state, |dir| {
-        vs.save(dir.join("model.safetensors")).context("cannot save the model")?;
+        vs.save(dir.join("model.safetensors"))
+            .context("cannot save the model")?;
         opt.save(&dir.join("optim.safetensors"))?;
         if let Some(b) = buffer {
-            b.save(&dir.join("buffer.arrow"), &ctx.codebook_hash, &ctx.code_shape)?;
+            b.save(
+                &dir.join("buffer.arrow"),
+                &ctx.codebook_hash,
+                &ctx.code_shape,
+            )?;
         }
         Ok(())
     })?;
@@ -318,7 +440,11 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<
     let mut rng = ChaCha8Rng::seed_from_u64(ctx.s.seed ^ 0x7265_6d69_6e64);
     let base = ctx.plan.base_len();
     let mut buffer = match method {
-        Method::Remind => Some(ReplayBuffer::new(item_bytes, ctx.s.buffer_capacity, ctx.s.eviction)?),
+        Method::Remind => Some(ReplayBuffer::new(
+            item_bytes,
+            ctx.s.buffer_capacity,
+            ctx.s.eviction,
+        )?),
         _ => None,
     };
     let mut start_boundary = 0;
@@ -326,28 +452,61 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<
     if resume {
         if let Some((dir, state)) = latest_checkpoint(&method_dir)? {
             check_config(&dir, &state, &ctx.hash)?;
-            vs.load(dir.join("model.safetensors")).with_context(|| format!("cannot load {}", dir.display()))?;
+            vs.load(dir.join("model.safetensors"))
+                .with_context(|| format!("cannot load {}", dir.display()))?;
             opt.load(&dir.join("optim.safetensors"))?;
             if let Some(b) = buffer.as_mut() {
                 let loaded = ReplayBuffer::load(&dir.join("buffer.arrow"))?;
-                ensure!(loaded.codebook_hash == ctx.codebook_hash, "{}: buffer codes were made with another codebook", dir.display());
+                ensure!(
+                    loaded.codebook_hash == ctx.codebook_hash,
+                    "{}: buffer codes were made with another codebook",
+                    dir.display()
+                );
                 *b = loaded.buffer;
             }
             rng.set_word_pos(state.rng_word_pos);
-            eprintln!("stream-train[{}]: resumed from {} (position {})", method.name(), dir.display(), state.position);
+            eprintln!(
+                "stream-train[{}]: resumed from {} (position {})",
+                method.name(),
+                dir.display(),
+                state.position
+            );
             start_boundary = state.boundary + 1;
             resumed = Some(state.position);
         }
     }
     if resumed.is_none() {
         // Base initialisation: offline epochs on the first segment, the same for every method.
-        train_epochs(ctx, &model, &mut opt, &ctx.plan.items[..base], ctx.s.base_epochs, ctx.s.seed, &format!("{} base init", method.name()))?;
+        train_epochs(
+            ctx,
+            &model,
+            &mut opt,
+            &ctx.plan.items[..base],
+            ctx.s.base_epochs,
+            ctx.s.seed,
+            &format!("{} base init", method.name()),
+        )?;
         if let Some(b) = buffer.as_mut() {
             for &i in &ctx.plan.items[..base] {
-                b.insert(i as u64, ctx.train.answers[i], ctx.train_codes.row_u8(ctx.train.image_rows[i])?, &mut rng)?;
+                b.insert(
+                    i as u64,
+                    ctx.train.answers[i],
+                    ctx.train_codes.row_u8(ctx.train.image_rows[i])?,
+                    &mut rng,
+                )?;
             }
         }
-        boundary(ctx, &method_dir, method, 0, &vs, &model, &opt, buffer.as_ref(), &rng)?;
+        boundary(
+            ctx,
+            &method_dir,
+            method,
+            0,
+            &vs,
+            &model,
+            &opt,
+            buffer.as_ref(),
+            &rng,
+        )?;
         start_boundary = 1;
     }
     let mut codes = Vec::new();
@@ -365,13 +524,35 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<
                     codes.extend_from_slice(b.codes(slot));
                 }
             }
-            step(ctx, &model, &mut opt, &idx, &codes, ctx.s.seed ^ ((pos as u64) << 20) ^ 0x5354)?;
+            step(
+                ctx,
+                &model,
+                &mut opt,
+                &idx,
+                &codes,
+                ctx.s.seed ^ ((pos as u64) << 20) ^ 0x5354,
+            )?;
             if let Some(b) = buffer.as_mut() {
-                b.insert(item as u64, ctx.train.answers[item], ctx.train_codes.row_u8(ctx.train.image_rows[item])?, &mut rng)?;
+                b.insert(
+                    item as u64,
+                    ctx.train.answers[item],
+                    ctx.train_codes.row_u8(ctx.train.image_rows[item])?,
+                    &mut rng,
+                )?;
             }
             progress.inc(1);
         }
-        boundary(ctx, &method_dir, method, k, &vs, &model, &opt, buffer.as_ref(), &rng)?;
+        boundary(
+            ctx,
+            &method_dir,
+            method,
+            k,
+            &vs,
+            &model,
+            &opt,
+            buffer.as_ref(),
+            &rng,
+        )?;
     }
     progress.finish();
     Ok(())
@@ -389,11 +570,28 @@ fn run_offline(ctx: &Ctx, out: &Path, resume: bool) -> Result<()> {
     let rng = ChaCha8Rng::seed_from_u64(ctx.s.seed);
     for k in start..ctx.plan.boundaries.len() {
         // From scratch on everything the stream has shown up to boundary k.
-        tch::manual_seed(ctx.s.seed as i64);
         let (vs, model, mut opt) = new_model(ctx)?;
         let seen = &ctx.plan.items[..ctx.plan.boundaries[k]];
-        train_epochs(ctx, &model, &mut opt, seen, ctx.s.offline_epochs, ctx.s.seed ^ (k as u64) << 48, &format!("offline boundary {k}"))?;
-        boundary(ctx, &method_dir, Method::Offline, k, &vs, &model, &opt, None, &rng)?;
+        train_epochs(
+            ctx,
+            &model,
+            &mut opt,
+            seen,
+            ctx.s.offline_epochs,
+            ctx.s.seed ^ (k as u64) << 48,
+            &format!("offline boundary {k}"),
+        )?;
+        boundary(
+            ctx,
+            &method_dir,
+            Method::Offline,
+            k,
+            &vs,
+            &model,
+            &opt,
+            None,
+            &rng,
+        )?;
     }
     Ok(())
 }

@@ -78,6 +78,13 @@ impl Optimizer {
         }
     }
 
+    /// Zeroes the gradients, back-propagates `loss` and steps with learning rate `lr`.
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64) {
+        self.zero_grad();
+        loss.backward();
+        self.step(lr);
+    }
+
     pub fn steps(&self) -> i64 {
         self.step
     }

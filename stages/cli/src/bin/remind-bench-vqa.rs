@@ -1,0 +1,163 @@
+//! Times one VQA training update (forward, backward, Adamax step) on random inputs and
+//! prints one JSON line {ms_per_update, updates_per_s, ...}.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Parser;
+use remind::train::optim::{OptimKind, Optimizer};
+use remind::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
+use remind_stages::{main_with, Compute};
+use tch::{nn, Kind, Tensor};
+
+#[derive(Parser)]
+#[command(version, about = "Time VQA model updates (S-MAC or UpDown)")]
+struct Cli {
+    #[command(flatten)]
+    compute: Compute,
+    #[arg(long, default_value = "smac")]
+    model: String,
+    #[arg(long, default_value_t = 128)]
+    dim: usize,
+    #[arg(long, default_value_t = 4)]
+    steps: usize,
+    #[arg(long, default_value_t = 256)]
+    in_channels: usize,
+    /// Feature map height and width.
+    #[arg(long, default_value_t = 8)]
+    map: i64,
+    #[arg(long, default_value_t = 51)]
+    batch: i64,
+    /// Question length in tokens (gensen: ignored).
+    #[arg(long, default_value_t = 12)]
+    tokens: i64,
+    #[arg(long, default_value_t = 100)]
+    vocab: usize,
+    #[arg(long, default_value_t = 28)]
+    answers: usize,
+    #[arg(long, default_value_t = 300)]
+    embed_dim: usize,
+    /// LSTM units per direction (default: dim).
+    #[arg(long)]
+    lstm_hidden: Option<usize>,
+    /// Use 2048-d sentence vectors instead of tokens.
+    #[arg(long)]
+    gensen: bool,
+    /// What to time: forward only, forward + backward, or the whole update.
+    #[arg(long, value_enum, default_value = "update")]
+    phase: Phase,
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    #[arg(long, default_value_t = 30)]
+    iters: usize,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Phase {
+    Forward,
+    Backward,
+    Update,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-bench-vqa", || {
+        let cli = Cli::parse();
+        cli.compute.apply_threads();
+        bench(&cli)
+    })
+}
+
+fn bench(cli: &Cli) -> Result<()> {
+    let device = cli.compute.device.device()?;
+    let kind = match cli.model.as_str() {
+        "smac" => ModelKind::SMac,
+        "updown" => ModelKind::UpDown,
+        other => anyhow::bail!("--model: expected smac or updown, found '{other}'"),
+    };
+    let cfg = ModelConfig {
+        kind,
+        in_channels: cli.in_channels,
+        dim: cli.dim,
+        steps: cli.steps,
+        embed_dim: cli.embed_dim,
+        lstm_hidden: cli.lstm_hidden.unwrap_or(cli.dim),
+        num_answers: cli.answers,
+        vocab_size: cli.vocab,
+        question_input: if cli.gensen {
+            QuestionInput::Gensen
+        } else {
+            QuestionInput::Tokens
+        },
+        ..ModelConfig::default()
+    };
+    tch::manual_seed(0);
+    let vs = nn::VarStore::new(device);
+    let model = VqaModel::new(&vs.root(), &cfg, None)?;
+    let mut opt = Optimizer::new(&vs, OptimKind::adamax());
+    let b = cli.batch;
+    let feats = Tensor::randn(
+        [b, cli.in_channels as i64, cli.map, cli.map],
+        (Kind::Float, device),
+    );
+    let tokens = Tensor::randint_low(1, cli.vocab as i64, [b, cli.tokens], (Kind::Int64, device));
+    let lengths = Tensor::randint_low(cli.tokens / 2, cli.tokens + 1, [b], (Kind::Int64, device))
+        .clamp_min(1);
+    let sentences = Tensor::randn([b, cfg.gensen_dim as i64], (Kind::Float, device));
+    let answers = Tensor::randint(cli.answers as i64, [b], (Kind::Int64, device));
+    let questions = if cli.gensen {
+        Questions::Sentences(&sentences)
+    } else {
+        Questions::Tokens {
+            tokens: &tokens,
+            lengths: &lengths,
+        }
+    };
+    let mut update = || -> Result<f64> {
+        let logits = model.forward_t(&feats, &questions, true)?;
+        let loss = logits.cross_entropy_for_logits(&answers);
+        match cli.phase {
+            Phase::Forward => {}
+            Phase::Backward => {
+                opt.zero_grad();
+                loss.backward();
+            }
+            Phase::Update => opt.backward_step(&loss, 3e-4),
+        }
+        Ok(f64::try_from(loss)?)
+    };
+    for _ in 0..cli.warmup {
+        update()?;
+    }
+    let t = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..cli.iters {
+        last = update()?;
+    }
+    let secs = t.elapsed().as_secs_f64() / cli.iters.max(1) as f64;
+    let params: i64 = vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": cli.model,
+            "device": format!("{device:?}"),
+            "threads": tch::get_num_threads(),
+            "dim": cli.dim,
+            "steps": cli.steps,
+            "input": [cli.in_channels, cli.map, cli.map],
+            "batch": b,
+            "tokens": cli.tokens,
+            "gensen": cli.gensen,
+            "trainable_parameters": params,
+            "ms_per_update": secs * 1e3,
+            "updates_per_s": 1.0 / secs,
+            "phase": format!("{:?}", cli.phase).to_lowercase(),
+            "final_loss": last,
+        })
+    );
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! Question encoders: word embeddings + bidirectional LSTM over padded token batches, or a
+//! linear projection of imported sentence vectors.
+
+use anyhow::{bail, ensure, Result};
+use tch::nn::{self, RNN};
+use tch::{Device, Kind, Tensor};
+
+use super::{ModelConfig, QuestionInput, Questions};
+
+/// Word embeddings (padding index 0) and a bidirectional LSTM that handles variable
+/// lengths exactly: the forward direction runs over the padded batch (its state at a
+/// question's last token has seen no padding); the backward direction runs over each
+/// question reversed in place (first `len` tokens reversed, padding left at the end), and
+/// its outputs are reversed back. Positions past a question's length get zero states.
+#[derive(Debug)]
+pub struct QuestionEncoder {
+    embedding: Tensor,
+    forward: nn::LSTM,
+    backward: nn::LSTM,
+    vocab_size: i64,
+    hidden: i64,
+    device: Device,
+}
+
+/// What a question encoder produces.
+#[derive(Debug)]
+pub struct EncodedQuestions {
+    /// Per-token states `[B, T, 2h]` (zero past each question's length).
+    pub words: Tensor,
+    /// `[B, T]` bool, true at a question's tokens.
+    pub mask: Tensor,
+    /// The question vector `[B, 2h]`: forward state at the last token, backward state at
+    /// the first.
+    pub vector: Tensor,
+}
+
+impl QuestionEncoder {
+    /// Embeddings `vocab_size x embed_dim` (N(0, 1), or copied from `word_vectors`;
+    /// row 0, the padding token, zero) under `path / "embedding"`; LSTMs of `hidden` units
+    /// per direction under `path / "lstm_fwd"`, `path / "lstm_bwd"`. A frozen embedding is
+    /// a non-trainable variable (still saved with the VarStore).
+    pub fn new(
+        path: &nn::Path,
+        vocab_size: usize,
+        embed_dim: usize,
+        hidden: usize,
+        word_vectors: Option<&Tensor>,
+        freeze: bool,
+    ) -> Result<Self> {
+        let (v, e) = (vocab_size as i64, embed_dim as i64);
+        ensure!(
+            v >= 2 && e > 0 && hidden > 0,
+            "question encoder: vocab_size must be at least 2 and embed_dim, hidden positive"
+        );
+        let p = path.sub("embedding");
+        let mut embedding = if freeze {
+            p.zeros_no_train("weight", &[v, e])
+        } else {
+            p.var(
+                "weight",
+                &[v, e],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 1.0,
+                },
+            )
+        };
+        tch::no_grad(|| -> Result<()> {
+            match word_vectors {
+                Some(w) => {
+                    ensure!(
+                        w.size() == [v, e],
+                        "word vectors: expected [{v}, {e}] (vocab_size, embed_dim), found {:?}",
+                        w.size()
+                    );
+                    ensure!(
+                        w.is_floating_point(),
+                        "word vectors: expected floats, found {:?}",
+                        w.kind()
+                    );
+                    embedding.copy_(&w.to_device(embedding.device()).to_kind(embedding.kind()));
+                }
+                None if freeze => {
+                    let r = Tensor::randn([v, e], (embedding.kind(), embedding.device()));
+                    embedding.copy_(&r);
+                }
+                None => {}
+            }
+            let _ = embedding.get(0).fill_(0.0);
+            Ok(())
+        })?;
+        let cfg = nn::RNNConfig {
+            batch_first: true,
+            ..Default::default()
+        };
+        let h = hidden as i64;
+        Ok(Self {
+            forward: nn::lstm(path.sub("lstm_fwd"), e, h, cfg),
+            backward: nn::lstm(path.sub("lstm_bwd"), e, h, cfg),
+            embedding,
+            vocab_size: v,
+            hidden: h,
+            device: path.device(),
+        })
+    }
+
+    /// Width of the question vector and of each token state (2h).
+    pub fn out_dim(&self) -> i64 {
+        2 * self.hidden
+    }
+
+    /// Encodes `tokens` `[B, T]` int64 with `lengths` `[B]` int64 in `1..=T`; fails on
+    /// other shapes or kinds, tokens outside the vocabulary, or lengths out of range.
+    pub fn forward(&self, tokens: &Tensor, lengths: &Tensor) -> Result<EncodedQuestions> {
+        let size = tokens.size();
+        let [b, t] = size[..] else {
+            bail!("question tokens: expected [B, T], found shape {size:?}");
+        };
+        ensure!(t > 0, "question tokens: no positions (shape {size:?})");
+        ensure!(
+            tokens.kind() == Kind::Int64 && lengths.kind() == Kind::Int64,
+            "question tokens and lengths: expected int64, found {:?} and {:?}",
+            tokens.kind(),
+            lengths.kind()
+        );
+        ensure!(
+            lengths.size() == [b],
+            "question lengths: expected [{b}], found shape {:?}",
+            lengths.size()
+        );
+        let tokens = tokens.to_device(self.device);
+        let lengths = lengths.to_device(self.device);
+        if b > 0 {
+            let (lo, hi) = (i64::try_from(lengths.min())?, i64::try_from(lengths.max())?);
+            ensure!(
+                lo >= 1 && hi <= t,
+                "question lengths: expected values in 1..={t}, found {lo}..={hi}"
+            );
+            let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
+            let valid = pos.lt_tensor(&lengths.unsqueeze(1));
+            let used = tokens.masked_select(&valid);
+            let (lo, hi) = (i64::try_from(used.min())?, i64::try_from(used.max())?);
+            ensure!(
+                lo >= 0 && hi < self.vocab_size,
+                "question tokens: expected ids in 0..{}, found {lo}..={hi}",
+                self.vocab_size
+            );
+        }
+        Ok(self.encode(&tokens, &lengths))
+    }
+
+    /// [`forward`](Self::forward) on checked inputs (on this encoder's device).
+    fn encode(&self, tokens: &Tensor, lengths: &Tensor) -> EncodedQuestions {
+        let (b, t) = (tokens.size()[0], tokens.size()[1]);
+        let e = self.embedding.size()[1];
+        let h = self.hidden;
+        let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
+        let len = lengths.unsqueeze(1);
+        let valid = pos.lt_tensor(&len);
+        // Tokens past the length may hold anything: embed them as padding.
+        let tokens = tokens.masked_fill(&valid.logical_not(), 0);
+        let emb = Tensor::embedding(&self.embedding, &tokens, 0, false, false);
+        let (fwd, _) = self.forward.seq(&emb);
+        // Position t of the reversed question holds token len-1-t (t < len), else padding.
+        let rev = (&len - 1 - &pos).where_self(&valid, &pos.expand([b, t], false));
+        let emb_rev = emb.gather(1, &rev.unsqueeze(2).expand([b, t, e], false), false);
+        let (bwd_rev, _) = self.backward.seq(&emb_rev);
+        let bwd = bwd_rev.gather(1, &rev.unsqueeze(2).expand([b, t, h], false), false);
+        let last = (&len - 1).unsqueeze(2).expand([b, 1, h], false);
+        let vector = Tensor::cat(
+            &[fwd.gather(1, &last, false).squeeze_dim(1), bwd.select(1, 0)],
+            1,
+        );
+        let words = Tensor::cat(&[fwd, bwd], 2) * valid.unsqueeze(2).to_kind(emb.kind());
+        EncodedQuestions {
+            words,
+            mask: valid,
+            vector,
+        }
+    }
+}
+
+/// The question front end a model uses: LSTM over tokens, or a projection of sentence
+/// vectors (which then also serves as the only "word").
+#[derive(Debug)]
+pub enum QuestionInputNet {
+    Lstm(Box<QuestionEncoder>),
+    Gensen {
+        proj: nn::Linear,
+        dim: i64,
+        device: Device,
+    },
+}
+
+impl QuestionInputNet {
+    /// Builds the front end `cfg.question_input` names, under `path / "question"`.
+    pub fn new(path: &nn::Path, cfg: &ModelConfig, word_vectors: Option<&Tensor>) -> Result<Self> {
+        let p = path.sub("question");
+        Ok(match cfg.question_input {
+            QuestionInput::Tokens => QuestionInputNet::Lstm(Box::new(QuestionEncoder::new(
+                &p,
+                cfg.vocab_size,
+                cfg.embed_dim,
+                cfg.lstm_hidden,
+                word_vectors,
+                cfg.freeze_embeddings,
+            )?)),
+            QuestionInput::Gensen => {
+                ensure!(
+                    word_vectors.is_none(),
+                    "word vectors were given, but the model takes gensen sentence vectors"
+                );
+                QuestionInputNet::Gensen {
+                    proj: nn::linear(
+                        p.sub("gensen_proj"),
+                        cfg.gensen_dim as i64,
+                        cfg.question_dim(),
+                        Default::default(),
+                    ),
+                    dim: cfg.gensen_dim as i64,
+                    device: p.device(),
+                }
+            }
+        })
+    }
+
+    /// Encodes a batch; fails if its form does not match the front end or is malformed.
+    pub fn encode(&self, questions: &Questions) -> Result<EncodedQuestions> {
+        match (self, questions) {
+            (QuestionInputNet::Lstm(enc), Questions::Tokens { tokens, lengths }) => {
+                enc.forward(tokens, lengths)
+            }
+            (QuestionInputNet::Gensen { proj, dim, device }, Questions::Sentences(s)) => {
+                let size = s.size();
+                ensure!(
+                    size.len() == 2 && size[1] == *dim,
+                    "sentence vectors: expected [B, {dim}], found shape {size:?}"
+                );
+                ensure!(
+                    s.is_floating_point(),
+                    "sentence vectors: expected floats, found {:?}",
+                    s.kind()
+                );
+                let vector = s.to_device(*device).to_kind(Kind::Float).apply(proj);
+                let b = size[0];
+                Ok(EncodedQuestions {
+                    words: vector.unsqueeze(1),
+                    mask: Tensor::ones([b, 1], (Kind::Bool, *device)),
+                    vector,
+                })
+            }
+            (QuestionInputNet::Lstm(_), Questions::Sentences(_)) => {
+                bail!("the model takes question tokens (question_input: tokens), got sentence vectors")
+            }
+            (QuestionInputNet::Gensen { .. }, Questions::Tokens { .. }) => {
+                bail!("the model takes sentence vectors (question_input: gensen), got question tokens")
+            }
+        }
+    }
+}

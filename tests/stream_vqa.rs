@@ -1,0 +1,232 @@
+//! Streaming VQA end to end on a tiny generated mini-CLEVR: every stage as a real process
+//! (generate, import, backbone, features, PQ, codes, stream-train for the three methods),
+//! predictions and checkpoints at every boundary, and a killed run resumed to the same
+//! predictions as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use remind::artifact::Table;
+use remind_e2e::{run_fail, run_ok, scratch, stage};
+
+const CONFIG: &str = "
+stream:
+  order: qtype
+  seed: 3
+  replay: 8
+  lr: 0.003
+  base_epochs: 2
+  offline_epochs: 2
+  batch_size: 16
+  eval_batch: 64
+  max_question_len: 20
+  max_per_type: 60
+model:
+  kind: smac
+  dim: 16
+  steps: 2
+  embed_dim: 8
+  lstm_hidden: 8
+  dropout: 0.15
+  freeze_embeddings: false
+";
+
+/// Data, questions, features, codebook and codes of a tiny mini-CLEVR under `dir`.
+fn prepare(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    run_ok(
+        stage("remind-generate-clevr")
+            .args(["--size", "tiny", "--seed", "5"])
+            .arg("--out")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    run_ok(
+        stage("remind-import-questions")
+            .arg("--clevr-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.join("questions"))
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    let w = dir.join("bb.safetensors");
+    run_ok(
+        stage("remind-backbone")
+            .args([
+                "init",
+                "--arch",
+                "resnet18",
+                "--width",
+                "8",
+                "--num-classes",
+                "4",
+            ])
+            .arg("--out")
+            .arg(&w),
+    );
+    for split in ["train", "val"] {
+        run_ok(
+            stage("remind-extract-features")
+                .args([
+                    "--arch",
+                    "resnet18",
+                    "--width",
+                    "8",
+                    "--cut",
+                    "layer3",
+                    "--image-size",
+                    "64",
+                    "--id-from",
+                    "clevr-filename",
+                ])
+                .arg("--images")
+                .arg(data.join("images").join(split))
+                .arg("--weights")
+                .arg(&w)
+                .arg("--out")
+                .arg(dir.join("features").join(split))
+                .arg("--run-dir")
+                .arg(dir),
+        );
+    }
+    let cb = dir.join("codebook.arrow");
+    run_ok(
+        stage("remind-fit-pq")
+            .args(["--num-subspaces", "8", "--nbits", "4"])
+            .arg("--features")
+            .arg(dir.join("features/train"))
+            .arg("--out")
+            .arg(&cb)
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    for split in ["train", "val"] {
+        run_ok(
+            stage("remind-extract-codes")
+                .arg("--features")
+                .arg(dir.join("features").join(split))
+                .arg("--codebook")
+                .arg(&cb)
+                .arg("--out")
+                .arg(dir.join("codes").join(split))
+                .arg("--run-dir")
+                .arg(dir),
+        );
+    }
+    let cfg = dir.join("p.yaml");
+    std::fs::write(&cfg, CONFIG).unwrap();
+    cfg
+}
+
+fn train_cmd(dir: &Path, cfg: &Path, method: &str, out: &Path) -> std::process::Command {
+    let mut c = stage("remind-stream-train");
+    c.arg("--config")
+        .arg(cfg)
+        .arg("--run-dir")
+        .arg(dir)
+        .args(["--method", method, "--threads", "1", "--device", "cpu"])
+        .arg("--questions")
+        .arg(dir.join("questions"))
+        .arg("--train-codes")
+        .arg(dir.join("codes/train"))
+        .arg("--val-codes")
+        .arg(dir.join("codes/val"))
+        .arg("--codebook")
+        .arg(dir.join("codebook.arrow"))
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+fn predictions(out: &Path, method: &str) -> Vec<(u64, i64)> {
+    let dir = out.join(method).join("predictions");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut all = Vec::new();
+    for f in files {
+        let t = Table::read(&f, "predictions").unwrap();
+        let ids = t.column::<arrow::array::UInt64Array>("id").unwrap();
+        let pred = t.column::<arrow::array::Int64Array>("predicted").unwrap();
+        all.extend(
+            ids.values()
+                .iter()
+                .copied()
+                .zip(pred.values().iter().copied()),
+        );
+    }
+    all
+}
+
+#[test]
+fn three_methods_stream_and_a_killed_run_resumes_identically() {
+    let dir = scratch("stream-vqa");
+    let cfg = prepare(&dir);
+    let out = dir.join("stream");
+    for method in ["remind", "finetune", "offline"] {
+        run_ok(&mut train_cmd(&dir, &cfg, method, &out));
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(method).join("complete.json")).unwrap())
+                .unwrap();
+        let boundaries = done["boundaries"].as_array().unwrap().len();
+        assert_eq!(boundaries, 5, "qtype order over the 5 CLEVR types: {done}");
+        for k in 0..boundaries {
+            assert!(out
+                .join(method)
+                .join(format!("boundary-{k:03}/model.safetensors"))
+                .exists());
+            assert!(out
+                .join(method)
+                .join(format!("predictions/boundary-{k:03}.parquet"))
+                .exists());
+        }
+        assert_eq!(
+            out.join(method).join("boundary-004/buffer.arrow").exists(),
+            method == "remind"
+        );
+    }
+    let uninterrupted = predictions(&out, "remind");
+
+    // Kill a remind run once its second checkpoint exists, then resume it.
+    let out2 = dir.join("stream-killed");
+    let mut child = train_cmd(&dir, &cfg, "remind", &out2)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out2.join("remind/boundary-001/state.json").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out2.join("remind/complete.json").exists(),
+        "the run finished before it was killed"
+    );
+    run_ok(train_cmd(&dir, &cfg, "remind", &out2).arg("--resume"));
+    assert_eq!(
+        predictions(&out2, "remind"),
+        uninterrupted,
+        "a resumed run must predict exactly as an uninterrupted one"
+    );
+
+    // A resume under another configuration is refused.
+    let other = dir.join("other.yaml");
+    std::fs::write(&other, CONFIG.replace("replay: 8", "replay: 9")).unwrap();
+    let err = run_fail(train_cmd(&dir, &other, "remind", &out2).arg("--resume"));
+    assert!(err.contains("another configuration"), "{err}");
+    // Unknown config keys name the closest one.
+    std::fs::write(&other, CONFIG.replace("replay: 8", "replays: 8")).unwrap();
+    let err = run_fail(&mut train_cmd(&dir, &other, "remind", &dir.join("x")));
+    assert!(err.contains("did you mean 'replay'"), "{err}");
+}
