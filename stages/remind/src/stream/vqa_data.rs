@@ -107,7 +107,7 @@ impl Decoder<'_> {
     pub fn decode(&self, codes: &[u8]) -> Result<Tensor> {
         let [h, w, m] = self.code_shape;
         let per_item = h * w * m;
-        ensure!(codes.len() % per_item == 0, "codes are not whole items of {per_item} bytes");
+        ensure!(codes.len().is_multiple_of(per_item), "codes are not whole items of {per_item} bytes");
         let b = codes.len() / per_item;
         let c = self.pq.dim();
         let mut values = vec![0f32; b * h * w * c];
