@@ -8,6 +8,7 @@
 //! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
 //! - [`features`]: feature extraction, images to feature maps through a frozen backbone.
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
+//! - [`plot`]: line charts drawn to PNG (evaluation plots).
 //! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
 //! - [`train`]: optimisers with checkpointable state.
 //! - [`stages`]: the stage bodies the binaries call.
@@ -17,6 +18,7 @@ pub mod artifact;
 pub mod clevr;
 pub mod features;
 pub mod models;
+pub mod plot;
 pub mod pq;
 pub mod run;
 pub mod stages;
