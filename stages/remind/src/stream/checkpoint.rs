@@ -32,18 +32,28 @@ pub fn checkpoint_dir(method_dir: &Path, boundary: usize) -> PathBuf {
 }
 
 /// Writes a checkpoint: `fill` writes the tensor files into the folder it is given.
-pub fn write_checkpoint(method_dir: &Path, state: &CheckpointState, fill: impl FnOnce(&Path) -> Result<()>) -> Result<PathBuf> {
+pub fn write_checkpoint(
+    method_dir: &Path,
+    state: &CheckpointState,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
     let final_dir = checkpoint_dir(method_dir, state.boundary);
-    let tmp = method_dir.join(format!("{TEMP_PREFIX}boundary-{:03}.{}", state.boundary, std::process::id()));
+    let tmp = method_dir.join(format!(
+        "{TEMP_PREFIX}boundary-{:03}.{}",
+        state.boundary,
+        std::process::id()
+    ));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let result = (|| {
         fill(&tmp)?;
         write_bytes(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
         if final_dir.exists() {
-            fs::remove_dir_all(&final_dir).with_context(|| format!("cannot replace {}", final_dir.display()))?;
+            fs::remove_dir_all(&final_dir)
+                .with_context(|| format!("cannot replace {}", final_dir.display()))?;
         }
-        fs::rename(&tmp, &final_dir).with_context(|| format!("cannot rename {} to {}", tmp.display(), final_dir.display()))
+        fs::rename(&tmp, &final_dir)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), final_dir.display()))
     })();
     if result.is_err() {
         let _ = fs::remove_dir_all(&tmp);
@@ -54,11 +64,16 @@ pub fn write_checkpoint(method_dir: &Path, state: &CheckpointState, fill: impl F
 
 /// The latest complete checkpoint of a method, if any.
 pub fn latest_checkpoint(method_dir: &Path) -> Result<Option<(PathBuf, CheckpointState)>> {
-    let Ok(entries) = fs::read_dir(method_dir) else { return Ok(None) };
+    let Ok(entries) = fs::read_dir(method_dir) else {
+        return Ok(None);
+    };
     let mut best: Option<(usize, PathBuf)> = None;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(k) = name.strip_prefix("boundary-").and_then(|k| k.parse::<usize>().ok()) {
+        if let Some(k) = name
+            .strip_prefix("boundary-")
+            .and_then(|k| k.parse::<usize>().ok())
+        {
             if best.as_ref().is_none_or(|(b, _)| k > *b) {
                 best = Some((k, e.path()));
             }
@@ -74,7 +89,8 @@ pub fn latest_checkpoint(method_dir: &Path) -> Result<Option<(PathBuf, Checkpoin
 pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join("state.json");
     let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("{}: not a valid checkpoint state", path.display()))
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a valid checkpoint state", path.display()))
 }
 
 /// Refuses a checkpoint made under another configuration.

@@ -23,24 +23,50 @@ pub fn vqa_score(predicted: &[i64], answers: &[i64], types: &[i64]) -> VqaScore 
         e.0 += usize::from(a >= 0 && p == a);
         e.1 += 1;
     }
-    let per_type: BTreeMap<i64, f64> = hits.iter().map(|(&t, &(h, n))| (t, h as f64 / n as f64)).collect();
-    let mean_per_type = if per_type.is_empty() { 0.0 } else { per_type.values().sum::<f64>() / per_type.len() as f64 };
+    let per_type: BTreeMap<i64, f64> = hits
+        .iter()
+        .map(|(&t, &(h, n))| (t, h as f64 / n as f64))
+        .collect();
+    let mean_per_type = if per_type.is_empty() {
+        0.0
+    } else {
+        per_type.values().sum::<f64>() / per_type.len() as f64
+    };
     let total: usize = hits.values().map(|v| v.1).sum();
     let correct: usize = hits.values().map(|v| v.0).sum();
-    let overall = if total == 0 { 0.0 } else { correct as f64 / total as f64 };
-    VqaScore { per_type, mean_per_type, overall }
+    let overall = if total == 0 {
+        0.0
+    } else {
+        correct as f64 / total as f64
+    };
+    VqaScore {
+        per_type,
+        mean_per_type,
+        overall,
+    }
 }
 
 /// Omega: mean over boundaries of `method[b] / offline[b]` (boundaries where the offline
 /// score is 0 are skipped, as the ratio is undefined there).
 pub fn omega(method: &[f64], offline: &[f64]) -> Option<f64> {
-    let ratios: Vec<f64> = method.iter().zip(offline).filter(|(_, &o)| o > 0.0).map(|(&m, &o)| m / o).collect();
+    let ratios: Vec<f64> = method
+        .iter()
+        .zip(offline)
+        .filter(|(_, &o)| o > 0.0)
+        .map(|(&m, &o)| m / o)
+        .collect();
     (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64)
 }
 
 /// Top-k accuracy of `probs` rows (`n x classes`) restricted to items whose label passes
 /// `keep`; None when no item passes.
-pub fn topk_accuracy(scores: &[f32], classes: usize, labels: &[i64], k: usize, keep: impl Fn(i64) -> bool) -> Option<f64> {
+pub fn topk_accuracy(
+    scores: &[f32],
+    classes: usize,
+    labels: &[i64],
+    k: usize,
+    keep: impl Fn(i64) -> bool,
+) -> Option<f64> {
     let (mut hit, mut n) = (0usize, 0usize);
     for (row, &y) in scores.chunks_exact(classes).zip(labels) {
         if !keep(y) {

@@ -31,8 +31,17 @@ pub struct StreamPlan {
 impl StreamPlan {
     /// Builds the plan for items whose groups are `groups`; `segments` is the number of iid
     /// segments (10 in the paper); `group_order` fixes the group order (else seeded shuffle).
-    pub fn new(order: Order, groups: &[i64], seed: u64, segments: usize, group_order: Option<&[i64]>) -> Result<Self> {
-        ensure!(!groups.is_empty(), "the training split is empty: nothing to stream");
+    pub fn new(
+        order: Order,
+        groups: &[i64],
+        seed: u64,
+        segments: usize,
+        group_order: Option<&[i64]>,
+    ) -> Result<Self> {
+        ensure!(
+            !groups.is_empty(),
+            "the training split is empty: nothing to stream"
+        );
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         match order {
             Order::Iid => {
@@ -40,10 +49,15 @@ impl StreamPlan {
                 let mut items: Vec<usize> = (0..groups.len()).collect();
                 items.shuffle(&mut rng);
                 let n = items.len();
-                let mut boundaries: Vec<usize> = (1..=segments).map(|k| (n * k).div_ceil(segments)).collect();
+                let mut boundaries: Vec<usize> =
+                    (1..=segments).map(|k| (n * k).div_ceil(segments)).collect();
                 boundaries.dedup();
                 let segment_groups = vec![None; boundaries.len()];
-                Ok(Self { items, boundaries, segment_groups })
+                Ok(Self {
+                    items,
+                    boundaries,
+                    segment_groups,
+                })
             }
             Order::Qtype => {
                 let mut present: Vec<i64> = groups.to_vec();
@@ -52,9 +66,16 @@ impl StreamPlan {
                 let order: Vec<i64> = match group_order {
                     Some(given) => {
                         for g in &present {
-                            ensure!(given.contains(g), "group {g} occurs in the data but not in the given group order");
+                            ensure!(
+                                given.contains(g),
+                                "group {g} occurs in the data but not in the given group order"
+                            );
                         }
-                        given.iter().copied().filter(|g| present.contains(g)).collect()
+                        given
+                            .iter()
+                            .copied()
+                            .filter(|g| present.contains(g))
+                            .collect()
                     }
                     None => {
                         let mut o = present.clone();
@@ -66,13 +87,18 @@ impl StreamPlan {
                 let mut boundaries = Vec::new();
                 let mut segment_groups = Vec::new();
                 for g in order {
-                    let mut members: Vec<usize> = (0..groups.len()).filter(|&i| groups[i] == g).collect();
+                    let mut members: Vec<usize> =
+                        (0..groups.len()).filter(|&i| groups[i] == g).collect();
                     members.shuffle(&mut rng);
                     items.extend(members);
                     boundaries.push(items.len());
                     segment_groups.push(Some(g));
                 }
-                Ok(Self { items, boundaries, segment_groups })
+                Ok(Self {
+                    items,
+                    boundaries,
+                    segment_groups,
+                })
             }
         }
     }
@@ -101,7 +127,10 @@ mod tests {
         let mut sorted = p.items.clone();
         sorted.sort();
         assert_eq!(sorted, (0..7).collect::<Vec<_>>());
-        assert_eq!(p, StreamPlan::new(Order::Qtype, &groups, 3, 10, None).unwrap());
+        assert_eq!(
+            p,
+            StreamPlan::new(Order::Qtype, &groups, 3, 10, None).unwrap()
+        );
         let fixed = StreamPlan::new(Order::Qtype, &groups, 3, 10, Some(&[1, 0, 2])).unwrap();
         assert_eq!(fixed.segment_groups, vec![Some(1), Some(0), Some(2)]);
         assert!(StreamPlan::new(Order::Qtype, &groups, 3, 10, Some(&[1, 0])).is_err());

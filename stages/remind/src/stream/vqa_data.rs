@@ -46,7 +46,14 @@ pub struct LoadReport {
 
 /// Loads the questions of `split` from a questions table, keeping only those whose image is
 /// in `codes`; `drop_unknown` removes questions with answer -1.
-pub fn load_split(questions: &Table, split: &str, codes: &TensorDataset, max_len: usize, drop_unknown: bool, report: &mut LoadReport) -> Result<VqaItems> {
+pub fn load_split(
+    questions: &Table,
+    split: &str,
+    codes: &TensorDataset,
+    max_len: usize,
+    drop_unknown: bool,
+    report: &mut LoadReport,
+) -> Result<VqaItems> {
     let p = questions.path.display();
     let qid = questions.column::<UInt64Array>("question_id")?;
     let img = questions.column::<UInt64Array>("image_id")?;
@@ -54,11 +61,21 @@ pub fn load_split(questions: &Table, split: &str, codes: &TensorDataset, max_len
     let toks = questions.column::<ListArray>("tokens")?;
     let ans = questions.column::<Int64Array>("answer_id")?;
     let qtype = questions.column::<Int32Array>("question_type")?;
-    for c in ["question_id", "image_id", "split", "tokens", "answer_id", "question_type"] {
+    for c in [
+        "question_id",
+        "image_id",
+        "split",
+        "tokens",
+        "answer_id",
+        "question_type",
+    ] {
         questions.require_non_null(c)?;
     }
     let image_ids = codes.ids()?;
-    let mut out = VqaItems { max_len, ..Default::default() };
+    let mut out = VqaItems {
+        max_len,
+        ..Default::default()
+    };
     let mut missing_image: Option<u64> = None;
     for i in 0..questions.num_rows() {
         if splits.value(i) != split {
@@ -73,10 +90,14 @@ pub fn load_split(questions: &Table, split: &str, codes: &TensorDataset, max_len
             continue;
         };
         let list = toks.value(i);
-        let t = list.as_any().downcast_ref::<Int32Array>().with_context(|| format!("{p}: column 'tokens' must hold int32"))?;
+        let t = list
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .with_context(|| format!("{p}: column 'tokens' must hold int32"))?;
         let n = t.len().min(max_len);
         report.truncated_questions += usize::from(t.len() > max_len);
-        out.tokens.extend(t.values()[..n].iter().map(|&v| i64::from(v)));
+        out.tokens
+            .extend(t.values()[..n].iter().map(|&v| i64::from(v)));
         out.tokens.extend(std::iter::repeat_n(0, max_len - n));
         out.lengths.push(n.max(1) as i64);
         out.question_ids.push(qid.value(i));
@@ -107,14 +128,19 @@ impl Decoder<'_> {
     pub fn decode(&self, codes: &[u8]) -> Result<Tensor> {
         let [h, w, m] = self.code_shape;
         let per_item = h * w * m;
-        ensure!(codes.len().is_multiple_of(per_item), "codes are not whole items of {per_item} bytes");
+        ensure!(
+            codes.len().is_multiple_of(per_item),
+            "codes are not whole items of {per_item} bytes"
+        );
         let b = codes.len() / per_item;
         let c = self.pq.dim();
         let mut values = vec![0f32; b * h * w * c];
         self.pq.decode_into(codes, &mut values)?;
         let mut x = Tensor::from_slice(&values).view([b as i64, h as i64, w as i64, c as i64]);
         if self.l2_normalize {
-            x = &x / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+            x = &x
+                / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
+                    .clamp_min(1e-12);
         }
         Ok(x.permute([0, 3, 1, 2]).contiguous().to_device(self.device))
     }
@@ -130,7 +156,9 @@ pub fn question_batch(items: &VqaItems, idx: &[usize], device: Device) -> (Tenso
         lengths.push(items.lengths[i]);
     }
     (
-        Tensor::from_slice(&tokens).view([idx.len() as i64, t as i64]).to_device(device),
+        Tensor::from_slice(&tokens)
+            .view([idx.len() as i64, t as i64])
+            .to_device(device),
         Tensor::from_slice(&lengths).to_device(device),
     )
 }
@@ -138,11 +166,18 @@ pub fn question_batch(items: &VqaItems, idx: &[usize], device: Device) -> (Tenso
 /// Answers of the given items as an int64 tensor.
 pub fn answer_batch(items: &VqaItems, idx: &[usize], device: Device) -> Tensor {
     let a: Vec<i64> = idx.iter().map(|&i| items.answers[i]).collect();
-    Tensor::from_slice(&a).to_kind(Kind::Int64).to_device(device)
+    Tensor::from_slice(&a)
+        .to_kind(Kind::Int64)
+        .to_device(device)
 }
 
 /// Codes of the images of the given items, back to back.
-pub fn gather_codes(items: &VqaItems, idx: &[usize], codes: &TensorDataset, out: &mut Vec<u8>) -> Result<()> {
+pub fn gather_codes(
+    items: &VqaItems,
+    idx: &[usize],
+    codes: &TensorDataset,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     for &i in idx {
         out.extend_from_slice(codes.row_u8(items.image_rows[i])?);
     }

@@ -13,14 +13,27 @@ use tch::{nn::VarStore, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum OptimKind {
-    Adamax { beta1: f64, beta2: f64, eps: f64, weight_decay: f64 },
-    Sgd { momentum: f64, weight_decay: f64 },
+    Adamax {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    Sgd {
+        momentum: f64,
+        weight_decay: f64,
+    },
 }
 
 impl OptimKind {
     /// Adamax with PyTorch's defaults.
     pub fn adamax() -> Self {
-        OptimKind::Adamax { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        OptimKind::Adamax {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -43,9 +56,17 @@ impl Optimizer {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let zeros = |params: &[(String, Tensor)]| -> Vec<Tensor> { params.iter().map(|(_, t)| t.zeros_like()).collect() };
+        let zeros = |params: &[(String, Tensor)]| -> Vec<Tensor> {
+            params.iter().map(|(_, t)| t.zeros_like()).collect()
+        };
         let (m, u) = (zeros(&params), zeros(&params));
-        Self { kind, params, m, u, step: 0 }
+        Self {
+            kind,
+            params,
+            m,
+            u,
+            step: 0,
+        }
     }
 
     pub fn zero_grad(&mut self) {
@@ -72,16 +93,32 @@ impl Optimizer {
                 continue;
             }
             match self.kind {
-                OptimKind::Adamax { beta1, beta2, eps, weight_decay } => {
-                    let g = if weight_decay != 0.0 { &g + &*p * weight_decay } else { g.shallow_clone() };
+                OptimKind::Adamax {
+                    beta1,
+                    beta2,
+                    eps,
+                    weight_decay,
+                } => {
+                    let g = if weight_decay != 0.0 {
+                        &g + &*p * weight_decay
+                    } else {
+                        g.shallow_clone()
+                    };
                     let _ = self.m[i].g_mul_scalar_(beta1).g_add_(&(&g * (1.0 - beta1)));
                     let norm = (&self.u[i] * beta2).maximum(&(g.abs() + eps));
                     self.u[i].copy_(&norm);
                     let step_size = lr / (1.0 - beta1.powf(t));
                     let _ = p.g_sub_(&(&self.m[i] / &self.u[i] * step_size));
                 }
-                OptimKind::Sgd { momentum, weight_decay } => {
-                    let g = if weight_decay != 0.0 { &g + &*p * weight_decay } else { g.shallow_clone() };
+                OptimKind::Sgd {
+                    momentum,
+                    weight_decay,
+                } => {
+                    let g = if weight_decay != 0.0 {
+                        &g + &*p * weight_decay
+                    } else {
+                        g.shallow_clone()
+                    };
                     let buf = if momentum != 0.0 {
                         if self.step == 1 {
                             self.m[i].copy_(&g);
@@ -107,20 +144,33 @@ impl Optimizer {
         }
         named.push(("step".into(), Tensor::from_slice(&[self.step])));
         let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        Tensor::write_safetensors(&refs, path).with_context(|| format!("cannot write {}", path.display()))
+        Tensor::write_safetensors(&refs, path)
+            .with_context(|| format!("cannot write {}", path.display()))
     }
 
     /// Restores state saved by [`Optimizer::save`] for the same parameters.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let p = path.display();
-        let loaded = Tensor::read_safetensors(path).with_context(|| format!("cannot read optimiser state {p}"))?;
+        let loaded = Tensor::read_safetensors(path)
+            .with_context(|| format!("cannot read optimiser state {p}"))?;
         let find = |name: &str| -> Result<&Tensor> {
-            loaded.iter().find(|(n, _)| n == name).map(|(_, t)| t).with_context(|| format!("{p}: no tensor '{name}' (a checkpoint of another model?)"))
+            loaded
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t)
+                .with_context(|| {
+                    format!("{p}: no tensor '{name}' (a checkpoint of another model?)")
+                })
         };
         let _guard = tch::no_grad_guard();
         for (i, (name, param)) in self.params.iter().enumerate() {
             let (m, u) = (find(&format!("m.{name}"))?, find(&format!("u.{name}"))?);
-            ensure!(m.size() == param.size(), "{p}: state of '{name}' has shape {:?}, the model {:?}", m.size(), param.size());
+            ensure!(
+                m.size() == param.size(),
+                "{p}: state of '{name}' has shape {:?}, the model {:?}",
+                m.size(),
+                param.size()
+            );
             self.m[i].copy_(m);
             self.u[i].copy_(u);
         }
@@ -156,7 +206,10 @@ mod tests {
         }
         let got = Vec::<f32>::try_from(&w).unwrap();
         for j in 0..2 {
-            assert!((got[j] as f64 - expected[j]).abs() < 1e-6, "{got:?} vs {expected:?}");
+            assert!(
+                (got[j] as f64 - expected[j]).abs() < 1e-6,
+                "{got:?} vs {expected:?}"
+            );
         }
     }
 
@@ -170,7 +223,13 @@ mod tests {
             tch::manual_seed(1);
             let vs = VarStore::new(Device::Cpu);
             let lin = nn::linear(vs.root(), 4, 1, Default::default());
-            let mut opt = Optimizer::new(&vs, OptimKind::Sgd { momentum: 0.9, weight_decay: 1e-5 });
+            let mut opt = Optimizer::new(
+                &vs,
+                OptimKind::Sgd {
+                    momentum: 0.9,
+                    weight_decay: 1e-5,
+                },
+            );
             for step in 0..6 {
                 if resume && step == 3 {
                     vs.save(dir.join("w.safetensors")).unwrap();
@@ -178,7 +237,13 @@ mod tests {
                     let mut vs2 = VarStore::new(Device::Cpu);
                     let lin2 = nn::linear(vs2.root(), 4, 1, Default::default());
                     vs2.load(dir.join("w.safetensors")).unwrap();
-                    let mut opt2 = Optimizer::new(&vs2, OptimKind::Sgd { momentum: 0.9, weight_decay: 1e-5 });
+                    let mut opt2 = Optimizer::new(
+                        &vs2,
+                        OptimKind::Sgd {
+                            momentum: 0.9,
+                            weight_decay: 1e-5,
+                        },
+                    );
                     opt2.load(&dir.join("o.safetensors")).unwrap();
                     for _ in 3..6 {
                         opt2.zero_grad();
