@@ -10,6 +10,7 @@
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
 //! - [`buffer`]: the replay buffer (codes, labels, class index, eviction, sampling).
 //! - [`vqa`]: VQA models (question encoder, S-MAC, UpDown).
+//! - [`plot`]: line charts drawn to PNG (evaluation plots).
 //! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
 //! - [`train`]: optimisers with checkpointable state.
 //! - [`stages`]: the stage bodies the binaries call.
@@ -20,6 +21,7 @@ pub mod buffer;
 pub mod clevr;
 pub mod features;
 pub mod models;
+pub mod plot;
 pub mod pq;
 pub mod run;
 pub mod stages;

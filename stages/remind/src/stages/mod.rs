@@ -3,5 +3,6 @@
 
 pub mod bench_pq;
 pub mod codebook;
+pub mod evaluate;
 pub mod extract_codes;
 pub mod fit_pq;

@@ -146,7 +146,7 @@ impl Decoder<'_> {
         let [h, w, m] = self.code_shape;
         let per_item = h * w * m;
         ensure!(
-            codes.len() % per_item == 0,
+            codes.len().is_multiple_of(per_item),
             "codes are not whole items of {per_item} bytes"
         );
         let b = codes.len() / per_item;

@@ -1,0 +1,324 @@
+//! What a VQA evaluation writes: `metrics.json`, `metrics.parquet` (kind `metrics`), the
+//! printed tables and `metrics.png`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Result;
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
+use serde_json::{json, Map, Value};
+
+use super::{VqaEvaluation, TYPES_KEY};
+use crate::artifact::atomic::write_bytes;
+use crate::artifact::{write_table, Producer};
+use crate::plot::{self, Axes, Canvas, Marker, Rect, Series};
+
+/// `metrics.json`: one key per method, plus `question_types` (type names, id order).
+pub fn metrics_json(ev: &VqaEvaluation) -> Value {
+    let mut top = Map::new();
+    top.insert(TYPES_KEY.into(), json!(ev.type_names));
+    for m in &ev.methods {
+        let mut per_type = Map::new();
+        for (id, name) in ev.type_ids.iter().zip(&ev.type_names) {
+            let v: Vec<Option<f64>> = m
+                .boundaries
+                .iter()
+                .map(|b| b.score.per_type.get(id).copied())
+                .collect();
+            per_type.insert(name.clone(), json!(v));
+        }
+        let mut o = Map::new();
+        o.insert(
+            "boundaries".into(),
+            json!(m.boundaries.iter().map(|b| b.position).collect::<Vec<_>>()),
+        );
+        o.insert(
+            "boundary_index".into(),
+            json!(m.boundaries.iter().map(|b| b.boundary).collect::<Vec<_>>()),
+        );
+        o.insert(
+            "mean_per_type".into(),
+            json!(m
+                .boundaries
+                .iter()
+                .map(|b| b.score.mean_per_type)
+                .collect::<Vec<_>>()),
+        );
+        o.insert(
+            "overall".into(),
+            json!(m
+                .boundaries
+                .iter()
+                .map(|b| b.score.overall)
+                .collect::<Vec<_>>()),
+        );
+        o.insert("per_type".into(), Value::Object(per_type));
+        o.insert("omega".into(), json!(m.omega));
+        if let Some(note) = &m.omega_note {
+            o.insert("omega_note".into(), json!(note));
+        }
+        o.insert("questions".into(), json!(ev.questions));
+        o.insert("split".into(), json!(ev.split));
+        top.insert(m.name.clone(), Value::Object(o));
+    }
+    Value::Object(top)
+}
+
+/// The rows of `metrics.parquet`: per method and boundary `mean_per_type`, `overall` and
+/// `type:<name>` for every question type.
+pub fn write_metrics_parquet(
+    ev: &VqaEvaluation,
+    path: &Path,
+    producer: &Producer,
+) -> Result<PathBuf> {
+    let (mut method, mut boundary, mut position, mut metric, mut value) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for m in &ev.methods {
+        for b in &m.boundaries {
+            let mut push = |name: String, v: f64| {
+                method.push(m.name.clone());
+                boundary.push(b.boundary as i64);
+                position.push(b.position);
+                metric.push(name);
+                value.push(v);
+            };
+            push("mean_per_type".into(), b.score.mean_per_type);
+            push("overall".into(), b.score.overall);
+            for (id, name) in ev.type_ids.iter().zip(&ev.type_names) {
+                if let Some(&v) = b.score.per_type.get(id) {
+                    push(format!("type:{name}"), v);
+                }
+            }
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(method)),
+        Arc::new(Int64Array::from(boundary)),
+        Arc::new(UInt64Array::from(position)),
+        Arc::new(StringArray::from(metric)),
+        Arc::new(Float64Array::from(value)),
+    ];
+    let mut meta = HashMap::new();
+    meta.insert("remind.split".to_string(), ev.split.clone());
+    meta.insert("remind.baseline".to_string(), ev.baseline.clone());
+    write_table(path, "metrics", producer, cols, meta)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2}", 100.0 * v))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// The printed report: MPT per boundary and method with an Omega row, then per-type
+/// accuracy at the final boundary.
+pub fn render_tables(ev: &VqaEvaluation) -> String {
+    let mut out = String::new();
+    let widths: Vec<usize> = ev.methods.iter().map(|m| m.name.len().max(9)).collect();
+    let seg_w = ev
+        .segment_types
+        .values()
+        .map(|s| s.len())
+        .max()
+        .map(|w| w.max(7));
+    let row = |first: String, cells: Vec<String>| -> String {
+        let mut line = first;
+        for (c, w) in cells.iter().zip(&widths) {
+            line.push_str(&format!("  {c:>w$}"));
+        }
+        line.push('\n');
+        line
+    };
+    out.push_str(&format!(
+        "Mean-per-type accuracy (%) on '{}' ({} questions, {} question types)\n",
+        ev.split,
+        ev.questions,
+        ev.type_ids.len()
+    ));
+    let head = |seg: Option<usize>| -> String {
+        let mut s = format!("{:>8}  {:>10}", "boundary", "position");
+        if let Some(w) = seg {
+            s.push_str(&format!("  {:<w$}", "segment"));
+        }
+        s
+    };
+    let lead_w = head(seg_w).len();
+    out.push_str(&row(
+        head(seg_w),
+        ev.methods.iter().map(|m| m.name.clone()).collect(),
+    ));
+    for (&k, &pos) in &ev.positions {
+        let mut first = format!("{k:>8}  {pos:>10}");
+        if let Some(w) = seg_w {
+            let seg = ev.segment_types.get(&k).map(String::as_str).unwrap_or("-");
+            first.push_str(&format!("  {seg:<w$}"));
+        }
+        out.push_str(&row(
+            first,
+            ev.methods
+                .iter()
+                .map(|m| pct(m.at(k).map(|b| b.score.mean_per_type)))
+                .collect(),
+        ));
+    }
+    let omega_cells = ev
+        .methods
+        .iter()
+        .map(|m| {
+            m.omega
+                .map(|o| format!("{o:.3}"))
+                .unwrap_or_else(|| "n/a".into())
+        })
+        .collect();
+    out.push_str(&row(
+        format!("{:<lead_w$}", format!("Omega (vs {})", ev.baseline)),
+        omega_cells,
+    ));
+
+    if let Some((&last, &pos)) = ev.positions.iter().next_back() {
+        out.push_str(&format!(
+            "\nPer-type accuracy (%) at the final boundary ({last}, position {pos})\n"
+        ));
+        let type_w = ev
+            .type_names
+            .iter()
+            .map(|n| n.len())
+            .max()
+            .unwrap_or(0)
+            .max(13);
+        out.push_str(&row(
+            format!("{:<type_w$}", "question type"),
+            ev.methods.iter().map(|m| m.name.clone()).collect(),
+        ));
+        for (id, name) in ev.type_ids.iter().zip(&ev.type_names) {
+            let cells = ev
+                .methods
+                .iter()
+                .map(|m| pct(m.at(last).and_then(|b| b.score.per_type.get(id).copied())))
+                .collect();
+            out.push_str(&row(format!("{name:<type_w$}"), cells));
+        }
+        let mpt = ev
+            .methods
+            .iter()
+            .map(|m| pct(m.at(last).map(|b| b.score.mean_per_type)))
+            .collect();
+        out.push_str(&row(format!("{:<type_w$}", "mean per type"), mpt));
+        let overall = ev
+            .methods
+            .iter()
+            .map(|m| pct(m.at(last).map(|b| b.score.overall)))
+            .collect();
+        out.push_str(&row(format!("{:<type_w$}", "overall"), overall));
+    }
+    for m in &ev.methods {
+        if let Some(note) = &m.omega_note {
+            out.push_str(&format!("note: {}: Omega {note}\n", m.name));
+        }
+    }
+    for note in &ev.notes {
+        out.push_str(&format!("note: {note}\n"));
+    }
+    out
+}
+
+const SCALE: usize = 2;
+
+fn series_of(
+    ev: &VqaEvaluation,
+    value: impl Fn(&super::BoundaryScore) -> Option<f64>,
+) -> Vec<Series> {
+    ev.methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Series {
+            name: m.name.clone(),
+            color: plot::PALETTE[i % plot::PALETTE.len()],
+            marker: Marker::nth(i),
+            dashed: m.name == ev.baseline,
+            points: m
+                .boundaries
+                .iter()
+                .filter_map(|b| Some((b.position as f64, 100.0 * value(b)?)))
+                .collect(),
+        })
+        .collect()
+}
+
+/// `metrics.png`: MPT against stream position for every method (top, with the legend),
+/// then one small chart per question type.
+pub fn render_plot(ev: &VqaEvaluation) -> Canvas {
+    let legend_w = (36 + 6 * ev.methods.iter().map(|m| m.name.len()).max().unwrap_or(4)) as i64
+        * SCALE as i64
+        + 40;
+    let cols = match ev.type_ids.len() {
+        n @ 0..=3 => n.max(1),
+        4..=9 => 3,
+        _ => 4,
+    };
+    let rows = ev.type_ids.len().div_ceil(cols);
+    let cell_w: i64 = 470;
+    let width = (cell_w * cols as i64).max(1000 + legend_w);
+    let (main_h, cell_h, gap) = (520i64, 330i64, 24i64);
+    let height = main_h + gap + rows as i64 * cell_h + 16;
+    let mut canvas = Canvas::new(width as usize, height as usize, plot::WHITE);
+    let x_max = ev.positions.values().copied().max().unwrap_or(1).max(1) as f64;
+    let vlines: Vec<f64> = ev.positions.values().map(|&p| p as f64).collect();
+    let axes = |title: String, x_label: &str| Axes {
+        title,
+        x_label: x_label.into(),
+        y_label: "accuracy (%)".into(),
+        x_range: (0.0, x_max),
+        y_range: (0.0, 100.0),
+        y_step: 20.0,
+        vlines: vlines.clone(),
+    };
+    let main = series_of(ev, |b| Some(b.score.mean_per_type));
+    let title = format!(
+        "Mean-per-type accuracy on '{}' ({} questions)",
+        ev.split, ev.questions
+    );
+    plot::draw_chart(
+        &mut canvas,
+        Rect {
+            x: 12,
+            y: 14,
+            w: width - legend_w - 12,
+            h: main_h - 14,
+        },
+        &axes(title, "stream position (training questions seen)"),
+        &main,
+        SCALE,
+    );
+    plot::draw_legend(&mut canvas, width - legend_w + 8, 60, &main, SCALE);
+    for (i, (id, name)) in ev.type_ids.iter().zip(&ev.type_names).enumerate() {
+        let (r, c) = ((i / cols) as i64, (i % cols) as i64);
+        let area = Rect {
+            x: c * cell_w + 12,
+            y: main_h + gap + r * cell_h,
+            w: cell_w - 20,
+            h: cell_h - 12,
+        };
+        let series = series_of(ev, |b| b.score.per_type.get(id).copied());
+        plot::draw_chart(
+            &mut canvas,
+            area,
+            &axes(format!("type: {name}"), "stream position"),
+            &series,
+            SCALE,
+        );
+    }
+    canvas
+}
+
+/// Writes `metrics.json`, `metrics.parquet` and `metrics.png` into `out` (atomically).
+pub fn write_outputs(ev: &VqaEvaluation, out: &Path, producer: &Producer) -> Result<Vec<PathBuf>> {
+    let json_path = out.join("metrics.json");
+    let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
+    text.push(b'\n');
+    write_bytes(&json_path, &text)?;
+    let parquet_path = write_metrics_parquet(ev, &out.join("metrics.parquet"), producer)?;
+    let png_path = out.join("metrics.png");
+    write_bytes(&png_path, &render_plot(ev).to_png()?)?;
+    Ok(vec![json_path, parquet_path, png_path])
+}

@@ -1,0 +1,403 @@
+//! End to end: `remind-evaluate` on a hand-made questions table and predictions of three
+//! methods over three boundaries whose accuracies are known exactly; error cases: a
+//! prediction of an unknown question, a missing boundary.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int32Array, Int64Array, ListArray, StringArray, UInt64Array};
+use arrow::datatypes::Int32Type;
+use remind::artifact::{write_table, Producer};
+use remind::stream::order::StreamPlan;
+use remind_e2e::{run_fail, run_ok, run_python, scratch, stage};
+use serde_json::Value;
+
+const TYPES: [&str; 3] = ["count", "exist", "query_attribute"];
+const POSITIONS: [usize; 3] = [40, 80, 120];
+/// Correct answers per method, boundary and type (4 val questions per type; the last
+/// question of type 2 has no answer in the table, so it is always wrong).
+const CORRECT: [(&str, [[usize; 3]; 3]); 3] = [
+    ("remind", [[4, 2, 2], [3, 4, 1], [3, 3, 3]]),
+    ("finetune", [[4, 2, 2], [0, 4, 0], [0, 0, 3]]),
+    ("offline", [[4, 2, 2], [4, 4, 2], [4, 4, 3]]),
+];
+
+/// Val question `i` (0..12): id 100 + i, type i / 4, answer i % 5 (-1 for the last).
+fn val_question(i: usize) -> (u64, i32, i64) {
+    let answer = if i == 11 { -1 } else { (i % 5) as i64 };
+    (100 + i as u64, (i / 4) as i32, answer)
+}
+
+fn producer() -> Producer {
+    Producer::new("test", "0")
+}
+
+fn write_questions(path: &Path) {
+    // Three train questions (ids 1-3) then the twelve val questions.
+    let mut rows: Vec<(u64, &str, i32, i64)> = (1..=3).map(|id| (id, "train", 0, 0)).collect();
+    rows.extend((0..12).map(|i| {
+        let (id, t, a) = val_question(i);
+        (id, "val", t, a)
+    }));
+    let n = rows.len();
+    let tokens = ListArray::from_iter_primitive::<Int32Type, _, _>(
+        (0..n).map(|_| Some(vec![Some(2), Some(3)])),
+    );
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(
+            rows.iter().map(|r| r.0).collect::<Vec<_>>(),
+        )),
+        Arc::new(UInt64Array::from(vec![7u64; n])),
+        Arc::new(StringArray::from(
+            rows.iter().map(|r| r.1).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(vec!["what?"; n])),
+        Arc::new(tokens),
+        Arc::new(Int32Array::from(vec![2; n])),
+        Arc::new(Int64Array::from(
+            rows.iter().map(|r| r.3).collect::<Vec<_>>(),
+        )),
+        Arc::new(StringArray::from(vec!["a"; n])),
+        Arc::new(Int32Array::from(
+            rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+        )),
+    ];
+    write_table(path, "questions", &producer(), cols, HashMap::new()).unwrap();
+}
+
+fn write_types(path: &Path) {
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![0i64, 1, 2])),
+        Arc::new(StringArray::from(TYPES.to_vec())),
+        Arc::new(UInt64Array::from(vec![4u64; 3])),
+    ];
+    write_table(path, "vocabulary", &producer(), cols, HashMap::new()).unwrap();
+}
+
+fn write_predictions(path: &Path, method: &str, k: usize, ids: &[u64], predicted: &[i64]) {
+    let n = ids.len();
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(UInt64Array::from(ids.to_vec())),
+        Arc::new(Int64Array::from(predicted.to_vec())),
+        Arc::new(Int64Array::from(vec![k as i64; n])),
+        Arc::new(StringArray::from(vec![method; n])),
+    ];
+    let meta = HashMap::from([(
+        "remind.stream_position".to_string(),
+        POSITIONS[k].to_string(),
+    )]);
+    write_table(path, "predictions", &producer(), cols, meta).unwrap();
+}
+
+/// Predictions with exactly `correct[t]` right answers of type t (the first ones), in
+/// reverse id order for one method so the join cannot rely on row order.
+fn make_stream(dir: &Path) {
+    for (method, per_boundary) in CORRECT {
+        for (k, correct) in per_boundary.iter().enumerate() {
+            let (mut ids, mut pred) = (vec![], vec![]);
+            for i in 0..12 {
+                let (id, t, a) = val_question(i);
+                let right = i % 4 < correct[t as usize];
+                ids.push(id);
+                pred.push(if right { a } else { a + 1 });
+            }
+            if method == "finetune" {
+                ids.reverse();
+                pred.reverse();
+            }
+            let path = dir
+                .join(method)
+                .join(format!("predictions/boundary-{k:03}.parquet"));
+            write_predictions(&path, method, k, &ids, &pred);
+        }
+    }
+    let plan = StreamPlan {
+        items: (0..120).collect(),
+        boundaries: POSITIONS.to_vec(),
+        segment_groups: vec![Some(0), Some(1), Some(2)],
+    };
+    std::fs::write(dir.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
+}
+
+struct Expected {
+    per_type: [[f64; 3]; 3],
+    mpt: [f64; 3],
+    overall: [f64; 3],
+}
+
+fn expected(method: &str) -> Expected {
+    let c = CORRECT.iter().find(|m| m.0 == method).unwrap().1;
+    let per_type = c.map(|b| b.map(|n| n as f64 / 4.0));
+    let mpt = per_type.map(|b| b.iter().sum::<f64>() / 3.0);
+    let overall = c.map(|b| b.iter().sum::<usize>() as f64 / 12.0);
+    Expected {
+        per_type,
+        mpt,
+        overall,
+    }
+}
+
+fn floats(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
+fn assert_close(found: &[f64], want: &[f64], what: &str) {
+    assert_eq!(found.len(), want.len(), "{what}: {found:?} vs {want:?}");
+    for (f, w) in found.iter().zip(want) {
+        assert!(
+            (f - w).abs() < 1e-12,
+            "{what}: found {found:?}, expected {want:?}"
+        );
+    }
+}
+
+fn evaluate(dir: &Path, stream: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+    let mut cmd = stage("remind-evaluate");
+    cmd.arg("--questions")
+        .arg(dir.join("questions.parquet"))
+        .arg("--question-types")
+        .arg(dir.join("question_types.parquet"))
+        .arg("--stream-dir")
+        .arg(stream)
+        .arg("--out")
+        .arg(out)
+        .arg("--run-dir")
+        .arg(dir.join("run"))
+        .args(extra);
+    cmd
+}
+
+fn setup(name: &str) -> std::path::PathBuf {
+    let dir = scratch(name);
+    write_questions(&dir.join("questions.parquet"));
+    write_types(&dir.join("question_types.parquet"));
+    make_stream(&dir.join("stream"));
+    dir
+}
+
+#[test]
+fn scores_three_methods_exactly() {
+    let dir = setup("evaluate_exact");
+    let out = dir.join("metrics");
+    let run = run_ok(&mut evaluate(&dir, &dir.join("stream"), &out, &[]));
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["question_types"], serde_json::json!(TYPES));
+    let offline = expected("offline");
+    for method in ["remind", "finetune", "offline"] {
+        let e = expected(method);
+        let r = &m[method];
+        assert_eq!(r["boundaries"], serde_json::json!(POSITIONS), "{method}");
+        assert_close(
+            &floats(&r["mean_per_type"]),
+            &e.mpt,
+            &format!("{method} MPT"),
+        );
+        assert_close(
+            &floats(&r["overall"]),
+            &e.overall,
+            &format!("{method} overall"),
+        );
+        for (t, name) in TYPES.iter().enumerate() {
+            let want: Vec<f64> = e.per_type.iter().map(|b| b[t]).collect();
+            assert_close(
+                &floats(&r["per_type"][name]),
+                &want,
+                &format!("{method} {name}"),
+            );
+        }
+        let omega = (0..3).map(|k| e.mpt[k] / offline.mpt[k]).sum::<f64>() / 3.0;
+        assert_close(
+            &[r["omega"].as_f64().unwrap()],
+            &[omega],
+            &format!("{method} Omega"),
+        );
+    }
+    // Hand-computed: remind MPT 2/3, 2/3, 3/4; offline 2/3, 5/6, 11/12.
+    assert!(
+        (m["remind"]["omega"].as_f64().unwrap() - (1.0 + 0.8 + 9.0 / 11.0) / 3.0).abs() < 1e-12
+    );
+    assert!((m["finetune"]["mean_per_type"][2].as_f64().unwrap() - 0.25).abs() < 1e-15);
+    assert_eq!(m["offline"]["omega"].as_f64(), Some(1.0));
+
+    // The Parquet table, seen from Python.
+    let py = run_python(
+        "import sys, json, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         rows = t.to_pylist()\n\
+         meta = {k.decode(): v.decode() for k, v in t.schema.metadata.items()}\n\
+         print(json.dumps({'n': len(rows), 'kind': meta['remind.kind'], 'cols': t.column_names,\n\
+             'rows': [r for r in rows if r['method'] == 'remind' and r['boundary'] == 1]}))",
+        &[out.join("metrics.parquet").to_str().unwrap()],
+    );
+    let p: Value = serde_json::from_str(py.trim()).unwrap();
+    assert_eq!(p["n"], 3 * 3 * (2 + 3));
+    assert_eq!(p["kind"], "metrics");
+    assert_eq!(
+        p["cols"],
+        serde_json::json!(["method", "boundary", "position", "metric", "value"])
+    );
+    let remind = expected("remind");
+    let rows: HashMap<String, (u64, f64)> = p["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["metric"].as_str().unwrap().to_string(),
+                (
+                    r["position"].as_u64().unwrap(),
+                    r["value"].as_f64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows["mean_per_type"].0, 80);
+    assert_close(&[rows["mean_per_type"].1], &[remind.mpt[1]], "parquet MPT");
+    assert_close(
+        &[rows["overall"].1],
+        &[remind.overall[1]],
+        "parquet overall",
+    );
+    assert_close(&[rows["type:query_attribute"].1], &[0.25], "parquet type");
+
+    // The plot decodes and has room for the main chart and three type charts.
+    let bytes = std::fs::read(out.join("metrics.png")).unwrap();
+    let mut reader = png::Decoder::new(std::io::Cursor::new(bytes))
+        .read_info()
+        .unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let frame = reader.next_frame(&mut buf).unwrap();
+    assert!(
+        frame.width >= 1000 && frame.width <= 3000,
+        "{}",
+        frame.width
+    );
+    assert!(
+        frame.height >= 700 && frame.height <= 3000,
+        "{}",
+        frame.height
+    );
+    let distinct: std::collections::HashSet<&[u8]> = buf[..frame.buffer_size()].chunks(3).collect();
+    assert!(distinct.len() > 20, "the plot looks blank");
+
+    // The printed tables: MPT per boundary, Omega, per type at the final boundary.
+    for needle in [
+        "Omega (vs offline)",
+        "66.67",
+        "83.33",
+        "91.67",
+        "0.873",
+        "query_attribute",
+        "mean per type",
+    ] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
+    let final_row = stdout
+        .lines()
+        .find(|l| l.starts_with("query_attribute"))
+        .unwrap();
+    assert!(final_row.contains("75.00"), "{final_row}");
+    let b1 = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("1 "))
+        .unwrap();
+    assert!(
+        b1.contains("exist")
+            && b1.contains("66.67")
+            && b1.contains("33.33")
+            && b1.contains("83.33"),
+        "{b1}"
+    );
+
+    let manifest = std::fs::read_to_string(dir.join("run/manifest.json")).unwrap();
+    assert!(
+        manifest.contains("metrics.parquet") && manifest.contains("\"evaluate\""),
+        "{manifest}"
+    );
+}
+
+#[test]
+fn omega_needs_the_offline_method() {
+    let dir = setup("evaluate_no_offline");
+    let out = dir.join("metrics");
+    run_ok(&mut evaluate(
+        &dir,
+        &dir.join("stream"),
+        &out,
+        &["--methods", "remind,finetune"],
+    ));
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(m["remind"]["omega"].is_null());
+    assert!(m["remind"]["omega_note"]
+        .as_str()
+        .unwrap()
+        .contains("offline"));
+    assert!(m.get("offline").is_none());
+    assert_close(
+        &floats(&m["finetune"]["mean_per_type"]),
+        &expected("finetune").mpt,
+        "finetune MPT",
+    );
+}
+
+#[test]
+fn unknown_question_id_is_refused() {
+    let dir = setup("evaluate_unknown_id");
+    let bad = dir.join("stream/remind/predictions/boundary-001.parquet");
+    let ids: Vec<u64> = (100..111).chain([2]).collect();
+    write_predictions(&bad, "remind", 1, &ids, &[0; 12]);
+    let err = run_fail(&mut evaluate(
+        &dir,
+        &dir.join("stream"),
+        &dir.join("metrics"),
+        &[],
+    ));
+    assert!(
+        err.contains(bad.to_str().unwrap()) && err.contains("question id 2 "),
+        "{err}"
+    );
+    assert!(!dir.join("metrics/metrics.json").exists());
+}
+
+#[test]
+fn missing_boundary_is_refused_unless_partial() {
+    let dir = setup("evaluate_missing");
+    let stream = dir.join("stream");
+    std::fs::remove_file(stream.join("finetune/predictions/boundary-002.parquet")).unwrap();
+    let out = dir.join("metrics");
+    let err = run_fail(&mut evaluate(&dir, &stream, &out, &[]));
+    assert!(
+        err.contains("'finetune'")
+            && err.contains("boundary-002.parquet")
+            && err.contains("--allow-partial"),
+        "{err}"
+    );
+
+    let run = run_ok(&mut evaluate(&dir, &stream, &out, &["--allow-partial"]));
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["finetune"]["boundaries"], serde_json::json!([40, 80]));
+    let (f, o) = (expected("finetune"), expected("offline"));
+    let omega = (f.mpt[0] / o.mpt[0] + f.mpt[1] / o.mpt[1]) / 2.0;
+    assert_close(
+        &[m["finetune"]["omega"].as_f64().unwrap()],
+        &[omega],
+        "partial Omega",
+    );
+    assert!(m["finetune"]["omega_note"]
+        .as_str()
+        .unwrap()
+        .contains("0, 1"));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.contains("lacks boundaries 2"), "{stdout}");
+}
