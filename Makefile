@@ -62,7 +62,7 @@ CLEVR_DIR ?=
 BACKBONE_WEIGHTS ?=
 CLEVR_DATA := $(if $(CLEVR_DIR),$(CLEVR_DIR),$(ART)/mini-clevr)
 CLEVR_STAMP := $(if $(CLEVR_DIR),$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/mini-clevr/.complete)
-STAGE = REMIND_QUIET=$(QUIET) $(BIN)/remind-$(1)
+STAGE = $(if $(QUIET),REMIND_QUIET=1 )$(BIN)/remind-$(1)
 QUIET ?=
 METHODS := offline remind finetune
 
@@ -83,13 +83,15 @@ $$($(1)_RUN)/questions/questions.parquet: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setu
 $$($(1)_RUN)/backbone/weights.safetensors: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
 	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$@
 
-$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$(CLEVR_STAMP) | setup
+$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
+	rm -rf $$(@D)
 	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(CLEVR_DATA)/images/$$* --weights $$($(1)_WEIGHTS) --out $$(@D)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow | setup
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | setup
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@
 
 $$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | setup
+	rm -rf $$(@D)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D)
 
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
@@ -98,7 +100,7 @@ $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/c
 $$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | setup
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
-		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale
 
 $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \

@@ -11,7 +11,7 @@ use remind::artifact::{Producer, Table};
 use remind::run::{config_hash, load_section};
 use remind::stages::codebook::load_codebook;
 use remind::stream::order::Order;
-use remind::stream::vqa::{run_vqa_stream, Method, StreamSettings, VqaInputs};
+use remind::stream::vqa::{run_vqa_stream, Method, Resume, StreamSettings, VqaInputs};
 use remind::vqa::ModelConfig;
 use remind_stages::{main_with, Common, Compute};
 
@@ -40,9 +40,12 @@ struct Cli {
     /// Output folder (one sub-folder per method).
     #[arg(long)]
     out: PathBuf,
-    /// Continue from the latest checkpoint in --out.
+    /// Continue from the latest checkpoint in --out (refused if made under another config).
     #[arg(long)]
     resume: bool,
+    /// With --resume: discard checkpoints made under another config instead of refusing.
+    #[arg(long, requires = "resume")]
+    restart_stale: bool,
     /// iid or qtype.
     #[arg(long)]
     order: Option<Order>,

@@ -105,6 +105,18 @@ impl Default for StreamSettings {
     }
 }
 
+/// Whether to continue from checkpoints already in the output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Start from scratch (existing checkpoints are overwritten as the run passes them).
+    No,
+    /// Continue from the latest checkpoint; one made under another configuration is an error.
+    Strict,
+    /// Continue when the latest checkpoint matches this configuration, else discard the
+    /// method's folder and start afresh (what `make` uses after a config change).
+    RestartStale,
+}
+
 /// Input artifacts of a run.
 pub struct VqaInputs<'a> {
     pub questions: &'a Path,
@@ -149,7 +161,7 @@ pub fn run_vqa_stream(
     out: &Path,
     method: Method,
     device: Device,
-    resume: bool,
+    resume: Resume,
 ) -> Result<()> {
     ensure!(
         s.batch_size > 0 && s.eval_batch > 0,
@@ -260,6 +272,31 @@ fn capped_per_type(types: &[i64], cap: usize, seed: u64) -> Vec<usize> {
     }
     keep.sort_unstable();
     keep
+}
+
+/// The checkpoint to continue from, per the resume policy.
+fn resume_point(
+    method_dir: &Path,
+    resume: Resume,
+    hash: &str,
+) -> Result<Option<(PathBuf, CheckpointState)>> {
+    if resume == Resume::No {
+        return Ok(None);
+    }
+    let Some((dir, state)) = latest_checkpoint(method_dir)? else {
+        return Ok(None);
+    };
+    if resume == Resume::RestartStale && state.config_hash != hash {
+        eprintln!(
+            "stream-train: {} was made under another configuration; starting afresh",
+            method_dir.display()
+        );
+        std::fs::remove_dir_all(method_dir)
+            .with_context(|| format!("cannot remove {}", method_dir.display()))?;
+        return Ok(None);
+    }
+    check_config(&dir, &state, hash)?;
+    Ok(Some((dir, state)))
 }
 
 /// A freshly initialised model (seeded: every method starts from the same weights).
@@ -433,7 +470,7 @@ fn boundary(
     Ok(())
 }
 
-fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<()> {
+fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Result<()> {
     let method_dir = out.join(method.name());
     let (mut vs, model, mut opt) = new_model(ctx)?;
     let item_bytes: usize = ctx.code_shape.iter().product();
@@ -449,31 +486,28 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<
     };
     let mut start_boundary = 0;
     let mut resumed = None;
-    if resume {
-        if let Some((dir, state)) = latest_checkpoint(&method_dir)? {
-            check_config(&dir, &state, &ctx.hash)?;
-            vs.load(dir.join("model.safetensors"))
-                .with_context(|| format!("cannot load {}", dir.display()))?;
-            opt.load(&dir.join("optim.safetensors"))?;
-            if let Some(b) = buffer.as_mut() {
-                let loaded = ReplayBuffer::load(&dir.join("buffer.arrow"))?;
-                ensure!(
-                    loaded.codebook_hash == ctx.codebook_hash,
-                    "{}: buffer codes were made with another codebook",
-                    dir.display()
-                );
-                *b = loaded.buffer;
-            }
-            rng.set_word_pos(state.rng_word_pos);
-            eprintln!(
-                "stream-train[{}]: resumed from {} (position {})",
-                method.name(),
-                dir.display(),
-                state.position
+    if let Some((dir, state)) = resume_point(&method_dir, resume, &ctx.hash)? {
+        vs.load(dir.join("model.safetensors"))
+            .with_context(|| format!("cannot load {}", dir.display()))?;
+        opt.load(&dir.join("optim.safetensors"))?;
+        if let Some(b) = buffer.as_mut() {
+            let loaded = ReplayBuffer::load(&dir.join("buffer.arrow"))?;
+            ensure!(
+                loaded.codebook_hash == ctx.codebook_hash,
+                "{}: buffer codes were made with another codebook",
+                dir.display()
             );
-            start_boundary = state.boundary + 1;
-            resumed = Some(state.position);
+            *b = loaded.buffer;
         }
+        rng.set_word_pos(state.rng_word_pos);
+        eprintln!(
+            "stream-train[{}]: resumed from {} (position {})",
+            method.name(),
+            dir.display(),
+            state.position
+        );
+        start_boundary = state.boundary + 1;
+        resumed = Some(state.position);
     }
     if resumed.is_none() {
         // Base initialisation: offline epochs on the first segment, the same for every method.
@@ -558,14 +592,11 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: bool) -> Result<
     Ok(())
 }
 
-fn run_offline(ctx: &Ctx, out: &Path, resume: bool) -> Result<()> {
+fn run_offline(ctx: &Ctx, out: &Path, resume: Resume) -> Result<()> {
     let method_dir = out.join("offline");
     let mut start = 0;
-    if resume {
-        if let Some((dir, state)) = latest_checkpoint(&method_dir)? {
-            check_config(&dir, &state, &ctx.hash)?;
-            start = state.boundary + 1;
-        }
+    if let Some((_, state)) = resume_point(&method_dir, resume, &ctx.hash)? {
+        start = state.boundary + 1;
     }
     let rng = ChaCha8Rng::seed_from_u64(ctx.s.seed);
     for k in start..ctx.plan.boundaries.len() {
