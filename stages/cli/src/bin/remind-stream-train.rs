@@ -84,10 +84,13 @@ fn main() -> ExitCode {
             codebook: &cli.codebook,
         };
         let device = cli.compute.device.device()?;
-        run_vqa_stream(
-            &s, &model, &inputs, &cli.out, cli.method, device, cli.resume,
-        )
-        .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
+        let resume = match (cli.resume, cli.restart_stale) {
+            (false, _) => Resume::No,
+            (true, false) => Resume::Strict,
+            (true, true) => Resume::RestartStale,
+        };
+        run_vqa_stream(&s, &model, &inputs, &cli.out, cli.method, device, resume)
+            .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
         let producer = Producer::new("stream-train", &config_hash(&(&s, &model))?)
             .param("method", cli.method.name());
         let done = cli.out.join(cli.method.name());
