@@ -80,9 +80,12 @@ impl Adamax {
                 }
                 let _ = m.lerp_(&g, 1.0 - b1);
                 let _ = u.g_mul_scalar_(b2);
-                let norm = g.abs() + eps;
-                u.copy_(&u.maximum(&norm));
-                let _ = p.g_sub_(&(&*m / &*u * clr));
+                let mut norm = g.abs();
+                let _ = norm.g_add_scalar_(eps);
+                let _ = u.maximum_out(u, &norm);
+                let mut update = &*m / &*u;
+                let _ = update.g_mul_scalar_(clr);
+                let _ = p.g_sub_(&update);
             }
         });
     }
