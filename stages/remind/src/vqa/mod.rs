@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
 pub use adamax::Adamax;
-pub use question::{QuestionEncoder, QuestionInputNet};
+pub use question::{EncodedQuestions, QuestionEncoder, QuestionInputNet};
 pub use smac::SMac;
 pub use updown::UpDown;
 

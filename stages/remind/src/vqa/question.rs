@@ -125,7 +125,10 @@ impl QuestionEncoder {
         let [b, t] = size[..] else {
             bail!("question tokens: expected [B, T], found shape {size:?}");
         };
-        ensure!(t > 0, "question tokens: no positions (shape {size:?})");
+        ensure!(
+            b > 0 && t > 0,
+            "question tokens: empty batch or no positions (shape {size:?})"
+        );
         ensure!(
             tokens.kind() == Kind::Int64 && lengths.kind() == Kind::Int64,
             "question tokens and lengths: expected int64, found {:?} and {:?}",
@@ -139,22 +142,20 @@ impl QuestionEncoder {
         );
         let tokens = tokens.to_device(self.device);
         let lengths = lengths.to_device(self.device);
-        if b > 0 {
-            let (lo, hi) = (i64::try_from(lengths.min())?, i64::try_from(lengths.max())?);
-            ensure!(
-                lo >= 1 && hi <= t,
-                "question lengths: expected values in 1..={t}, found {lo}..={hi}"
-            );
-            let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
-            let valid = pos.lt_tensor(&lengths.unsqueeze(1));
-            let used = tokens.masked_select(&valid);
-            let (lo, hi) = (i64::try_from(used.min())?, i64::try_from(used.max())?);
-            ensure!(
-                lo >= 0 && hi < self.vocab_size,
-                "question tokens: expected ids in 0..{}, found {lo}..={hi}",
-                self.vocab_size
-            );
-        }
+        let (shortest, longest) = (i64::try_from(lengths.min())?, i64::try_from(lengths.max())?);
+        ensure!(
+            shortest >= 1 && longest <= t,
+            "question lengths: expected values in 1..={t}, found {shortest}..={longest}"
+        );
+        let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
+        let valid = pos.lt_tensor(&lengths.unsqueeze(1));
+        let used = tokens.masked_select(&valid);
+        let (lo, hi) = (i64::try_from(used.min())?, i64::try_from(used.max())?);
+        ensure!(
+            lo >= 0 && hi < self.vocab_size,
+            "question tokens: expected ids in 0..{}, found {lo}..={hi}",
+            self.vocab_size
+        );
         Ok(self.encode(&tokens, &lengths))
     }
 
