@@ -13,7 +13,7 @@ use remind::stages::codebook::load_codebook;
 use remind::stream::order::Order;
 use remind::stream::vqa::{run_vqa_stream, Method, Resume, StreamSettings, VqaInputs};
 use remind::vqa::ModelConfig;
-use remind_stages::{main_with, Common, Compute};
+use remind_stages::{main_with, tune_allocator, Common, Compute};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,7 @@ struct Cli {
 fn main() -> ExitCode {
     main_with("remind-stream-train", || {
         let cli = Cli::parse();
+        tune_allocator();
         cli.compute.apply_threads();
         let config = cli.common.config.as_deref();
         let mut s: StreamSettings = load_section(config, "stream")?;

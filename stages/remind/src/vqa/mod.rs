@@ -28,7 +28,7 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-pub use question::{QuestionEncoder, QuestionInputNet};
+pub use question::{EncodedQuestions, QuestionEncoder, QuestionInputNet};
 pub use smac::SMac;
 pub use updown::UpDown;
 

@@ -2,21 +2,22 @@
 //! linear projection of imported sentence vectors.
 
 use anyhow::{bail, ensure, Result};
-use tch::nn::{self, RNN};
+use tch::nn;
 use tch::{Device, Kind, Tensor};
 
 use super::{ModelConfig, QuestionInput, Questions};
 
-/// Word embeddings (padding index 0) and a bidirectional LSTM that handles variable
-/// lengths exactly: the forward direction runs over the padded batch (its state at a
-/// question's last token has seen no padding); the backward direction runs over each
-/// question reversed in place (first `len` tokens reversed, padding left at the end), and
-/// its outputs are reversed back. Positions past a question's length get zero states.
+/// Word embeddings (padding index 0) and a one-layer bidirectional LSTM over packed
+/// sequences, so each direction sees exactly a question's own tokens: the forward
+/// direction ends at the last token, the backward direction starts there and ends at the
+/// first. Positions past a question's length get zero states. The LSTM's variables carry
+/// PyTorch's `nn.LSTM` names (`weight_ih_l0`, `weight_hh_l0_reverse`, ...) and init
+/// (uniform in +-1/sqrt(hidden)).
 #[derive(Debug)]
 pub struct QuestionEncoder {
     embedding: Tensor,
-    forward: nn::LSTM,
-    backward: nn::LSTM,
+    /// w_ih, w_hh, b_ih, b_hh of the forward, then of the backward direction.
+    lstm: Vec<Tensor>,
     vocab_size: i64,
     hidden: i64,
     device: Device,
@@ -37,8 +38,8 @@ pub struct EncodedQuestions {
 impl QuestionEncoder {
     /// Embeddings `vocab_size x embed_dim` (N(0, 1), or copied from `word_vectors`;
     /// row 0, the padding token, zero) under `path / "embedding"`; LSTMs of `hidden` units
-    /// per direction under `path / "lstm_fwd"`, `path / "lstm_bwd"`. A frozen embedding is
-    /// a non-trainable variable (still saved with the VarStore).
+    /// per direction under `path / "lstm"`. A frozen embedding is a non-trainable variable
+    /// (still saved with the VarStore).
     pub fn new(
         path: &nn::Path,
         vocab_size: usize,
@@ -89,14 +90,22 @@ impl QuestionEncoder {
             let _ = embedding.get(0).fill_(0.0);
             Ok(())
         })?;
-        let cfg = nn::RNNConfig {
-            batch_first: true,
-            ..Default::default()
-        };
         let h = hidden as i64;
+        let bound = 1.0 / (h as f64).sqrt();
+        let init = nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let lp = path.sub("lstm");
+        let mut lstm = Vec::with_capacity(8);
+        for suffix in ["", "_reverse"] {
+            lstm.push(lp.var(&format!("weight_ih_l0{suffix}"), &[4 * h, e], init));
+            lstm.push(lp.var(&format!("weight_hh_l0{suffix}"), &[4 * h, h], init));
+            lstm.push(lp.var(&format!("bias_ih_l0{suffix}"), &[4 * h], init));
+            lstm.push(lp.var(&format!("bias_hh_l0{suffix}"), &[4 * h], init));
+        }
         Ok(Self {
-            forward: nn::lstm(path.sub("lstm_fwd"), e, h, cfg),
-            backward: nn::lstm(path.sub("lstm_bwd"), e, h, cfg),
+            lstm,
             embedding,
             vocab_size: v,
             hidden: h,
@@ -116,7 +125,10 @@ impl QuestionEncoder {
         let [b, t] = size[..] else {
             bail!("question tokens: expected [B, T], found shape {size:?}");
         };
-        ensure!(t > 0, "question tokens: no positions (shape {size:?})");
+        ensure!(
+            b > 0 && t > 0,
+            "question tokens: empty batch or no positions (shape {size:?})"
+        );
         ensure!(
             tokens.kind() == Kind::Int64 && lengths.kind() == Kind::Int64,
             "question tokens and lengths: expected int64, found {:?} and {:?}",
@@ -130,48 +142,55 @@ impl QuestionEncoder {
         );
         let tokens = tokens.to_device(self.device);
         let lengths = lengths.to_device(self.device);
-        if b > 0 {
-            let (lo, hi) = (i64::try_from(lengths.min())?, i64::try_from(lengths.max())?);
-            ensure!(
-                lo >= 1 && hi <= t,
-                "question lengths: expected values in 1..={t}, found {lo}..={hi}"
-            );
-            let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
-            let valid = pos.lt_tensor(&lengths.unsqueeze(1));
-            let used = tokens.masked_select(&valid);
-            let (lo, hi) = (i64::try_from(used.min())?, i64::try_from(used.max())?);
-            ensure!(
-                lo >= 0 && hi < self.vocab_size,
-                "question tokens: expected ids in 0..{}, found {lo}..={hi}",
-                self.vocab_size
-            );
-        }
+        let (shortest, longest) = (i64::try_from(lengths.min())?, i64::try_from(lengths.max())?);
+        ensure!(
+            shortest >= 1 && longest <= t,
+            "question lengths: expected values in 1..={t}, found {shortest}..={longest}"
+        );
+        let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
+        let valid = pos.lt_tensor(&lengths.unsqueeze(1));
+        let used = tokens.masked_select(&valid);
+        let (lo, hi) = (i64::try_from(used.min())?, i64::try_from(used.max())?);
+        ensure!(
+            lo >= 0 && hi < self.vocab_size,
+            "question tokens: expected ids in 0..{}, found {lo}..={hi}",
+            self.vocab_size
+        );
         Ok(self.encode(&tokens, &lengths))
     }
 
     /// [`forward`](Self::forward) on checked inputs (on this encoder's device).
     fn encode(&self, tokens: &Tensor, lengths: &Tensor) -> EncodedQuestions {
         let (b, t) = (tokens.size()[0], tokens.size()[1]);
-        let e = self.embedding.size()[1];
         let h = self.hidden;
         let pos = Tensor::arange(t, (Kind::Int64, self.device)).unsqueeze(0);
-        let len = lengths.unsqueeze(1);
-        let valid = pos.lt_tensor(&len);
+        let valid = pos.lt_tensor(&lengths.unsqueeze(1));
         // Tokens past the length may hold anything: embed them as padding.
         let tokens = tokens.masked_fill(&valid.logical_not(), 0);
         let emb = Tensor::embedding(&self.embedding, &tokens, 0, false, false);
-        let (fwd, _) = self.forward.seq(&emb);
-        // Position t of the reversed question holds token len-1-t (t < len), else padding.
-        let rev = (&len - 1 - &pos).where_self(&valid, &pos.expand([b, t], false));
-        let emb_rev = emb.gather(1, &rev.unsqueeze(2).expand([b, t, e], false), false);
-        let (bwd_rev, _) = self.backward.seq(&emb_rev);
-        let bwd = bwd_rev.gather(1, &rev.unsqueeze(2).expand([b, t, h], false), false);
-        let last = (&len - 1).unsqueeze(2).expand([b, 1, h], false);
-        let vector = Tensor::cat(
-            &[fwd.gather(1, &last, false).squeeze_dim(1), bwd.select(1, 0)],
+        // Packing wants lengths in decreasing order, on the CPU.
+        let (sorted_len, order) = lengths.to_device(Device::Cpu).sort(0, true);
+        let unsort = order.argsort(0, false).to_device(self.device);
+        let order = order.to_device(self.device);
+        let (data, batch_sizes) = emb
+            .index_select(0, &order)
+            .internal_pack_padded_sequence(&sorted_len, true);
+        let zeros = Tensor::zeros([2, b, h], (emb.kind(), self.device));
+        let (out, hn, _) = Tensor::lstm_data(
+            &data,
+            &batch_sizes,
+            &[&zeros, &zeros],
+            &self.lstm.iter().collect::<Vec<_>>(),
+            true,
             1,
+            0.0,
+            true,
+            true,
         );
-        let words = Tensor::cat(&[fwd, bwd], 2) * valid.unsqueeze(2).to_kind(emb.kind());
+        let (words, _) = Tensor::internal_pad_packed_sequence(&out, &batch_sizes, true, 0.0, t);
+        let words = words.index_select(0, &unsort);
+        // hn: [2, B, h], forward state after the last token, backward after the first.
+        let vector = Tensor::cat(&[hn.get(0), hn.get(1)], 1).index_select(0, &unsort);
         EncodedQuestions {
             words,
             mask: valid,
