@@ -80,9 +80,8 @@ $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
 $$($(1)_RUN)/questions/questions.parquet: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
 	$$(call STAGE,import-questions) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$($(1)_RUN)/questions
 
-# Stand-in until the backbone base-training stage lands: seeded random ResNet-18 weights.
 $$($(1)_RUN)/backbone/weights.safetensors: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
-	$$(call STAGE,backbone) init --arch resnet18 --width 32 --num-classes 10 --seed 0 --out $$@
+	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$@
 
 $$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
 	rm -rf $$(@D)

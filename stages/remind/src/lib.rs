@@ -6,6 +6,8 @@
 //! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
 //! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
 //! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
+//! - [`backbone_train`]: training the frozen backbone G on CLEVR scene annotations (the
+//!   stand-in for ImageNet pre-training).
 //! - [`features`]: feature extraction, images to feature maps through a frozen backbone.
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
 //! - [`buffer`]: the replay buffer (codes, labels, class index, eviction, sampling).
@@ -17,6 +19,7 @@
 //! - [`synth`]: synthetic feature maps for tests and benchmarks.
 
 pub mod artifact;
+pub mod backbone_train;
 pub mod buffer;
 pub mod clevr;
 pub mod features;

@@ -47,6 +47,22 @@ pub use images::{decode_image, list_images, IdFrom, ImageItem};
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
+/// The network input for decoded images: `pixels` are RGB bytes `[N, H, W, 3]` (as
+/// [`decode_image`] returns them, on any device); the result is `[N, 3, H, W]` float32 on
+/// the same device, scaled to [0, 1] and normalised with ImageNet's mean and std. Feature
+/// extraction and backbone training both feed their networks through this one function.
+pub fn normalise_images(pixels: &Tensor) -> Tensor {
+    let device = pixels.device();
+    let stat = |v: &[f64; 3]| {
+        Tensor::from_slice(v)
+            .to_kind(Kind::Float)
+            .view([1, 3, 1, 1])
+            .to_device(device)
+    };
+    let x = pixels.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
+    (x - stat(&IMAGENET_MEAN)) / stat(&IMAGENET_STD)
+}
+
 /// Config section `extract_features`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -350,14 +366,6 @@ impl Pipeline<'_> {
         n_batches: usize,
     ) -> Result<Vec<BadImage>> {
         let _guard = tch::no_grad_guard();
-        let mean = Tensor::from_slice(&IMAGENET_MEAN)
-            .to_kind(Kind::Float)
-            .view([1, 3, 1, 1])
-            .to_device(self.device);
-        let std = Tensor::from_slice(&IMAGENET_STD)
-            .to_kind(Kind::Float)
-            .view([1, 3, 1, 1])
-            .to_device(self.device);
         let mut pending: BTreeMap<usize, Decoded> = BTreeMap::new();
         let mut next = 0;
         let mut bad = Vec::new();
@@ -373,7 +381,7 @@ impl Pipeline<'_> {
                 let values = if batch.ids.is_empty() {
                     Vec::new()
                 } else {
-                    self.forward(&batch, &mean, &std)?
+                    self.forward(&batch)?
                 };
                 let msg = Computed {
                     count: batch.count,
@@ -389,7 +397,7 @@ impl Pipeline<'_> {
         Ok(bad)
     }
 
-    fn forward(&self, batch: &Decoded, mean: &Tensor, std: &Tensor) -> Result<Vec<f32>> {
+    fn forward(&self, batch: &Decoded) -> Result<Vec<f32>> {
         let n = batch.ids.len() as i64;
         let s = self.cfg.image_size as i64;
         let [h, w, c] = self.shape.map(|d| d as i64);
@@ -397,11 +405,8 @@ impl Pipeline<'_> {
         let run = || -> Result<Vec<f32>> {
             let x = Tensor::from_slice(&batch.pixels)
                 .view([n, s, s, 3])
-                .to_device(self.device)
-                .permute([0, 3, 1, 2])
-                .to_kind(Kind::Float)
-                / 255.0;
-            let x = (x - mean) / std;
+                .to_device(self.device);
+            let x = normalise_images(&x);
             let y = self.g.forward_t(&x, false);
             ensure!(
                 y.size() == [n, c, h, w],
