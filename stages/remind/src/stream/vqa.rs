@@ -522,12 +522,7 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
         )?;
         if let Some(b) = buffer.as_mut() {
             for &i in &ctx.plan.items[..base] {
-                b.insert(
-                    i as u64,
-                    ctx.train.answers[i],
-                    ctx.train_codes.row_u8(ctx.train.image_rows[i])?,
-                    &mut rng,
-                )?;
+                remember(ctx, b, i, &mut rng)?;
             }
         }
         boundary(
@@ -551,7 +546,7 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
             let item = ctx.plan.items[pos];
             let mut idx = vec![item];
             codes.clear();
-            codes.extend_from_slice(ctx.train_codes.row_u8(ctx.train.image_rows[item])?);
+            codes.extend_from_slice(item_codes(ctx, item)?);
             if let Some(b) = buffer.as_ref() {
                 for slot in b.sample(ctx.s.replay, &mut rng) {
                     idx.push(b.id(slot) as usize);
@@ -567,12 +562,7 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
                 ctx.s.seed ^ ((pos as u64) << 20) ^ 0x5354,
             )?;
             if let Some(b) = buffer.as_mut() {
-                b.insert(
-                    item as u64,
-                    ctx.train.answers[item],
-                    ctx.train_codes.row_u8(ctx.train.image_rows[item])?,
-                    &mut rng,
-                )?;
+                remember(ctx, b, item, &mut rng)?;
             }
             progress.inc(1);
         }
@@ -589,6 +579,22 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
         )?;
     }
     progress.finish();
+    Ok(())
+}
+
+/// The PQ codes of training item `item`'s image (a slice of the memory-mapped dataset).
+fn item_codes<'c>(ctx: &'c Ctx, item: usize) -> Result<&'c [u8]> {
+    ctx.train_codes.row_u8(ctx.train.image_rows[item])
+}
+
+/// Stores training item `item` (its answer and image codes) in the replay buffer.
+fn remember(ctx: &Ctx, buffer: &mut ReplayBuffer, item: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+    buffer.insert(
+        item as u64,
+        ctx.train.answers[item],
+        item_codes(ctx, item)?,
+        rng,
+    )?;
     Ok(())
 }
 
