@@ -209,6 +209,7 @@ mod tests {
 
     #[test]
     fn safetensors_round_trip_with_metadata() {
+        let _rng = crate::testing::tch_rng_lock();
         let dir = std::env::temp_dir().join(format!("remind-weights-{}", std::process::id()));
         let path = dir.join("w.safetensors");
         let a = Tensor::randn([3, 4], (Kind::Float, Device::Cpu));

@@ -765,6 +765,7 @@ mod tests {
     /// Same seed, same thread count: the same weights, byte for byte; another seed differs.
     #[test]
     fn training_is_deterministic_on_cpu() {
+        let _rng = crate::testing::tch_rng_lock();
         let dir = std::env::temp_dir().join(format!("remind-tb-det-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let gen = GenerateClevrConfig {

@@ -533,6 +533,7 @@ mod tests {
     /// The stored rows are G's output for the normalised image, laid out HWC.
     #[test]
     fn rows_are_hwc_feature_maps_of_normalised_images() {
+        let _rng = crate::testing::tch_rng_lock();
         let dir = std::env::temp_dir().join(format!("remind-extract-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let images = dir.join("images");

@@ -165,6 +165,7 @@ mod tests {
 
     #[test]
     fn save_load_round_trip_and_mismatch_reports() {
+        let _rng = crate::testing::tch_rng_lock();
         let dir = std::env::temp_dir().join(format!("remind-models-{}", std::process::id()));
         let path = dir.join("r18.safetensors");
         let cfg = ResNetConfig::new(Arch::ResNet18, 8, Stem::ImageNet);

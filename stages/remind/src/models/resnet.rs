@@ -663,6 +663,7 @@ mod tests {
 
     #[test]
     fn torchvision_names_and_shapes() {
+        let _rng = crate::testing::tch_rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let cfg = ResNetConfig::new(Arch::ResNet50, 64, Stem::ImageNet);
         let _net = ResNet::full(&vs.root(), cfg).unwrap();
@@ -681,6 +682,7 @@ mod tests {
 
     #[test]
     fn g_and_f_split_the_full_names() {
+        let _rng = crate::testing::tch_rng_lock();
         for (arch, cut) in [(Arch::ResNet18, "layer4.0"), (Arch::ResNet101, "layer3")] {
             let cfg = ResNetConfig::new(arch, 16, Stem::ImageNet);
             let cut: Cut = cut.parse().unwrap();
@@ -702,6 +704,7 @@ mod tests {
 
     #[test]
     fn g_then_f_equals_full_and_shapes_match() {
+        let _rng = crate::testing::tch_rng_lock();
         let _guard = tch::no_grad_guard();
         tch::manual_seed(1);
         let cfg = ResNetConfig::new(Arch::ResNet18, 8, Stem::ImageNet);
@@ -727,6 +730,7 @@ mod tests {
 
     #[test]
     fn small_stem_keeps_resolution() {
+        let _rng = crate::testing::tch_rng_lock();
         let _guard = tch::no_grad_guard();
         let cfg = ResNetConfig::new(Arch::ResNet34, 16, Stem::Small);
         for (cut, side, c) in [

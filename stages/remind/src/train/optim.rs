@@ -194,6 +194,7 @@ mod tests {
     /// Our Adamax matches the textbook update computed by hand for two steps.
     #[test]
     fn adamax_matches_the_update_rule() {
+        let _rng = crate::testing::tch_rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let w = vs.root().var("w", &[2], nn::Init::Const(1.0));
         let mut opt = Optimizer::new(&vs, OptimKind::adamax());
@@ -222,6 +223,7 @@ mod tests {
 
     #[test]
     fn state_round_trips_and_training_continues_identically() {
+        let _rng = crate::testing::tch_rng_lock();
         tch::manual_seed(0);
         let dir = std::env::temp_dir().join(format!("remind-optim-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
