@@ -11,6 +11,8 @@
 //! - [`features`]: feature extraction, images to feature maps through a frozen backbone.
 //! - [`pq`]: product quantization (fit, encode, decode, faiss format).
 //! - [`buffer`]: the replay buffer (codes, labels, class index, eviction, sampling).
+//! - [`classify`]: image classification (label table, base initialisation, the
+//!   class-incremental stream).
 //! - [`vqa`]: VQA models (question encoder, S-MAC, UpDown).
 //! - [`plot`]: line charts drawn to PNG (evaluation plots).
 //! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
@@ -21,6 +23,7 @@
 pub mod artifact;
 pub mod backbone_train;
 pub mod buffer;
+pub mod classify;
 pub mod clevr;
 pub mod features;
 pub mod models;

@@ -5,13 +5,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
 use remind::run::{config_hash, load_section};
 use remind::stages::evaluate::report::{render_tables, write_outputs};
-use remind::stages::evaluate::{evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs};
+use remind::stages::evaluate::{
+    classify_eval, evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs,
+};
 use remind_stages::{main_with, Common};
 
 #[derive(Parser)]
@@ -28,6 +30,9 @@ struct Cli {
     /// Questions table (questions.parquet from remind-import-questions).
     #[arg(long)]
     questions: Option<PathBuf>,
+    /// Classification: the label table (labels.parquet of remind-import-images).
+    #[arg(long)]
+    labels: Option<PathBuf>,
     /// Question-type names (question_types.parquet); without it types are "type N".
     #[arg(long)]
     question_types: Option<PathBuf>,
@@ -63,10 +68,7 @@ fn main() -> ExitCode {
         s.split = cli.split.clone().unwrap_or(s.split);
         s.allow_partial |= cli.allow_partial;
         if s.task == Task::Classification {
-            bail!(
-                "--task classification: no stage writes per-boundary predicted probabilities yet; \
-                 the metrics exist as remind::stages::evaluate::classification_metrics and classification_omega"
-            );
+            return classification(&cli, &s);
         }
         let questions = cli
             .questions
@@ -113,4 +115,42 @@ fn main() -> ExitCode {
         );
         Ok(())
     })
+}
+
+fn classification(cli: &Cli, s: &EvaluateSettings) -> anyhow::Result<()> {
+    let labels = cli
+        .labels
+        .as_deref()
+        .context("--labels is required for --task classification")?;
+    let stream_dir = cli
+        .stream_dir
+        .as_deref()
+        .context("--stream-dir is required for --task classification")?;
+    let ev = classify_eval::evaluate_classification(labels, stream_dir, s)?;
+    let run_dir = cli.common.run_dir()?;
+    let out = cli.out.clone().unwrap_or_else(|| run_dir.clone());
+    let producer = Producer::new("evaluate", &config_hash(s)?)
+        .param("task", "classification")
+        .param(
+            "methods",
+            ev.methods
+                .iter()
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>(),
+        );
+    let written = classify_eval::write_outputs(&ev, &out, &producer)?;
+    for path in &written {
+        record_output(&run_dir, path, &producer, &[labels, stream_dir])?;
+    }
+    print!("{}", classify_eval::render_table(&ev));
+    eprintln!(
+        "remind-evaluate: {} method(s) -> {}",
+        ev.methods.len(),
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }

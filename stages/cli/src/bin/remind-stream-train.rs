@@ -1,5 +1,7 @@
-//! Stage stream-train: the streaming VQA experiment for one method (remind, finetune or
-//! offline) over PQ codes, with predictions and a checkpoint at every boundary.
+//! Stage stream-train: one streaming method (remind, finetune or offline) over PQ codes,
+//! with predictions and a checkpoint at every boundary / evaluation point. Two tasks: VQA
+//! (questions over CLEVR/TDIUC codes) and image classification (the class-incremental
+//! ImageNet protocol), chosen by --task or the config's top-level `task`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +10,10 @@ use anyhow::Context;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::{Producer, Table};
+use remind::classify::stream::{
+    run_classify_stream, ClassifyInputs, ClassifyResume, ClassifySettings,
+};
+use remind::run::config::top_level_string;
 use remind::run::{config_hash, load_section};
 use remind::stages::codebook::load_codebook;
 use remind::stream::order::Order;
@@ -15,10 +21,16 @@ use remind::stream::vqa::{run_vqa_stream, Method, Resume, StreamSettings, VqaInp
 use remind::vqa::ModelConfig;
 use remind_stages::{main_with, tune_allocator, Common, Compute};
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Task {
+    Vqa,
+    Classification,
+}
+
 #[derive(Parser)]
 #[command(
     version,
-    about = "Streaming VQA (REMIND, fine-tune or offline) over PQ codes"
+    about = "Streaming VQA or class-incremental image classification (REMIND, fine-tune or offline) over PQ codes"
 )]
 struct Cli {
     #[command(flatten)]
@@ -28,13 +40,30 @@ struct Cli {
     /// remind, finetune or offline.
     #[arg(long)]
     method: Method,
-    /// Folder written by remind-import-questions (questions, vocabulary, answers).
+    /// vqa or classification [default: the config's top-level `task`, else vqa].
+    #[arg(long, value_enum)]
+    task: Option<Task>,
+    /// VQA: folder written by remind-import-questions (questions, vocabulary, answers).
+    #[arg(long, required_if_eq("task", "vqa"))]
+    questions: Option<PathBuf>,
+    /// VQA: codes of the training images.
     #[arg(long)]
-    questions: PathBuf,
+    train_codes: Option<PathBuf>,
+    /// VQA: codes of the validation images.
     #[arg(long)]
-    train_codes: PathBuf,
+    val_codes: Option<PathBuf>,
+    /// Classification: the label table (labels.parquet of remind-import-images).
     #[arg(long)]
-    val_codes: PathBuf,
+    labels: Option<PathBuf>,
+    /// Classification: codes of every image (training and validation).
+    #[arg(long)]
+    codes: Option<PathBuf>,
+    /// Classification: base-initialisation weights of the whole network (F starts there).
+    #[arg(long)]
+    base_weights: Option<PathBuf>,
+    /// Classification: continue from the checkpoint of this evaluation point.
+    #[arg(long, conflicts_with = "resume")]
+    resume_from: Option<usize>,
     #[arg(long)]
     codebook: PathBuf,
     /// Output folder (one sub-folder per method).
@@ -63,44 +92,112 @@ fn main() -> ExitCode {
         let cli = Cli::parse();
         tune_allocator();
         cli.compute.apply_threads();
-        let config = cli.common.config.as_deref();
-        let mut s: StreamSettings = load_section(config, "stream")?;
-        s.order = cli.order.unwrap_or(s.order);
-        s.seed = cli.seed.unwrap_or(s.seed);
-        s.replay = cli.replay.unwrap_or(s.replay);
-        s.max_per_type = cli.max_per_type.or(s.max_per_type);
-        let mut model: ModelConfig = load_section(config, "model")?;
-        // Sizes the data decide.
-        let vocab = Table::read(&cli.questions.join("vocabulary.parquet"), "vocabulary")?;
-        let answers = Table::read(&cli.questions.join("answers.parquet"), "vocabulary")?;
-        let (_, info) = load_codebook(&cli.codebook)?;
-        model.vocab_size = vocab.num_rows();
-        model.num_answers = answers.num_rows();
-        model.in_channels = info.d;
-        let questions = cli.questions.join("questions.parquet");
-        let inputs = VqaInputs {
-            questions: &questions,
-            train_codes: &cli.train_codes,
-            val_codes: &cli.val_codes,
-            codebook: &cli.codebook,
+        let task = match cli.task {
+            Some(t) => t,
+            None => match cli.common.config.as_deref() {
+                Some(c) => match top_level_string(c, "task")?.as_deref() {
+                    None | Some("vqa") => Task::Vqa,
+                    Some("classification") => Task::Classification,
+                    Some(other) => anyhow::bail!(
+                        "{}: task '{other}' is not vqa or classification",
+                        c.display()
+                    ),
+                },
+                None => Task::Vqa,
+            },
         };
-        let device = cli.compute.device.device()?;
-        let resume = match (cli.resume, cli.restart_stale) {
-            (false, _) => Resume::No,
-            (true, false) => Resume::Strict,
-            (true, true) => Resume::RestartStale,
-        };
-        run_vqa_stream(&s, &model, &inputs, &cli.out, cli.method, device, resume)
-            .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
-        let producer = Producer::new("stream-train", &config_hash(&(&s, &model))?)
-            .param("method", cli.method.name());
-        let done = cli.out.join(cli.method.name());
-        record_output(
-            &cli.common.run_dir()?,
-            &done,
-            &producer,
-            &[&questions, &cli.train_codes, &cli.val_codes, &cli.codebook],
-        )?;
-        Ok(())
+        match task {
+            Task::Vqa => vqa(cli),
+            Task::Classification => classification(cli),
+        }
     })
+}
+
+fn need<'a>(v: &'a Option<PathBuf>, flag: &str, task: &str) -> anyhow::Result<&'a PathBuf> {
+    v.as_ref()
+        .with_context(|| format!("--task {task} needs --{flag}"))
+}
+
+fn resume_mode(cli: &Cli) -> Resume {
+    match (cli.resume, cli.restart_stale) {
+        (false, _) => Resume::No,
+        (true, false) => Resume::Strict,
+        (true, true) => Resume::RestartStale,
+    }
+}
+
+fn classification(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.common.config.as_deref();
+    let mut s: ClassifySettings = load_section(config, "classify_stream")?;
+    s.seed = cli.seed.unwrap_or(s.seed);
+    s.replay = cli.replay.unwrap_or(s.replay);
+    let labels = need(&cli.labels, "labels", "classification")?;
+    let codes = need(&cli.codes, "codes", "classification")?;
+    let base_weights = need(&cli.base_weights, "base-weights", "classification")?;
+    let inputs = ClassifyInputs {
+        labels,
+        codes,
+        codebook: &cli.codebook,
+        base_weights,
+    };
+    let resume = match (cli.resume_from, resume_mode(&cli)) {
+        (Some(k), _) => ClassifyResume::From(k),
+        (None, Resume::No) => ClassifyResume::No,
+        (None, Resume::Strict) => ClassifyResume::Latest,
+        (None, Resume::RestartStale) => ClassifyResume::RestartStale,
+    };
+    let device = cli.compute.device.device()?;
+    run_classify_stream(&s, &inputs, &cli.out, cli.method, device, resume)
+        .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
+    let producer = Producer::new("stream-train", &config_hash(&s)?)
+        .param("method", cli.method.name())
+        .param("task", "classification");
+    record_output(
+        &cli.common.run_dir()?,
+        &cli.out.join(cli.method.name()),
+        &producer,
+        &[labels, codes, &cli.codebook, base_weights],
+    )?;
+    Ok(())
+}
+
+fn vqa(cli: Cli) -> anyhow::Result<()> {
+    let config = cli.common.config.as_deref();
+    let mut s: StreamSettings = load_section(config, "stream")?;
+    s.order = cli.order.unwrap_or(s.order);
+    s.seed = cli.seed.unwrap_or(s.seed);
+    s.replay = cli.replay.unwrap_or(s.replay);
+    s.max_per_type = cli.max_per_type.or(s.max_per_type);
+    let mut model: ModelConfig = load_section(config, "model")?;
+    let questions_dir = need(&cli.questions, "questions", "vqa")?;
+    let train_codes = need(&cli.train_codes, "train-codes", "vqa")?;
+    let val_codes = need(&cli.val_codes, "val-codes", "vqa")?;
+    // Sizes the data decide.
+    let vocab = Table::read(&questions_dir.join("vocabulary.parquet"), "vocabulary")?;
+    let answers = Table::read(&questions_dir.join("answers.parquet"), "vocabulary")?;
+    let (_, info) = load_codebook(&cli.codebook)?;
+    model.vocab_size = vocab.num_rows();
+    model.num_answers = answers.num_rows();
+    model.in_channels = info.d;
+    let questions = questions_dir.join("questions.parquet");
+    let inputs = VqaInputs {
+        questions: &questions,
+        train_codes,
+        val_codes,
+        codebook: &cli.codebook,
+    };
+    let device = cli.compute.device.device()?;
+    let resume = resume_mode(&cli);
+    run_vqa_stream(&s, &model, &inputs, &cli.out, cli.method, device, resume)
+        .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
+    let producer = Producer::new("stream-train", &config_hash(&(&s, &model))?)
+        .param("method", cli.method.name());
+    let done = cli.out.join(cli.method.name());
+    record_output(
+        &cli.common.run_dir()?,
+        &done,
+        &producer,
+        &[&questions, train_codes, val_codes, &cli.codebook],
+    )?;
+    Ok(())
 }

@@ -51,6 +51,10 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/word_vectors.yaml"),
     ),
     ("images", include_str!("../../../../schemas/images.yaml")),
+    (
+        "probabilities",
+        include_str!("../../../../schemas/probabilities.yaml"),
+    ),
 ];
 
 /// On-disk format of an artifact kind.

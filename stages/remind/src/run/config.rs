@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 /// The top-level keys a pipeline file may have: shared keys and one section per stage.
 pub const SECTIONS: &[&str] = &[
     "name",
+    "task",
     "description",
     "run_dir",
     "synth_features",
@@ -23,6 +24,8 @@ pub const SECTIONS: &[&str] = &[
     "extract_features",
     "import_gensen",
     "stream",
+    "train_classifier",
+    "classify_stream",
     "model",
     "evaluate",
 ];

@@ -8,10 +8,12 @@
 //! relative to the offline model's. Outputs: `metrics.json`, `metrics.parquet` (kind
 //! `metrics`), `metrics.png` and a printed table ([`report`]).
 //!
-//! Image classification: [`classification_metrics`] and [`classification_omega`] (top-1 and
-//! top-5 on base, non-base and all seen classes).
+//! Image classification ([`classify_eval`]): the class probabilities stream-train wrote at
+//! every evaluation point, scored with [`classification_metrics`] and
+//! [`classification_omega`] (top-1 and top-5 on base, non-base and all seen classes).
 
 mod classification;
+pub mod classify_eval;
 pub mod report;
 
 pub use classification::{

@@ -1,0 +1,139 @@
+//! The label table of an image-classification data set (kind `labels`, written by
+//! `remind-import-images`): per item its id (the features' row id), split, source path
+//! relative to the image root, original class name and ordered label (position in the
+//! class order). Table metadata holds the image root and the number of base classes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use arrow::array::{Int64Array, StringArray, UInt64Array};
+
+use crate::artifact::Table;
+
+pub const IMAGE_ROOT_KEY: &str = "remind.image_root";
+pub const BASE_CLASSES_KEY: &str = "remind.base_classes";
+pub const NUM_CLASSES_KEY: &str = "remind.num_classes";
+
+/// One split of the label table, in table order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Items {
+    pub ids: Vec<u64>,
+    pub labels: Vec<i64>,
+    /// Paths relative to the image root.
+    pub sources: Vec<String>,
+}
+
+impl Items {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+    fn push(&mut self, id: u64, label: i64, source: &str) {
+        self.ids.push(id);
+        self.labels.push(label);
+        self.sources.push(source.to_string());
+    }
+}
+
+/// The whole label table.
+#[derive(Debug, Clone)]
+pub struct LabelSet {
+    pub path: PathBuf,
+    pub train: Items,
+    pub val: Items,
+    /// Class names by ordered label.
+    pub class_names: Vec<String>,
+    pub base_classes: usize,
+    pub image_root: Option<PathBuf>,
+}
+
+impl LabelSet {
+    pub fn read(path: &Path) -> Result<Self> {
+        let t = Table::read(path, "labels")?;
+        let p = path.display();
+        for c in ["id", "split", "source", "class_name", "label"] {
+            t.require_non_null(c)?;
+        }
+        let ids = t.column::<UInt64Array>("id")?;
+        let split = t.column::<StringArray>("split")?;
+        let source = t.column::<StringArray>("source")?;
+        let names = t.column::<StringArray>("class_name")?;
+        let labels = t.column::<Int64Array>("label")?;
+        let meta = t.batch.schema_ref().metadata().clone();
+        let num_classes: usize = match meta.get(NUM_CLASSES_KEY) {
+            Some(v) => v
+                .parse()
+                .with_context(|| format!("{p}: metadata {NUM_CLASSES_KEY} '{v}' is not a count"))?,
+            None => labels.values().iter().max().map_or(0, |&m| m as usize + 1),
+        };
+        let base_classes: usize = meta
+            .get(BASE_CLASSES_KEY)
+            .with_context(|| format!("{p}: no metadata {BASE_CLASSES_KEY}"))?
+            .parse()
+            .with_context(|| format!("{p}: metadata {BASE_CLASSES_KEY} is not a count"))?;
+        ensure!(
+            base_classes >= 1 && base_classes < num_classes,
+            "{p}: {base_classes} base classes of {num_classes}: need at least one base class and one to stream"
+        );
+        let mut class_names = vec![String::new(); num_classes];
+        let (mut train, mut val) = (Items::default(), Items::default());
+        for r in 0..t.num_rows() {
+            let label = labels.value(r);
+            ensure!(
+                label >= 0 && (label as usize) < num_classes,
+                "{p}: row {r} (id {}): label {label} outside 0..{num_classes}",
+                ids.value(r)
+            );
+            let name = &mut class_names[label as usize];
+            if name.is_empty() {
+                *name = names.value(r).to_string();
+            } else if name != names.value(r) {
+                bail!(
+                    "{p}: label {label} names two classes, '{name}' and '{}'",
+                    names.value(r)
+                );
+            }
+            match split.value(r) {
+                "train" => train.push(ids.value(r), label, source.value(r)),
+                "val" => val.push(ids.value(r), label, source.value(r)),
+                other => bail!("{p}: row {r}: unknown split '{other}' (expected train or val)"),
+            }
+        }
+        ensure!(!train.is_empty(), "{p}: no training items");
+        ensure!(!val.is_empty(), "{p}: no validation items");
+        Ok(Self {
+            path: path.to_path_buf(),
+            train,
+            val,
+            class_names,
+            base_classes,
+            image_root: meta.get(IMAGE_ROOT_KEY).map(PathBuf::from),
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Positions in `items` whose label is below `classes`.
+    pub fn among(items: &Items, classes: usize) -> Vec<usize> {
+        (0..items.len())
+            .filter(|&i| (items.labels[i] as usize) < classes)
+            .collect()
+    }
+
+    /// The image root: `given` or else the one the table records.
+    pub fn root(&self, given: Option<&Path>) -> Result<PathBuf> {
+        given
+            .map(Path::to_path_buf)
+            .or_else(|| self.image_root.clone())
+            .with_context(|| {
+                format!(
+                    "{}: no image root recorded ({IMAGE_ROOT_KEY}); give one",
+                    self.path.display()
+                )
+            })
+    }
+}

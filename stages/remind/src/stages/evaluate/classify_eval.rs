@@ -1,0 +1,397 @@
+//! Evaluation of a classification stream: every method's probabilities at every
+//! evaluation point (`<stream_dir>/<method>/probabilities/eval-KKK.arrow`, written by
+//! stream-train) scored against the label table: top-1 / top-5 on the base classes, the
+//! non-base classes seen so far and all seen classes (the reference's names), and
+//! Omega_all (top-1, top-5) against the offline model. Outputs: `metrics.json`,
+//! `metrics.parquet` (kind `metrics`), `metrics.png` (seen-class top-1 against the number
+//! of classes) and a printed table.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{ensure, Context, Result};
+use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
+use serde_json::{json, Map, Value};
+
+use super::classification::{
+    classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
+};
+use super::EvaluateSettings;
+use crate::artifact::atomic::write_bytes;
+use crate::artifact::{write_table, Producer, TensorFile};
+use crate::classify::labels::LabelSet;
+use crate::plot::{self, Axes, Canvas, Marker, Rect, Series};
+
+/// One method's scores.
+#[derive(Debug, Clone)]
+pub struct ClassMethod {
+    pub name: String,
+    /// Classes seen at each scored evaluation point.
+    pub seen_classes: Vec<usize>,
+    pub scores: Vec<ClassificationScore>,
+    pub omega: Option<ClassificationOmega>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClassEvaluation {
+    pub labels: PathBuf,
+    pub base_classes: usize,
+    pub num_classes: usize,
+    pub baseline: String,
+    pub methods: Vec<ClassMethod>,
+}
+
+/// Method folders holding probabilities: remind, finetune, others, the baseline last.
+fn methods_of(stream_dir: &Path, s: &EvaluateSettings) -> Result<Vec<String>> {
+    if let Some(m) = &s.methods {
+        return Ok(m.clone());
+    }
+    let d = stream_dir.display();
+    let mut found = Vec::new();
+    for e in fs::read_dir(stream_dir).with_context(|| format!("cannot list {d}"))? {
+        let e = e.with_context(|| format!("cannot list {d}"))?;
+        if let Some(name) = e.file_name().to_str() {
+            if !name.starts_with('.') && e.path().join("probabilities").is_dir() {
+                found.push(name.to_string());
+            }
+        }
+    }
+    ensure!(
+        !found.is_empty(),
+        "{d}: no method folders (<method>/probabilities/) found"
+    );
+    let rank = |n: &str| match n {
+        "remind" => 0,
+        "finetune" => 1,
+        b if b == s.baseline => 3,
+        _ => 2,
+    };
+    found.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
+    Ok(found)
+}
+
+/// Evaluation index -> file, for one method.
+fn point_files(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let k = name
+            .strip_prefix("eval-")
+            .and_then(|r| r.strip_suffix(".arrow"))
+            .and_then(|d| d.parse::<usize>().ok());
+        if let Some(k) = k {
+            out.push((k, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn score_file(
+    path: &Path,
+    set: &LabelSet,
+    label_of: &HashMap<u64, i64>,
+) -> Result<(usize, ClassificationScore)> {
+    let f = TensorFile::open(path, "probabilities")?;
+    let p = path.display();
+    let k = set.num_classes();
+    ensure!(
+        f.shape() == [k],
+        "{p}: {:?} probabilities per item, the label table has {k} classes",
+        f.shape()
+    );
+    let seen: usize =
+        f.producer()?
+            .params
+            .get("seen_classes")
+            .and_then(|v| v.as_u64())
+            .with_context(|| format!("{p}: no producer parameter seen_classes"))? as usize;
+    let mut probs = Vec::with_capacity(f.len() * k);
+    let mut labels = Vec::with_capacity(f.len());
+    for b in 0..f.num_batches() {
+        for &id in f.batch_ids(b)? {
+            labels.push(*label_of.get(&id).with_context(|| {
+                format!(
+                    "{p}: id {id} is not a validation item of {}",
+                    set.path.display()
+                )
+            })?);
+        }
+        probs.extend_from_slice(f.batch_f32(b)?);
+    }
+    let expected = LabelSet::among(&set.val, seen).len();
+    ensure!(
+        labels.len() == expected,
+        "{p}: {} items scored, but the {seen} seen classes have {expected} validation items",
+        labels.len()
+    );
+    let base: Vec<i64> = (0..set.base_classes as i64).collect();
+    let seen_list: Vec<i64> = (0..seen as i64).collect();
+    let score = classification_metrics(&probs, k, &labels, &base, &seen_list)
+        .with_context(|| format!("scoring {p}"))?;
+    Ok((seen, score))
+}
+
+/// Scores every method of `stream_dir` against the label table `labels`.
+pub fn evaluate_classification(
+    labels: &Path,
+    stream_dir: &Path,
+    s: &EvaluateSettings,
+) -> Result<ClassEvaluation> {
+    let set = LabelSet::read(labels)?;
+    let label_of: HashMap<u64, i64> = set
+        .val
+        .ids
+        .iter()
+        .copied()
+        .zip(set.val.labels.iter().copied())
+        .collect();
+    let mut methods = Vec::new();
+    for name in methods_of(stream_dir, s)? {
+        let dir = stream_dir.join(&name).join("probabilities");
+        let files = point_files(&dir)?;
+        ensure!(
+            !files.is_empty(),
+            "{}: no evaluation points (eval-KKK.arrow)",
+            dir.display()
+        );
+        if !s.allow_partial {
+            let missing: Vec<usize> = (0..files.len())
+                .filter(|k| !files.iter().any(|(i, _)| i == k))
+                .collect();
+            ensure!(
+                missing.is_empty() && stream_dir.join(&name).join("complete.json").is_file(),
+                "{}: the run of '{name}' is incomplete (missing points {missing:?} or complete.json); \
+                 finish it or pass --allow-partial",
+                stream_dir.display()
+            );
+        }
+        let mut m = ClassMethod {
+            name: name.clone(),
+            seen_classes: Vec::new(),
+            scores: Vec::new(),
+            omega: None,
+        };
+        for (_, path) in files {
+            let (seen, score) = score_file(&path, &set, &label_of)?;
+            m.seen_classes.push(seen);
+            m.scores.push(score);
+        }
+        methods.push(m);
+    }
+    let base = methods.iter().find(|m| m.name == s.baseline).cloned();
+    if let Some(base) = base {
+        for m in methods.iter_mut() {
+            // Pair the points by classes seen.
+            let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+            for (seen, score) in m.seen_classes.iter().zip(&m.scores) {
+                if let Some(i) = base.seen_classes.iter().position(|x| x == seen) {
+                    mine.push(*score);
+                    theirs.push(base.scores[i]);
+                }
+            }
+            m.omega = Some(classification_omega(&mine, &theirs)?);
+        }
+    }
+    Ok(ClassEvaluation {
+        labels: labels.to_path_buf(),
+        base_classes: set.base_classes,
+        num_classes: set.num_classes(),
+        baseline: s.baseline.clone(),
+        methods,
+    })
+}
+
+type Getter = fn(&ClassificationScore) -> Option<f64>;
+
+const FIELDS: [(&str, Getter); 6] = [
+    ("base_classes_top1", |s| s.base_classes_top1),
+    ("base_classes_top5", |s| s.base_classes_top5),
+    ("non_base_classes_top1", |s| s.non_base_classes_top1),
+    ("non_base_classes_top5", |s| s.non_base_classes_top5),
+    ("seen_classes_top1", |s| s.seen_classes_top1),
+    ("seen_classes_top5", |s| s.seen_classes_top5),
+];
+
+/// `metrics.json`: per method the reference's accuracy arrays (fractions, one entry per
+/// evaluation point), `seen_classes`, and `omega_all_top1` / `omega_all_top5`.
+pub fn metrics_json(ev: &ClassEvaluation) -> Value {
+    let mut top = Map::new();
+    top.insert("task".into(), json!("classification"));
+    top.insert("base_classes".into(), json!(ev.base_classes));
+    top.insert("num_classes".into(), json!(ev.num_classes));
+    for m in &ev.methods {
+        let mut o = Map::new();
+        o.insert("seen_classes".into(), json!(m.seen_classes));
+        for (name, get) in FIELDS {
+            let v: Vec<Option<f64>> = m.scores.iter().map(get).collect();
+            o.insert(name.into(), json!(v));
+        }
+        o.insert(
+            "omega_all_top1".into(),
+            json!(m.omega.and_then(|o| o.all_top1)),
+        );
+        o.insert(
+            "omega_all_top5".into(),
+            json!(m.omega.and_then(|o| o.all_top5)),
+        );
+        top.insert(m.name.clone(), Value::Object(o));
+    }
+    Value::Object(top)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |x| format!("{:.2}", 100.0 * x))
+}
+
+/// The printed table: seen-class top-1 / top-5 per method and point, then Omega.
+pub fn render_table(ev: &ClassEvaluation) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Seen-class accuracy (top-1 / top-5, %) on {} ({} base classes of {})\n",
+        ev.labels.display(),
+        ev.base_classes,
+        ev.num_classes
+    ));
+    let points: Vec<usize> = ev
+        .methods
+        .iter()
+        .flat_map(|m| m.seen_classes.iter().copied())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    out.push_str(&format!("{:<10}", "classes"));
+    for m in &ev.methods {
+        out.push_str(&format!("{:>18}", m.name));
+    }
+    out.push('\n');
+    for p in points {
+        out.push_str(&format!("{p:<10}"));
+        for m in &ev.methods {
+            let cell = match m.seen_classes.iter().position(|&x| x == p) {
+                Some(i) => format!(
+                    "{} / {}",
+                    pct(m.scores[i].seen_classes_top1),
+                    pct(m.scores[i].seen_classes_top5)
+                ),
+                None => "-".into(),
+            };
+            out.push_str(&format!("{cell:>18}"));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{:<10}", "omega_all"));
+    for m in &ev.methods {
+        let cell = match m.omega {
+            Some(o) => format!(
+                "{} / {}",
+                o.all_top1.map_or("-".into(), |v| format!("{v:.3}")),
+                o.all_top5.map_or("-".into(), |v| format!("{v:.3}"))
+            ),
+            None => "-".into(),
+        };
+        out.push_str(&format!("{cell:>18}"));
+    }
+    out.push('\n');
+    out
+}
+
+/// `metrics.png`: seen-class top-1 against the number of classes seen.
+pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
+    let scale = 2usize;
+    let series: Vec<Series> = ev
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Series {
+            name: m.name.clone(),
+            color: plot::PALETTE[i % plot::PALETTE.len()],
+            marker: Marker::nth(i),
+            dashed: m.name == ev.baseline,
+            points: m
+                .seen_classes
+                .iter()
+                .zip(&m.scores)
+                .filter_map(|(&c, s)| Some((c as f64, 100.0 * s.seen_classes_top1?)))
+                .collect(),
+        })
+        .collect();
+    let legend_w = (36 + 6 * ev.methods.iter().map(|m| m.name.len()).max().unwrap_or(4)) as i64
+        * scale as i64
+        + 40;
+    let (w, h) = (1000 + legend_w, 560i64);
+    let mut canvas = Canvas::new(w as usize, h as usize, plot::WHITE);
+    let axes = Axes {
+        title: format!(
+            "Top-1 accuracy on all seen classes ({} base of {})",
+            ev.base_classes, ev.num_classes
+        ),
+        x_label: "classes seen".into(),
+        y_label: "accuracy (%)".into(),
+        x_range: (0.0, ev.num_classes as f64),
+        y_range: (0.0, 100.0),
+        y_step: 20.0,
+        vlines: Vec::new(),
+    };
+    plot::draw_chart(
+        &mut canvas,
+        Rect {
+            x: 12,
+            y: 14,
+            w: w - legend_w - 12,
+            h: h - 14,
+        },
+        &axes,
+        &series,
+        scale,
+    );
+    plot::draw_legend(&mut canvas, w - legend_w + 8, 60, &series, scale);
+    canvas
+}
+
+/// Writes `metrics.json`, `metrics.parquet` and `metrics.png` into `out`.
+pub fn write_outputs(
+    ev: &ClassEvaluation,
+    out: &Path,
+    producer: &Producer,
+) -> Result<Vec<PathBuf>> {
+    let json_path = out.join("metrics.json");
+    let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
+    text.push(b'\n');
+    write_bytes(&json_path, &text)?;
+    let (mut method, mut boundary, mut position, mut metric, mut value) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for m in &ev.methods {
+        for (k, (seen, s)) in m.seen_classes.iter().zip(&m.scores).enumerate() {
+            for (name, get) in FIELDS {
+                // Groups without items at a point (no non-base class yet) have no row.
+                let Some(v) = get(s) else { continue };
+                method.push(m.name.clone());
+                boundary.push(k as i64);
+                position.push(*seen as u64);
+                metric.push(name.to_string());
+                value.push(v);
+            }
+        }
+    }
+    let cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(method)),
+        Arc::new(Int64Array::from(boundary)),
+        Arc::new(UInt64Array::from(position)),
+        Arc::new(StringArray::from(metric)),
+        Arc::new(Float64Array::from(value)),
+    ];
+    let parquet_path = write_table(
+        &out.join("metrics.parquet"),
+        "metrics",
+        producer,
+        cols,
+        HashMap::new(),
+    )?;
+    let png_path = out.join("metrics.png");
+    write_bytes(&png_path, &render_plot(ev).to_png()?)?;
+    Ok(vec![json_path, parquet_path, png_path])
+}
