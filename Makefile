@@ -25,6 +25,7 @@ export REMIND_BIN_DIR := $(BIN)
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
+	@echo "make fashion-mnist streaming image classification on Fashion-MNIST (FULL=1: whole stream)"
 	@echo "make test          run the test suite (installs and builds what is missing)"
 	@echo "make bench         run the benchmarks, results under $(ART)/bench/"
 	@echo "make setup         install the Python env (libtorch) and build the binaries"
@@ -114,6 +115,68 @@ endef
 
 $(eval $(call vqa_pipeline,clevr-qtype))
 $(eval $(call vqa_pipeline,clevr-iid))
+
+# ---------------------------------------------------------------------------------------
+# Class-incremental image classification (REMIND's ImageNet protocol). `make fashion-mnist`
+# runs on Fashion-MNIST from Debian's dataset-fashion-mnist (FULL=1: the whole stream);
+# `make imagenet IMAGENET_DIR=... CLASS_ORDER=...` on ImageNet-style folders.
+# BASE_WEIGHTS=... skips the base training with given weights of the whole network.
+FASHION_DIR ?= /usr/share/datasets/fashion-mnist
+IMAGENET_DIR ?=
+CLASS_ORDER ?=
+BASE_WEIGHTS ?=
+FULL ?=
+
+# class_pipeline(name, config, import-args, image-root)
+define class_pipeline
+$(1)_CONFIG := $$(or $$(CONFIG),$(2))
+$(1)_RUN := $(ART)/$(1)
+$(1)_WEIGHTS := $$(or $$(BASE_WEIGHTS),$$($(1)_RUN)/base/weights.safetensors)
+$(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
+
+$$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | setup
+	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
+
+$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | setup
+	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@
+
+$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | setup
+	rm -rf $$(@D)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D)
+
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | setup
+	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@
+
+$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | setup
+	rm -rf $$(@D)
+	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D)
+
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | setup
+	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* \
+		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
+		--out $$($(1)_RUN)/stream --resume --restart-stale
+
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
+	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
+		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
+
+.PHONY: $(1)
+$(1): $$($(1)_RUN)/metrics.json
+	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+endef
+
+FASHION_NAME := $(if $(FULL),fashion-mnist-full,fashion-mnist)
+$(eval $(call class_pipeline,$(FASHION_NAME),pipelines/$(FASHION_NAME).yaml,--idx $(FASHION_DIR),$(ART)/$(FASHION_NAME)/data/images))
+ifneq ($(FULL),)
+.PHONY: fashion-mnist
+fashion-mnist: fashion-mnist-full
+endif
+$(eval $(call class_pipeline,imagenet,pipelines/imagenet.yaml,--folder $(IMAGENET_DIR) $(if $(CLASS_ORDER),--class-order $(CLASS_ORDER)),$(IMAGENET_DIR)))
+
+imagenet-check:
+	@test -n "$(IMAGENET_DIR)" || { echo "make imagenet needs IMAGENET_DIR=/path/with/train/and/val" >&2; exit 2; }
+imagenet: imagenet-check
 
 clean:
 	rm -rf $(ART)/*/ target

@@ -59,22 +59,41 @@ pub fn draw_crop<R: Rng + ?Sized>(h: i64, w: i64, rng: &mut R) -> Crop {
 
 /// Applies one drawn crop per map of `maps` (`[N, C, H, W]`), each resized back to `H x W`
 /// with bilinear interpolation (align_corners = false). Maps whose crop is the whole map
-/// are left as they are (the resize would be the identity).
+/// are left as they are (the resize would be the identity). Crops of the same size are
+/// resized together, so a batch costs one interpolation per distinct crop size, not one
+/// per map.
 pub fn random_resized_crops<R: Rng + ?Sized>(maps: &Tensor, rng: &mut R) -> Result<Tensor> {
     let size = maps.size();
     let (n, h, w) = (size[0], size[2], size[3]);
-    let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let c = draw_crop(h, w, rng);
-        let m = maps.narrow(0, i, 1);
-        if c.height == h && c.width == w {
-            out.push(m);
-            continue;
+    let crops: Vec<Crop> = (0..n).map(|_| draw_crop(h, w, rng)).collect();
+    let mut groups: std::collections::BTreeMap<(i64, i64), Vec<i64>> = Default::default();
+    for (i, c) in crops.iter().enumerate() {
+        if c.height != h || c.width != w {
+            groups
+                .entry((c.height, c.width))
+                .or_default()
+                .push(i as i64);
         }
-        let cropped = m.narrow(2, c.top, c.height).narrow(3, c.left, c.width);
-        out.push(cropped.upsample_bilinear2d([h, w], false, None, None));
     }
-    Ok(Tensor::f_cat(&out, 0)?)
+    if groups.is_empty() {
+        return Ok(maps.shallow_clone());
+    }
+    let mut out = maps.copy();
+    for ((ch, cw), members) in groups {
+        let windows: Vec<Tensor> = members
+            .iter()
+            .map(|&i| {
+                let c = crops[i as usize];
+                maps.narrow(0, i, 1)
+                    .narrow(2, c.top, ch)
+                    .narrow(3, c.left, cw)
+            })
+            .collect();
+        let resized = Tensor::f_cat(&windows, 0)?.upsample_bilinear2d([h, w], false, None, None);
+        let idx = Tensor::from_slice(&members).to_device(maps.device());
+        let _ = out.f_index_copy_(0, &idx, &resized)?;
+    }
+    Ok(out)
 }
 
 /// Draws mixup's lambda ~ Beta(alpha, alpha).

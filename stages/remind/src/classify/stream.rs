@@ -229,14 +229,16 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn decode(&self, codes: &[u8]) -> Result<Tensor> {
+    fn decoder(&self) -> Decoder<'_> {
         Decoder {
             pq: &self.pq,
             code_shape: self.code_shape,
             device: self.device,
             l2_normalize: false,
         }
-        .decode(codes)
+    }
+    fn decode(&self, codes: &[u8]) -> Result<Tensor> {
+        self.decoder().decode(codes)
     }
     fn train_codes(&self, row: usize) -> Result<&[u8]> {
         self.codes.row_u8(self.train_rows[row])
@@ -571,76 +573,77 @@ fn resume_point(
     Ok(Some((dir, state)))
 }
 
-/// One SGD step of F on the new item `row` (training row) and, for REMIND, replay.
-fn update(
-    ctx: &Ctx,
-    f: &ResNet,
-    opt: &mut Optimizer,
-    row: usize,
-    buffer: Option<&ReplayBuffer>,
-    rng: &mut ChaCha8Rng,
-    counters: &mut [u64],
-    codes: &mut Vec<u8>,
-) -> Result<f64> {
-    let s = ctx.s;
-    let y = ctx.set.train.labels[row];
-    codes.clear();
-    codes.extend_from_slice(ctx.train_codes(row)?);
-    let (mut ya, mut yb) = (vec![y], vec![y]);
-    let mut lambda = 1.0;
-    let x = match buffer {
-        Some(b) if !b.is_empty() && s.replay > 0 => {
-            let mixup = s.mixup_alpha > 0.0;
-            let want = if mixup { 2 * s.replay } else { s.replay };
-            let mut slots = b.sample(want, rng);
-            if mixup && slots.len() % 2 == 1 {
-                slots.pop();
+/// What one streaming update needs besides the model: the settings and the decoder.
+pub struct Updater<'a> {
+    pub s: &'a ClassifySettings,
+    pub decoder: Decoder<'a>,
+}
+
+impl Updater<'_> {
+    /// One SGD step of F on a new item (`codes`, label `y`) and, when `buffer` is given,
+    /// r replayed items (2r mixed pairwise with mixup), crop-augmented. Uses and advances
+    /// class `y`'s learning-rate counter. `scratch` is reused between calls. Returns the
+    /// loss.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &self,
+        f: &ResNet,
+        opt: &mut Optimizer,
+        codes: &[u8],
+        y: i64,
+        buffer: Option<&ReplayBuffer>,
+        rng: &mut ChaCha8Rng,
+        counters: &mut [u64],
+        scratch: &mut Vec<u8>,
+    ) -> Result<f64> {
+        let s = self.s;
+        let device = self.decoder.device;
+        let (mut ya, mut yb) = (vec![y], vec![y]);
+        let mut lambda = 1.0;
+        let x = match buffer {
+            Some(b) if !b.is_empty() && s.replay > 0 => {
+                let mixup = s.mixup_alpha > 0.0;
+                let want = if mixup { 2 * s.replay } else { s.replay };
+                let mut slots = b.sample(want, rng);
+                if mixup && slots.len() % 2 == 1 && slots.len() > 1 {
+                    slots.pop();
+                }
+                b.gather(&slots, scratch);
+                let labels = b.labels_of(&slots);
+                let mut replay = self.decoder.decode(scratch)?;
+                if s.random_crops {
+                    replay = random_resized_crops(&replay, rng)?;
+                }
+                if mixup && slots.len() >= 2 {
+                    let r = slots.len() / 2;
+                    lambda = draw_lambda(s.mixup_alpha, rng)?;
+                    let a = replay.narrow(0, 0, r as i64);
+                    let bb = replay.narrow(0, r as i64, r as i64);
+                    replay = a * lambda + bb * (1.0 - lambda);
+                    ya.extend_from_slice(&labels[..r]);
+                    yb.extend_from_slice(&labels[r..]);
+                } else {
+                    ya.extend_from_slice(&labels);
+                    yb.extend_from_slice(&labels);
+                }
+                Tensor::cat(&[self.decoder.decode(codes)?, replay], 0)
             }
-            let mut replayed = Vec::new();
-            b.gather(&slots, &mut replayed);
-            codes.extend_from_slice(&replayed);
-            let labels = b.labels_of(&slots);
-            let x = ctx.decode(codes)?;
-            let new = x.narrow(0, 0, 1);
-            let mut replay = x.narrow(0, 1, slots.len() as i64);
-            if s.random_crops && !slots.is_empty() {
-                replay = random_resized_crops(&replay, rng)?;
-            }
-            if mixup && slots.len() >= 2 {
-                let r = slots.len() / 2;
-                lambda = draw_lambda(s.mixup_alpha, rng)?;
-                let a = replay.narrow(0, 0, r as i64);
-                let bb = replay.narrow(0, r as i64, r as i64);
-                replay = a * lambda + bb * (1.0 - lambda);
-                ya.extend_from_slice(&labels[..r]);
-                yb.extend_from_slice(&labels[r..]);
-            } else {
-                ya.extend_from_slice(&labels);
-                yb.extend_from_slice(&labels);
-            }
-            Tensor::cat(&[new, replay], 0)
-        }
-        _ => ctx.decode(codes)?,
-    };
-    let logits = f.forward_t(&x, true);
-    let target = |v: &[i64]| Tensor::from_slice(v).to_device(ctx.device);
-    let loss = if lambda < 1.0 {
-        logits.cross_entropy_for_logits(&target(&ya)) * lambda
-            + logits.cross_entropy_for_logits(&target(&yb)) * (1.0 - lambda)
-    } else {
-        logits.cross_entropy_for_logits(&target(&ya))
-    };
-    let counter = &mut counters[y as usize];
-    let lr = s.lr.rate(*counter);
-    *counter += 1;
-    opt.backward_step(&loss, lr);
-    let l = loss.double_value(&[]);
-    ensure!(
-        l.is_finite(),
-        "F diverged on training item id {} (loss {l}); lower classify_stream.lr.start",
-        ctx.set.train.ids[row]
-    );
-    Ok(l)
+            _ => self.decoder.decode(codes)?,
+        };
+        let logits = f.forward_t(&x, true);
+        let target = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        let loss = if lambda < 1.0 {
+            logits.cross_entropy_for_logits(&target(&ya)) * lambda
+                + logits.cross_entropy_for_logits(&target(&yb)) * (1.0 - lambda)
+        } else {
+            logits.cross_entropy_for_logits(&target(&ya))
+        };
+        let counter = &mut counters[y as usize];
+        let lr = s.lr.rate(*counter);
+        *counter += 1;
+        opt.backward_step(&loss, lr);
+        Ok(loss.double_value(&[]))
+    }
 }
 
 fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: ClassifyResume) -> Result<()> {
@@ -726,21 +729,31 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: ClassifyResume) 
     };
     let total = ctx.plan.stream.len() - ctx.plan.positions[start - 1];
     let mut progress = Progress::new(method.name(), total as u64);
-    let mut codes = Vec::new();
+    let mut scratch = Vec::new();
+    let updater = Updater {
+        s: ctx.s,
+        decoder: ctx.decoder(),
+    };
     for k in start..points {
         for pos in ctx.plan.positions[k - 1]..ctx.plan.positions[k] {
             let row = ctx.plan.stream[pos];
-            update(
-                ctx,
-                &f,
-                &mut opt,
-                row,
-                buffer.as_ref(),
-                &mut rng,
-                &mut counters,
-                &mut codes,
-            )
-            .with_context(|| format!("update at stream position {pos}"))?;
+            let id = ctx.set.train.ids[row];
+            let loss = updater
+                .update(
+                    &f,
+                    &mut opt,
+                    ctx.train_codes(row)?,
+                    ctx.set.train.labels[row],
+                    buffer.as_ref(),
+                    &mut rng,
+                    &mut counters,
+                    &mut scratch,
+                )
+                .with_context(|| format!("update at stream position {pos} (item id {id})"))?;
+            ensure!(
+                loss.is_finite(),
+                "F diverged on training item id {id} (loss {loss}); lower classify_stream.lr.start"
+            );
             if let Some(b) = buffer.as_mut() {
                 b.insert(
                     ctx.set.train.ids[row],

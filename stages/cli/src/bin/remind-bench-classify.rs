@@ -1,0 +1,194 @@
+//! Times REMIND's per-image update for image classification against the bare compute floor
+//! in the same process: the floor is F's forward, backward and SGD step (libtorch's own
+//! optimiser) on a prepared batch of r+1 decoded maps; REMIND's update is the real one
+//! (sample 2r codes from a full buffer, decode, feature-map crops, mixup, the per-class
+//! learning rate, the step, the insertion of the new item). The two alternate in blocks so
+//! that machine noise hits both. Prints one JSON line and a table.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use clap::Parser;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use remind::buffer::{Eviction, ReplayBuffer};
+use remind::classify::stream::{ClassifySettings, Updater};
+use remind::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
+use remind::pq::ProductQuantizer;
+use remind::stream::vqa_data::Decoder;
+use remind::train::optim::{OptimKind, Optimizer};
+use remind_stages::{main_with, tune_allocator, Compute};
+use tch::nn::{self, ModuleT, OptimizerConfig};
+use tch::{Kind, Tensor};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Time REMIND's classification update against the bare F step (same process)"
+)]
+struct Cli {
+    #[command(flatten)]
+    compute: Compute,
+    /// Base channels of the ResNet-18 (64: the paper's; F then takes 512-channel maps).
+    #[arg(long, default_value_t = 64)]
+    width: i64,
+    /// Feature-map side (7 for 224 px ImageNet inputs).
+    #[arg(long, default_value_t = 7)]
+    map: i64,
+    #[arg(long, default_value_t = 1000)]
+    classes: i64,
+    /// PQ sub-spaces.
+    #[arg(long, default_value_t = 32)]
+    m: usize,
+    /// r: replayed items per update.
+    #[arg(long, default_value_t = 50)]
+    replay: usize,
+    /// Items in the buffer.
+    #[arg(long, default_value_t = 20000)]
+    items: usize,
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed updates per block (and blocks of each).
+    #[arg(long, default_value_t = 10)]
+    iters: usize,
+    #[arg(long, default_value_t = 4)]
+    blocks: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> ExitCode {
+    main_with("remind-bench-classify", || {
+        let cli = Cli::parse();
+        tune_allocator();
+        cli.compute.apply_threads();
+        run(&cli)
+    })
+}
+
+fn run(cli: &Cli) -> Result<()> {
+    let device = cli.compute.device.device()?;
+    tch::manual_seed(0);
+    let mut cfg = ResNetConfig::new(Arch::ResNet18, cli.width, Stem::ImageNet);
+    cfg.num_classes = cli.classes;
+    let cut: Cut = "layer4.0".parse()?;
+    let c = cfg.channels_after(cut)?;
+    let (h, w) = (cli.map, cli.map);
+    let centroids = Tensor::randn(
+        [cli.m as i64, 256, c / cli.m as i64],
+        (Kind::Float, tch::Device::Cpu),
+    )
+    .relu();
+    let pq = ProductQuantizer::from_centroids(centroids)?;
+    let item_bytes = (h * w) as usize * cli.m;
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let mut buffer = ReplayBuffer::new(item_bytes, Some(cli.items), Eviction::Random)?;
+    let mut codes = vec![0u8; item_bytes];
+    for i in 0..cli.items {
+        rng.fill(&mut codes[..]);
+        let y = rng.random_range(0..cli.classes);
+        buffer.insert(i as u64, y, &codes, &mut rng)?;
+    }
+    let s = ClassifySettings {
+        replay: cli.replay,
+        ..Default::default()
+    };
+    let updater = Updater {
+        s: &s,
+        decoder: Decoder {
+            pq: &pq,
+            code_shape: [h as usize, w as usize, cli.m],
+            device,
+            l2_normalize: false,
+        },
+    };
+    // REMIND's F and optimiser.
+    let vs = nn::VarStore::new(device);
+    let f = ResNet::f(&vs.root(), cfg, cut)?;
+    let mut opt = Optimizer::new(
+        &vs,
+        OptimKind::Sgd {
+            momentum: 0.9,
+            weight_decay: 1e-5,
+        },
+    );
+    let mut counters = vec![0u64; cli.classes as usize];
+    let mut scratch = Vec::new();
+    let mut next_id = cli.items as u64;
+    let mut remind_step = |rng: &mut ChaCha8Rng| -> Result<()> {
+        rng.fill(&mut codes[..]);
+        let y = rng.random_range(0..cli.classes);
+        updater.update(
+            &f,
+            &mut opt,
+            &codes,
+            y,
+            Some(&buffer),
+            rng,
+            &mut counters,
+            &mut scratch,
+        )?;
+        buffer.insert(next_id, y, &codes, rng)?;
+        next_id += 1;
+        Ok(())
+    };
+    // The floor: the same F shape, libtorch's SGD, a prepared batch of r+1 maps.
+    let vs2 = nn::VarStore::new(device);
+    let f2 = ResNet::f(&vs2.root(), cfg, cut)?;
+    let mut sgd = nn::Sgd {
+        momentum: 0.9,
+        wd: 1e-5,
+        ..Default::default()
+    }
+    .build(&vs2, 0.1)?;
+    let n = cli.replay as i64 + 1;
+    let x = Tensor::randn([n, c, h, w], (Kind::Float, device)).relu();
+    let y = Tensor::randint(cli.classes, [n], (Kind::Int64, device));
+    let mut floor_step = || {
+        let loss = f2.forward_t(&x, true).cross_entropy_for_logits(&y);
+        sgd.backward_step(&loss);
+        let _ = loss.double_value(&[]);
+    };
+    for _ in 0..cli.warmup {
+        floor_step();
+        remind_step(&mut rng)?;
+    }
+    let (mut floor, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..cli.blocks {
+        for _ in 0..cli.iters {
+            let t = Instant::now();
+            floor_step();
+            floor.push(t.elapsed().as_secs_f64());
+        }
+        for _ in 0..cli.iters {
+            let t = Instant::now();
+            remind_step(&mut rng)?;
+            ours.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let (fm, om) = (median(&mut floor), median(&mut ours));
+    let json = serde_json::json!({
+        "bench": "classification_update",
+        "device": format!("{device:?}"),
+        "threads": tch::get_num_threads(),
+        "width": cli.width,
+        "map": [h, w, c],
+        "replay": cli.replay,
+        "buffer_items": cli.items,
+        "floor_ms_per_update": 1e3 * fm,
+        "remind_ms_per_update": 1e3 * om,
+        "floor_updates_per_s": 1.0 / fm,
+        "remind_updates_per_s": 1.0 / om,
+        "remind_over_floor": fm / om,
+    });
+    println!("{json}");
+    eprintln!(
+        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |",
+        h, w, c, cli.replay, tch::get_num_threads(), 1.0 / fm, 1.0 / om, fm / om
+    );
+    Ok(())
+}

@@ -1,0 +1,354 @@
+//! Streaming image classification end to end on tiny generated IDX files: import, base
+//! training, features, PQ, codes, stream-train --task classification for the three methods
+//! and evaluate, every stage a real process; a killed run resumed (latest checkpoint and
+//! --resume-from) to the same probabilities as an uninterrupted one; bad inputs refused.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use remind_e2e::{run_fail, run_ok, scratch, stage};
+
+const SIDE: usize = 12;
+const CLASSES: usize = 4;
+
+const CONFIG: &str = "
+task: classification
+import_images:
+  class_names: [zero, one, two, three]
+  base_classes: 2
+  seed: 0
+train_classifier:
+  arch: resnet18
+  width: 8
+  stem: small
+  image_size: 12
+  epochs: 3
+  batch: 16
+  lr: 0.05
+  seed: 0
+extract_features:
+  arch: resnet18
+  width: 8
+  stem: small
+  cut: layer4.0
+  image_size: 12
+  batch: 32
+fit_pq:
+  num_subspaces: 8
+  nbits: 4
+  seed: 1
+classify_stream:
+  cut: layer4.0
+  increment: 1
+  replay: 6
+  mixup_alpha: 0.1
+  buffer_capacity: 70
+  lr: { start: 0.05, end: 0.001, step: 10, decay_over: 40 }
+  offline_epochs: 3
+  offline_batch: 16
+  offline_lr: 0.05
+  eval_batch: 64
+  seed: 2
+";
+
+/// Class c: a bright 4x4 patch whose place depends on c, over seeded noise.
+fn image(c: usize, i: usize) -> Vec<u8> {
+    let mut px = vec![0u8; SIDE * SIDE];
+    let mut x = (c * 7919 + i * 104_729 + 1) as u64;
+    for p in px.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *p = (x % 60) as u8;
+    }
+    let (r0, c0) = ((c / 2) * 6 + 1, (c % 2) * 6 + 1);
+    for r in r0..r0 + 4 {
+        for col in c0..c0 + 4 {
+            px[r * SIDE + col] = 200 + (i % 50) as u8;
+        }
+    }
+    px
+}
+
+fn write_idx(dir: &Path, prefix: &str, per_class: usize) {
+    let n = per_class * CLASSES;
+    let mut images = vec![0, 0, 8, 3];
+    let mut labels = vec![0, 0, 8, 1];
+    for v in [n as u32, SIDE as u32, SIDE as u32] {
+        images.extend_from_slice(&v.to_be_bytes());
+    }
+    labels.extend_from_slice(&(n as u32).to_be_bytes());
+    for i in 0..n {
+        let c = i % CLASSES;
+        images.extend(image(c, i));
+        labels.push(c as u8);
+    }
+    std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+    std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+}
+
+struct Run {
+    dir: PathBuf,
+    cfg: PathBuf,
+}
+
+impl Run {
+    fn p(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+    fn cmd(&self, name: &str) -> Command {
+        let mut c = stage(name);
+        c.arg("--config")
+            .arg(&self.cfg)
+            .arg("--run-dir")
+            .arg(&self.dir);
+        c
+    }
+    fn train(&self, method: &str, out: &Path) -> Command {
+        let mut c = self.cmd("remind-stream-train");
+        c.args(["--method", method, "--threads", "1"])
+            .arg("--labels")
+            .arg(self.p("data/labels.parquet"))
+            .arg("--codes")
+            .arg(self.p("codes"))
+            .arg("--codebook")
+            .arg(self.p("pq/codebook.arrow"))
+            .arg("--base-weights")
+            .arg(self.p("base/weights.safetensors"))
+            .arg("--out")
+            .arg(out);
+        c
+    }
+}
+
+/// Imports, base-trains, extracts features and codes of the tiny data set under `dir`.
+fn prepare(dir: &Path, config: &str) -> Run {
+    let idx = dir.join("idx");
+    std::fs::create_dir_all(&idx).unwrap();
+    write_idx(&idx, "train", 40);
+    write_idx(&idx, "t10k", 10);
+    let cfg = dir.join("pipeline.yaml");
+    std::fs::write(&cfg, config).unwrap();
+    let run = Run {
+        dir: dir.to_path_buf(),
+        cfg,
+    };
+    run_ok(
+        run.cmd("remind-import-images")
+            .arg("--idx")
+            .arg(&idx)
+            .arg("--out")
+            .arg(run.p("data")),
+    );
+    run_ok(
+        run.cmd("remind-train-classifier")
+            .arg("--labels")
+            .arg(run.p("data/labels.parquet"))
+            .arg("--out")
+            .arg(run.p("base/weights.safetensors"))
+            .args(["--threads", "1"]),
+    );
+    run_ok(
+        run.cmd("remind-extract-features")
+            .arg("--images")
+            .arg(run.p("data/images"))
+            .arg("--weights")
+            .arg(run.p("base/weights.safetensors"))
+            .args(["--id-from", "sorted", "--threads", "1"])
+            .arg("--out")
+            .arg(run.p("features")),
+    );
+    run_ok(
+        run.cmd("remind-fit-pq")
+            .arg("--features")
+            .arg(run.p("features"))
+            .arg("--ids")
+            .arg(run.p("data/base_train.parquet"))
+            .arg("--out")
+            .arg(run.p("pq/codebook.arrow")),
+    );
+    run_ok(
+        run.cmd("remind-extract-codes")
+            .arg("--features")
+            .arg(run.p("features"))
+            .arg("--codebook")
+            .arg(run.p("pq/codebook.arrow"))
+            .arg("--out")
+            .arg(run.p("codes")),
+    );
+    run
+}
+
+fn probabilities(out: &Path, method: &str, k: usize) -> Vec<u8> {
+    std::fs::read(
+        out.join(method)
+            .join(format!("probabilities/eval-{k:03}.arrow")),
+    )
+    .unwrap()
+}
+
+#[test]
+fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
+    let dir = scratch("classify-stream");
+    let run = prepare(&dir, CONFIG);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.p("base/train_report.json")).unwrap()).unwrap();
+    assert_eq!(report["base_classes"], 2, "{report}");
+    assert!(
+        report["best_val_top1"].as_f64().unwrap() > 0.8,
+        "the base classes are easy to tell apart: {report}"
+    );
+
+    let out = run.p("stream");
+    for method in ["remind", "finetune", "offline"] {
+        run_ok(&mut run.train(method, &out));
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join(method).join("complete.json")).unwrap())
+                .unwrap();
+        assert_eq!(done["seen_classes"], serde_json::json!([2, 3, 4]), "{done}");
+        for k in 0..3 {
+            assert!(out
+                .join(method)
+                .join(format!("boundary-{k:03}/state.json"))
+                .exists());
+            assert!(!probabilities(&out, method, k).is_empty());
+        }
+        assert_eq!(
+            out.join(method).join("boundary-002/buffer.arrow").exists(),
+            method == "remind"
+        );
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("remind/boundary-002/state.json")).unwrap())
+            .unwrap();
+    // Per-class learning-rate counters: one update per streamed image of classes 2 and 3.
+    assert_eq!(
+        state["counters"],
+        serde_json::json!([0, 0, 40, 40]),
+        "{state}"
+    );
+
+    let stdout = run_ok(
+        run.cmd("remind-evaluate")
+            .args(["--task", "classification"])
+            .arg("--labels")
+            .arg(run.p("data/labels.parquet"))
+            .arg("--stream-dir")
+            .arg(&out)
+            .arg("--out")
+            .arg(run.p("eval")),
+    )
+    .stdout;
+    let table = String::from_utf8_lossy(&stdout);
+    assert!(table.contains("omega_all"), "{table}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.p("eval/metrics.json")).unwrap()).unwrap();
+    for method in ["remind", "finetune", "offline"] {
+        for key in [
+            "base_classes_top1",
+            "base_classes_top5",
+            "non_base_classes_top1",
+            "non_base_classes_top5",
+            "seen_classes_top1",
+            "seen_classes_top5",
+        ] {
+            assert_eq!(
+                m[method][key].as_array().unwrap().len(),
+                3,
+                "{method} {key}"
+            );
+        }
+        // Top-5 of 4 classes is always right.
+        assert_eq!(m[method]["seen_classes_top5"][2], 1.0);
+        assert!(m[method]["non_base_classes_top1"][0].is_null());
+    }
+    let last = |method: &str| m[method]["seen_classes_top1"][2].as_f64().unwrap();
+    assert!(
+        last("remind") > last("finetune") + 0.2,
+        "replay must beat fine-tuning on a class-incremental stream: remind {}, finetune {}",
+        last("remind"),
+        last("finetune")
+    );
+    assert_eq!(m["offline"]["omega_all_top1"], 1.0);
+    assert!(m["remind"]["omega_all_top1"].as_f64().unwrap() > 0.5, "{m}");
+    assert!(run.p("eval/metrics.png").exists() && run.p("eval/metrics.parquet").exists());
+
+    // Kill a remind run once its first streamed increment is checkpointed, then resume.
+    let out2 = run.p("stream-killed");
+    let mut child = run
+        .train("remind", &out2)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out2.join("remind/boundary-001/state.json").exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !out2.join("remind/complete.json").exists(),
+        "the run finished before it was killed"
+    );
+    run_ok(run.train("remind", &out2).arg("--resume"));
+    for k in 0..3 {
+        assert_eq!(
+            probabilities(&out2, "remind", k),
+            probabilities(&out, "remind", k),
+            "evaluation {k}: a resumed run must give the uninterrupted run's probabilities"
+        );
+    }
+    // --resume-from an earlier point replays the rest to the same result.
+    run_ok(run.train("remind", &out2).args(["--resume-from", "0"]));
+    assert_eq!(
+        probabilities(&out2, "remind", 2),
+        probabilities(&out, "remind", 2)
+    );
+
+    // Bad input: a resume point that does not exist, a resume under another config, a cut
+    // that does not exist.
+    let err = run_fail(run.train("remind", &out2).args(["--resume-from", "7"]));
+    assert!(
+        err.contains("--resume-from 7") && err.contains("0..2"),
+        "{err}"
+    );
+    let other = dir.join("other.yaml");
+    std::fs::write(&other, CONFIG.replace("replay: 6", "replay: 5")).unwrap();
+    let mut c = run.train("remind", &out2);
+    c.arg("--resume");
+    let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
+    let mut c2 = stage("remind-stream-train");
+    for a in &args {
+        c2.arg(if a == run.cfg.as_os_str() {
+            other.as_os_str()
+        } else {
+            a
+        });
+    }
+    let err = run_fail(&mut c2);
+    assert!(err.contains("another configuration"), "{err}");
+    std::fs::write(
+        &other,
+        CONFIG.replace("cut: layer4.0\n  increment", "cut: layer4.5\n  increment"),
+    )
+    .unwrap();
+    let mut c3 = stage("remind-stream-train");
+    for a in &args {
+        c3.arg(if a == run.cfg.as_os_str() {
+            other.as_os_str()
+        } else {
+            a
+        });
+    }
+    let err = run_fail(&mut c3);
+    assert!(
+        err.contains("layer4.5") && err.contains("layer4.0 .. layer4.1"),
+        "{err}"
+    );
+}
