@@ -51,6 +51,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         include_str!("../../../../schemas/word_vectors.yaml"),
     ),
     ("images", include_str!("../../../../schemas/images.yaml")),
+    ("ids", include_str!("../../../../schemas/ids.yaml")),
 ];
 
 /// On-disk format of an artifact kind.
