@@ -33,7 +33,15 @@ help:
 $(VENV_STAMP): scripts/setup-python.sh
 	@bash scripts/setup-python.sh >/dev/null
 
-setup: $(VENV_STAMP) build
+# Debian data packages: Fashion-MNIST's gzipped IDX files (the image-classification
+# default). A file target, so `make setup` does nothing, silently, once it is installed.
+FASHION_MNIST_DIR := /usr/share/datasets/fashion-mnist
+FASHION_MNIST_STAMP := $(FASHION_MNIST_DIR)/train-images-idx3-ubyte.gz
+
+$(FASHION_MNIST_STAMP):
+	@bash scripts/setup-system.sh dataset-fashion-mnist
+
+setup: $(VENV_STAMP) $(FASHION_MNIST_STAMP) build
 
 build: $(VENV_STAMP)
 	cargo build --release --workspace --bins

@@ -5,6 +5,8 @@
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
 //! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
 //! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
+//! - [`classify_data`]: image-classification import (IDX files such as Fashion-MNIST, or
+//!   ImageNet-style folders): labels table, class order, base-initialisation split.
 //! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
 //! - [`backbone_train`]: training the frozen backbone G on CLEVR scene annotations (the
 //!   stand-in for ImageNet pre-training).
@@ -24,6 +26,7 @@ pub mod artifact;
 pub mod backbone_train;
 pub mod buffer;
 pub mod classify;
+pub mod classify_data;
 pub mod clevr;
 pub mod features;
 pub mod models;

@@ -55,6 +55,7 @@ const SCHEMA_FILES: &[(&str, &str)] = &[
         "probabilities",
         include_str!("../../../../schemas/probabilities.yaml"),
     ),
+    ("ids", include_str!("../../../../schemas/ids.yaml")),
 ];
 
 /// On-disk format of an artifact kind.

@@ -20,6 +20,7 @@ pub const SECTIONS: &[&str] = &[
     "extract_codes",
     "generate_clevr",
     "import_questions",
+    "import_images",
     "train_backbone",
     "extract_features",
     "import_gensen",

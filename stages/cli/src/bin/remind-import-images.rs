@@ -1,0 +1,94 @@
+//! Imports an image-classification data set (IDX files such as Fashion-MNIST, or an
+//! ImageNet-style folder): labels table, class order, base-initialisation split, report;
+//! IDX images are written out as PNG folders.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use remind::artifact::manifest::record_output;
+use remind::classify_data::{load, producer, write, ImportImagesConfig};
+use remind::run::load_section;
+use remind_stages::{main_with, Common};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Import an image-classification data set (IDX files or an ImageNet-style folder): \
+             labels table with extract-features ids, class order, base-init split"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    /// Folder holding {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (e.g. Fashion-MNIST).
+    #[arg(long)]
+    idx: Option<PathBuf>,
+    /// ImageNet-style root with train/<class>/* and val/<class>/* images.
+    #[arg(long)]
+    folder: Option<PathBuf>,
+    /// Output folder.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Names of IDX labels 0..n-1, comma-separated (default: the label numbers).
+    #[arg(long, value_delimiter = ',')]
+    class_names: Option<Vec<String>>,
+    /// Class-order file, one class name per line (default: seeded shuffle).
+    #[arg(long)]
+    class_order: Option<PathBuf>,
+    /// Seed of the class-order shuffle and the per-class subsampling.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Number of base-initialisation classes (the first ones of the order).
+    #[arg(long)]
+    base_classes: Option<usize>,
+    /// Keep at most this many training items per class (seeded sample).
+    #[arg(long)]
+    max_train_per_class: Option<usize>,
+    /// Keep at most this many validation items per class (seeded sample).
+    #[arg(long)]
+    max_val_per_class: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-import-images", || {
+        let cli = Cli::parse();
+        let mut cfg: ImportImagesConfig =
+            load_section(cli.common.config.as_deref(), "import_images")?;
+        if cli.idx.is_some() || cli.folder.is_some() {
+            cfg.idx = cli.idx.clone();
+            cfg.folder = cli.folder.clone();
+        }
+        cfg.out = cli.out.clone().unwrap_or(cfg.out);
+        cfg.class_names = cli.class_names.clone().or(cfg.class_names);
+        cfg.class_order = cli.class_order.clone().or(cfg.class_order);
+        cfg.seed = cli.seed.unwrap_or(cfg.seed);
+        cfg.base_classes = cli.base_classes.unwrap_or(cfg.base_classes);
+        cfg.max_train_per_class = cli.max_train_per_class.or(cfg.max_train_per_class);
+        cfg.max_val_per_class = cli.max_val_per_class.or(cfg.max_val_per_class);
+        let prepared = load(&cfg)?;
+        let producer = producer(&cfg)?;
+        let report = write(&prepared, &producer)?;
+        let run_dir = cli.common.run_dir()?;
+        let inputs: Vec<&Path> = report.sources.iter().map(PathBuf::as_path).collect();
+        for path in &report.outputs {
+            record_output(&run_dir, path, &producer, &inputs)?;
+        }
+        for (split, s) in &report.splits {
+            eprintln!(
+                "remind-import-images: {split}: {} of {} items",
+                s.items, s.available
+            );
+        }
+        eprintln!(
+            "remind-import-images: {} classes ({} base, {} base training items), order from {}; \
+             image root {}; wrote {}",
+            report.num_classes,
+            report.base_classes,
+            report.base_train_items,
+            report.class_order,
+            report.image_root.display(),
+            cfg.out.display()
+        );
+        Ok(())
+    })
+}
