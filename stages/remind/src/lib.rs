@@ -4,7 +4,8 @@
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
 //! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
-//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
+//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table;
+//!   gensen sentence features (HDF5 or .npy) per question.
 //! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
 //! - [`backbone_train`]: training the frozen backbone G on CLEVR scene annotations (the
 //!   stand-in for ImageNet pre-training).
