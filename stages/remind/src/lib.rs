@@ -4,7 +4,8 @@
 //!   atomic writes, the run manifest).
 //! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
 //! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
-//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table.
+//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table;
+//!   gensen sentence features (HDF5 or .npy) per question.
 //! - [`classify_data`]: image-classification import (IDX files such as Fashion-MNIST, or
 //!   ImageNet-style folders): labels table, class order, base-initialisation split.
 //! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.

@@ -3,15 +3,15 @@
 //! can parse them). A `torch.save`d pickled `state_dict` is not readable from Rust:
 //! `scripts/convert_weights.py IN.pth OUT.safetensors` converts it.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use memmap2::Mmap;
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors, TensorInfo};
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
@@ -140,27 +140,17 @@ struct Bytes {
     data: Vec<u8>,
 }
 
-impl View for &Bytes {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
 /// Writes named tensors as a safetensors file, atomically, with `metadata` as its
 /// `__metadata__` (PyTorch: `safetensors.torch.load_file`).
+///
+/// The bytes depend only on the tensors and the metadata, never on the order either is
+/// given in: the header lists `__metadata__` first with its keys sorted, then the tensors
+/// in file order: by dtype (8-byte types first, in safetensors' order), then by name, as
+/// the `safetensors` crate lays them out. So two identical trainings write identical files.
 pub fn write_safetensors(
     path: &Path,
     tensors: &[(String, Tensor)],
-    metadata: HashMap<String, String>,
+    metadata: impl IntoIterator<Item = (String, String)>,
 ) -> Result<PathBuf> {
     let p = path.display();
     let mut owned = Vec::with_capacity(tensors.len());
@@ -174,12 +164,71 @@ pub fn write_safetensors(
         let shape = t.size().iter().map(|&d| d as usize).collect();
         owned.push((name.clone(), Bytes { dtype, shape, data }));
     }
-    let views: Vec<(&str, &Bytes)> = owned.iter().map(|(n, b)| (n.as_str(), b)).collect();
-    let meta = (!metadata.is_empty()).then_some(metadata);
-    let bytes = safetensors::tensor::serialize(views, &meta)
-        .map_err(|e| anyhow!("{p}: cannot serialise safetensors: {e:?}"))?;
+    let metadata: BTreeMap<String, String> = metadata.into_iter().collect();
+    let bytes = serialize_safetensors(owned, &metadata)
+        .with_context(|| format!("{p}: cannot serialise safetensors"))?;
     write_bytes(path, &bytes)?;
     Ok(path.to_path_buf())
+}
+
+/// The safetensors encoding of `tensors` with `metadata`: an 8-byte little-endian header
+/// length, the JSON header (space-padded to a multiple of 8 bytes), then the tensor data
+/// back to back. Equal inputs give equal bytes whatever their order.
+fn serialize_safetensors(
+    mut tensors: Vec<(String, Bytes)>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>> {
+    tensors.sort_by(|(a, x), (b, y)| y.dtype.cmp(&x.dtype).then_with(|| a.cmp(b)));
+    if let Some(w) = tensors.windows(2).find(|w| w[0].0 == w[1].0) {
+        bail!("tensor '{}' is given twice", w[0].0);
+    }
+    ensure!(
+        !tensors.iter().any(|(n, _)| n == "__metadata__"),
+        "a tensor may not be named '__metadata__'"
+    );
+    /// The header as a JSON object whose keys keep the order given.
+    struct Header<'a> {
+        metadata: &'a BTreeMap<String, String>,
+        tensors: Vec<(&'a str, TensorInfo)>,
+    }
+    impl Serialize for Header<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let with_meta = !self.metadata.is_empty();
+            let mut map = s.serialize_map(Some(self.tensors.len() + usize::from(with_meta)))?;
+            if with_meta {
+                map.serialize_entry("__metadata__", self.metadata)?;
+            }
+            for (name, info) in &self.tensors {
+                map.serialize_entry(name, info)?;
+            }
+            map.end()
+        }
+    }
+    let mut offset = 0;
+    let mut infos = Vec::with_capacity(tensors.len());
+    for (name, b) in &tensors {
+        infos.push((
+            name.as_str(),
+            TensorInfo {
+                dtype: b.dtype,
+                shape: b.shape.clone(),
+                data_offsets: (offset, offset + b.data.len()),
+            },
+        ));
+        offset += b.data.len();
+    }
+    let mut header = serde_json::to_vec(&Header {
+        metadata,
+        tensors: infos,
+    })?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + header.len() + offset);
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    for (_, b) in &tensors {
+        out.extend_from_slice(&b.data);
+    }
+    Ok(out)
 }
 
 /// SHA-256 of a file's bytes, hex (recorded by artifacts made from it).
@@ -240,6 +289,77 @@ mod tests {
         std::fs::write(dir.join("x.pth"), b"nonsense").unwrap();
         let err = read_weights(&dir.join("x.pth")).err().unwrap().to_string();
         assert!(err.contains("convert_weights.py"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn safetensors_bytes_do_not_depend_on_input_order() {
+        let _rng = crate::testing::tch_rng_lock();
+        let dir = std::env::temp_dir().join(format!("remind-weights-det-{}", std::process::id()));
+        let a = Tensor::randn([2, 3], (Kind::Float, Device::Cpu));
+        let b = Tensor::from_slice(&[1i64, 2, 3]);
+        let c = Tensor::randn([4], (Kind::Double, Device::Cpu));
+        let d = Tensor::randn([5], (Kind::Float, Device::Cpu));
+        let named = |n: &str, t: &Tensor| (n.to_string(), t.shallow_clone());
+        // Every HashMap has its own random seed, so these two iterate in different orders
+        // (with 16 keys, equal orders by chance are all but impossible).
+        let meta = || -> HashMap<String, String> {
+            (0..16)
+                .map(|i| (format!("remind.key{i}"), format!("value {i}")))
+                .collect()
+        };
+        let first = dir.join("first.safetensors");
+        let second = dir.join("second.safetensors");
+        write_safetensors(
+            &first,
+            &[
+                named("z", &a),
+                named("b", &b),
+                named("c", &c),
+                named("a", &d),
+            ],
+            meta(),
+        )
+        .unwrap();
+        let mut reversed: Vec<(String, String)> = meta().into_iter().collect();
+        reversed.sort_by(|x, y| y.cmp(x));
+        write_safetensors(
+            &second,
+            &[
+                named("a", &d),
+                named("c", &c),
+                named("b", &b),
+                named("z", &a),
+            ],
+            reversed,
+        )
+        .unwrap();
+        let bytes = std::fs::read(&first).unwrap();
+        assert_eq!(bytes, std::fs::read(&second).unwrap());
+        // The header: metadata first, keys sorted; tensors by descending dtype in safetensors'
+        // order (I64, F64, F32), then by name.
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(n % 8, 0);
+        let header = std::str::from_utf8(&bytes[8..8 + n]).unwrap();
+        let at = |k: &str| header.find(k).unwrap();
+        assert!(at("__metadata__") < at("remind.key0") && at("remind.key0") < at("remind.key1"));
+        assert!(at("remind.key1\"") < at("remind.key10") && at("remind.key9") < at("\"b\""));
+        assert!(
+            at("\"b\"") < at("\"c\"") && at("\"c\"") < at("\"a\"") && at("\"a\"") < at("\"z\"")
+        );
+        // Still a valid file for the safetensors reader, values and metadata intact.
+        let w = read_weights(&first).unwrap();
+        let names: Vec<&str> = w.tensors.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["b", "c", "a", "z"]);
+        assert!(w.tensors[0].1.equal(&b) && w.tensors[1].1.equal(&c));
+        assert!(w.tensors[2].1.equal(&d) && w.tensors[3].1.equal(&a));
+        assert_eq!(w.metadata, meta());
+        // Without metadata there is no __metadata__ entry, as before.
+        write_safetensors(&first, &[named("a", &d)], HashMap::new()).unwrap();
+        let w = read_weights(&first).unwrap();
+        assert!(w.metadata.is_empty());
+        let dup = write_safetensors(&first, &[named("a", &d), named("a", &a)], HashMap::new());
+        assert!(format!("{:#}", dup.unwrap_err()).contains("'a' is given twice"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -132,13 +132,14 @@ fn listing(what: &str, names: &[String]) -> String {
     }
 }
 
-/// Saves the variables of `vs` as a safetensors file (atomically), with `metadata`. A
+/// Saves the variables of `vs` as a safetensors file (atomically), with `metadata` (the
+/// bytes do not depend on its order: see [`write_safetensors`]). A
 /// `num_batches_tracked` counter is added beside every BatchNorm's `running_mean`, so
 /// PyTorch's `load_state_dict(strict=True)` accepts the file.
 pub fn save_weights(
     vs: &VarStore,
     path: &Path,
-    metadata: HashMap<String, String>,
+    metadata: impl IntoIterator<Item = (String, String)>,
 ) -> Result<PathBuf> {
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();

@@ -28,7 +28,9 @@
 //! Everything is read and checked before anything is written; each file is written
 //! atomically.
 
+pub mod gensen;
 pub mod glove;
+pub mod npy;
 pub mod sources;
 pub mod tokenize;
 

@@ -1,0 +1,93 @@
+//! Imports gensen sentence features per question (HDF5 as the reference pipeline writes
+//! them, or .npy) as a `question_features` artifact aligned with the questions table.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use remind::artifact::manifest::record_output;
+use remind::run::load_section;
+use remind::vqa_data::gensen::{inputs, producer, run, ImportGensenConfig};
+use remind_stages::{main_with, Common};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Import gensen sentence features (HDF5 feats/qids, or .npy) for the questions of a \
+             questions table, as a question_features artifact"
+)]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    /// HDF5 file with datasets feats [N x D] float32, qids [N] and (optional) questions [N].
+    #[arg(long)]
+    h5: Option<PathBuf>,
+    /// .npy features [N x D] ('<f4', C order), instead of --h5.
+    #[arg(long)]
+    npy: Option<PathBuf>,
+    /// Question id of every .npy row: a .npy int64 array, a .json list, or a text file.
+    #[arg(long)]
+    npy_ids: Option<PathBuf>,
+    /// Questions table (questions.parquet from remind-import-questions).
+    #[arg(long)]
+    questions: Option<PathBuf>,
+    /// Only the questions of this split of the table (default: all).
+    #[arg(long)]
+    split: Option<String>,
+    /// Added to every question id of the file (CLEVR val: 1000000000).
+    #[arg(long)]
+    id_offset: Option<u64>,
+    /// Output artifact file; the report is written beside it as <stem>_report.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    main_with("remind-import-gensen", || {
+        let cli = Cli::parse();
+        let mut cfg: ImportGensenConfig =
+            load_section(cli.common.config.as_deref(), "import_gensen")?;
+        if cli.h5.is_some() || cli.npy.is_some() {
+            cfg.h5 = cli.h5.clone();
+            cfg.npy = cli.npy.clone();
+            cfg.npy_ids = None;
+        }
+        cfg.npy_ids = cli.npy_ids.clone().or(cfg.npy_ids);
+        cfg.questions = cli.questions.clone().or(cfg.questions);
+        cfg.split = cli.split.clone().or(cfg.split);
+        cfg.id_offset = cli.id_offset.unwrap_or(cfg.id_offset);
+        cfg.out = cli.out.clone().or(cfg.out);
+        let producer = producer(&cfg)?;
+        let report = run(&cfg, &producer)?;
+        let run_dir = cli.common.run_dir()?;
+        let sources = inputs(&cfg);
+        let sources: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
+        for path in &report.outputs {
+            record_output(&run_dir, path, &producer, &sources)?;
+        }
+        eprintln!(
+            "remind-import-gensen: {} of {} rows of {} ({} wide) matched the {} questions{}; \
+             {} extra rows not imported; wrote {}",
+            report.matched,
+            report.in_file,
+            report.source.display(),
+            report.dim,
+            report.in_table,
+            report
+                .split
+                .as_ref()
+                .map(|s| format!(" of split '{s}'"))
+                .unwrap_or_default(),
+            report.extra_in_file,
+            report.outputs[0].display()
+        );
+        if let Some(bad) = report.text_mismatches.filter(|&b| b > 0) {
+            eprintln!(
+                "remind-import-gensen: warning: {bad} question texts of the file differ from \
+                 the table's (e.g. question ids {:?}): are the ids of the same data set?",
+                report.text_mismatch_examples
+            );
+        }
+        Ok(())
+    })
+}
