@@ -21,7 +21,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test lint fmt bench bench-pq bench-classify clean
+.PHONY: help setup build test lint fmt bench bench-pq bench-classify bench-features clean
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
@@ -56,7 +56,7 @@ lint: $(VENV_STAMP)
 fmt:
 	cargo fmt --all
 
-bench: bench-pq bench-classify
+bench: bench-pq bench-classify bench-features
 
 # REMIND's classification update against the bare F step, at the paper's size (ResNet-18,
 # 7x7x512 maps, 1000 classes) and at the embedded Fashion-MNIST size (width 16, 4x4x128).
@@ -65,6 +65,11 @@ bench-classify: setup
 	{ $(BIN)/remind-bench-classify --threads $(THREADS) ; \
 	  $(BIN)/remind-bench-classify --threads $(THREADS) --width 16 --map 4 --classes 10 --items 8000 --iters 40 ; \
 	} > $(ART)/bench/classify.jsonl
+
+# Feature extraction (ResNet-18 to layer3 at 224 px) against PyTorch + torchvision.
+bench-features: setup
+	@mkdir -p $(ART)/bench
+	$(REMIND_PYTHON) scripts/bench_features.py --bin-dir $(BIN) --out $(ART)/bench/features.json --threads $(THREADS) --images 128
 
 bench-pq: setup
 	@mkdir -p $(ART)/bench

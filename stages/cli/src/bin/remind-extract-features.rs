@@ -93,10 +93,12 @@ fn main() -> ExitCode {
         record_output(&run_dir, part, &outcome.producer, &inputs)?;
         record_output(&run_dir, &outcome.index, &outcome.producer, &inputs)?;
         eprintln!(
-            "remind-extract-features: wrote {} ({} rows of {:?} HWC)",
+            "remind-extract-features: wrote {} ({} rows of {:?} HWC); backbone busy {:.1}% of the {:.2} s pipeline",
             part.display(),
             outcome.rows,
-            outcome.shape
+            outcome.shape,
+            100.0 * outcome.busy_seconds / outcome.pipeline_seconds.max(1e-9),
+            outcome.pipeline_seconds
         );
         if let Some(report) = &outcome.report {
             eprintln!(
