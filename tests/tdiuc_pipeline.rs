@@ -49,7 +49,11 @@ fn make(args: &[String]) -> Command {
         .arg("--no-print-directory")
         .args(args)
         // One libtorch thread: the run is small and the machine shared.
-        .env("OMP_NUM_THREADS", "1");
+        .env("OMP_NUM_THREADS", "1")
+        // Under `make test`, the outer make's flags and overrides must not leak in.
+        .env_remove("MAKEFLAGS")
+        .env_remove("MFLAGS")
+        .env_remove("MAKELEVEL");
     c
 }
 
