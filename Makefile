@@ -25,6 +25,7 @@ export REMIND_BIN_DIR := $(BIN)
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
+	@echo "make tdiuc-qtype   streaming VQA on TDIUC (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
 	@echo "make fashion-mnist streaming image classification on Fashion-MNIST (FULL=1: whole stream)"
 	@echo "make test          run the test suite (installs and builds what is missing)"
 	@echo "make bench         run the benchmarks, results under $(ART)/bench/"
@@ -79,52 +80,86 @@ bench-pq: setup
 # Streaming VQA pipelines. Every step is a file target, so a re-run redoes only what is
 # stale. CLEVR_DIR=/path/to/CLEVR_v1.0 runs on real CLEVR (with pipelines/<name>-paper.yaml
 # unless CONFIG is given); BACKBONE_WEIGHTS=resnet101.safetensors uses given backbone
-# weights instead of training the small embedded one.
+# weights instead of training the small embedded one. TDIUC (`make tdiuc-qtype`,
+# `make tdiuc-iid`) needs TDIUC_DIR=/path/to/TDIUC and BACKBONE_WEIGHTS (no scenes to train
+# the embedded backbone on). SETUP= skips the install-and-build step before each stage
+# (for callers that built the binaries already, such as the tests).
 CLEVR_DIR ?=
+TDIUC_DIR ?=
 BACKBONE_WEIGHTS ?=
 CLEVR_DATA := $(if $(CLEVR_DIR),$(CLEVR_DIR),$(ART)/mini-clevr)
 CLEVR_STAMP := $(if $(CLEVR_DIR),$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/mini-clevr/.complete)
 STAGE = $(if $(QUIET),REMIND_QUIET=1 )$(BIN)/remind-$(1)
 QUIET ?=
+SETUP ?= setup
 METHODS := offline remind finetune
 
-$(ART)/mini-clevr/.complete: | setup
+# Per data set: its root, the file that stands for it, the import flag, the image folder of
+# split $(2) under root $(1), and the default config of pipeline $(1).
+clevr_DATA := $(CLEVR_DATA)
+clevr_STAMP := $(CLEVR_STAMP)
+clevr_IMPORT := --clevr-dir
+clevr_images = $(1)/images/$(2)
+clevr_config = $(if $(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml)
+tdiuc_DATA := $(TDIUC_DIR)
+tdiuc_STAMP := $(TDIUC_DIR)/Questions/OpenEnded_mscoco_train2014_questions.json
+tdiuc_IMPORT := --tdiuc-dir
+tdiuc_images = $(1)/Images/$(2)2014
+tdiuc_config = pipelines/$(1).yaml
+
+TDIUC_GOALS := $(filter tdiuc-qtype tdiuc-iid,$(MAKECMDGOALS))
+ifneq ($(TDIUC_GOALS),)
+ifeq ($(TDIUC_DIR),)
+$(error make $(TDIUC_GOALS) needs TDIUC_DIR=/path/to/TDIUC, the TDIUC release (it cannot be downloaded here) holding Questions/OpenEnded_mscoco_{train,val}2014_questions.json, Annotations/mscoco_{train,val}2014_annotations.json and Images/{train,val}2014/COCO_*.jpg, and BACKBONE_WEIGHTS=resnet101.safetensors (ImageNet ResNet-101 converted with scripts/convert_weights.py); see README, "TDIUC")
+endif
+ifeq ($(wildcard $(tdiuc_STAMP)),)
+$(error TDIUC_DIR=$(TDIUC_DIR) has no Questions/OpenEnded_mscoco_train2014_questions.json: pass the root of the TDIUC release (Questions/, Annotations/, Images/))
+endif
+ifeq ($(BACKBONE_WEIGHTS),)
+$(error make $(TDIUC_GOALS) needs BACKBONE_WEIGHTS=resnet101.safetensors (ImageNet ResNet-101, torchvision state_dict converted with scripts/convert_weights.py): TDIUC has no scene annotations to train the embedded backbone on)
+endif
+endif
+
+$(ART)/mini-clevr/.complete: | $(SETUP)
 	$(call STAGE,generate-clevr) --config pipelines/clevr-qtype.yaml --out $(ART)/mini-clevr --run-dir $(ART)/mini-clevr
 	@touch $@
 
-# vqa_pipeline(name): the whole chain for pipelines/<name>.yaml into $(ART)/<name>.
+# vqa_pipeline(name, dataset): the whole chain for pipelines/<name>.yaml (or CONFIG) on
+# data set `clevr` or `tdiuc` into $(ART)/<name>.
 define vqa_pipeline
-$(1)_CONFIG := $$(or $$(CONFIG),$$(if $$(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml))
+$(1)_CONFIG := $$(or $$(CONFIG),$$(call $(2)_config,$(1)))
 $(1)_RUN := $(ART)/$(1)
+$(1)_DATA := $$($(2)_DATA)
+$(1)_STAMP := $$($(2)_STAMP)
 $(1)_WEIGHTS := $$(or $$(BACKBONE_WEIGHTS),$$($(1)_RUN)/backbone/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
 
-$$($(1)_RUN)/questions/questions.parquet: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
-	$$(call STAGE,import-questions) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$($(1)_RUN)/questions
+$$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
+	$$(call STAGE,import-questions) $$($(1)_ARGS) $$($(2)_IMPORT) $$($(1)_DATA) --out $$($(1)_RUN)/questions
 
-$$($(1)_RUN)/backbone/weights.safetensors: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
-	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$@
+$$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
+	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@
 
-$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
 	rm -rf $$(@D)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(CLEVR_DATA)/images/$$* --weights $$($(1)_WEIGHTS) --out $$(@D)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@
 
-$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | setup
+$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | $$(SETUP)
 	rm -rf $$(@D)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D)
 
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
 	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
 		--question-types $$($(1)_RUN)/questions/question_types.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
@@ -134,8 +169,10 @@ $(1): $$($(1)_RUN)/metrics.json
 	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
 endef
 
-$(eval $(call vqa_pipeline,clevr-qtype))
-$(eval $(call vqa_pipeline,clevr-iid))
+$(eval $(call vqa_pipeline,clevr-qtype,clevr))
+$(eval $(call vqa_pipeline,clevr-iid,clevr))
+$(eval $(call vqa_pipeline,tdiuc-qtype,tdiuc))
+$(eval $(call vqa_pipeline,tdiuc-iid,tdiuc))
 
 # ---------------------------------------------------------------------------------------
 # Class-incremental image classification (REMIND's ImageNet protocol). `make fashion-mnist`
@@ -155,30 +192,30 @@ $(1)_RUN := $(ART)/$(1)
 $(1)_WEIGHTS := $$(or $$(BASE_WEIGHTS),$$($(1)_RUN)/base/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
 
-$$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
 
-$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@
 
-$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | setup
+$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | $$(SETUP)
 	rm -rf $$(@D)
 	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | setup
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@
 
-$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | setup
+$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | $$(SETUP)
 	rm -rf $$(@D)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D)
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
 		--out $$($(1)_RUN)/stream --resume --restart-stale
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
 

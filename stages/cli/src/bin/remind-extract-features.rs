@@ -46,8 +46,9 @@ struct Cli {
     /// Images are resized (bicubic) to this square side [default: 224].
     #[arg(long)]
     image_size: Option<usize>,
-    /// Ids: sorted (position in the sorted relative paths) or clevr-filename
-    /// (the index in CLEVR_{split}_{NNNNNN}.png) [default: sorted].
+    /// Ids: sorted (position in the sorted relative paths), clevr-filename (the index in
+    /// CLEVR_{split}_{NNNNNN}.png) or coco-filename (the image id in
+    /// COCO_{split}_{NNNNNNNNNNNN}.jpg, TDIUC's images) [default: sorted].
     #[arg(long)]
     id_from: Option<IdFrom>,
     /// Images per forward pass [default: 16].

@@ -3,7 +3,8 @@
 //!
 //! Inputs: a folder of PNG/JPEG images (walked recursively) and backbone weights (a
 //! torchvision-named state_dict as safetensors). Each image gets an id ([`IdFrom`]): its
-//! position in the sorted list of relative paths, or CLEVR's image index from its file name.
+//! position in the sorted list of relative paths, CLEVR's image index or COCO's image id
+//! (TDIUC) from its file name.
 //! Outputs, in the dataset folder `out`:
 //!
 //! - `part-KKKKK-of-NNNNN.arrow`: one part per shard, rows `(id, HWC float32 feature map)`,
