@@ -30,7 +30,7 @@ const INNER_ITERATIONS: usize = 4;
 pub fn fit_rotation(x: &Tensor, params: &PqParams) -> Result<Tensor> {
     let _guard = tch::no_grad_guard();
     let (n, d) = (x.size()[0] as usize, x.size()[1] as usize);
-    let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x6f70_71);
+    let mut rng = ChaCha8Rng::seed_from_u64(params.seed ^ 0x006f_7071);
     let x = if n > MAX_TRAIN {
         let mut idx: Vec<i64> = sample(&mut rng, n, MAX_TRAIN)
             .into_iter()
