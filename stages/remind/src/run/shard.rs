@@ -170,10 +170,10 @@ mod tests {
         ];
         assert_eq!(s(&one_based).unwrap(), Shard::new(0, 3).unwrap());
         // The flag wins over the environment.
-        let flag = Some(Shard::new(1, 4).unwrap());
+        let flag = Shard::new(1, 4).unwrap();
         assert_eq!(
-            Shard::resolve_with(flag, slurm(&zero_based)).unwrap(),
-            flag.unwrap()
+            Shard::resolve_with(Some(flag), slurm(&zero_based)).unwrap(),
+            flag
         );
         // --array=0,2 (a subset) or --array=0-4:2 (a step): K/N would be wrong; refused.
         let subset = [
