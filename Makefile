@@ -21,12 +21,14 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test lint fmt bench bench-pq clean
+.PHONY: help setup build test test-slurm lint fmt bench bench-pq clean
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
 	@echo "make fashion-mnist streaming image classification on Fashion-MNIST (FULL=1: whole stream)"
 	@echo "make test          run the test suite (installs and builds what is missing)"
+	@echo "make slurm-clevr-qtype  submit the clevr-qtype chain to Slurm (SHARDS=N array tasks)"
+	@echo "make test-slurm    the Slurm test: a local single-node cluster runs the tiny chain"
 	@echo "make bench         run the benchmarks, results under $(ART)/bench/"
 	@echo "make setup         install the Python env (libtorch) and build the binaries"
 
@@ -49,6 +51,12 @@ build: $(VENV_STAMP)
 test: setup
 	cargo test --release --workspace -- --test-threads=2
 
+# Starts a private single-node Slurm cluster (installs slurm-wlm and munge when missing;
+# needs root or sudo), runs the tiny chain through it and without it, compares every
+# artifact, exercises cancelled shards and refused resubmissions, stops its daemons.
+test-slurm: setup
+	bash scripts/test-slurm.sh
+
 lint: $(VENV_STAMP)
 	cargo fmt --all -- --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
@@ -67,41 +75,52 @@ bench-pq: setup
 # stale. CLEVR_DIR=/path/to/CLEVR_v1.0 runs on real CLEVR (with pipelines/<name>-paper.yaml
 # unless CONFIG is given); BACKBONE_WEIGHTS=resnet101.safetensors uses given backbone
 # weights instead of training the small embedded one.
+# STAGE_THREADS=N passes --threads N to every libtorch stage (default: libtorch's choice);
+# results are bit-identical between runs with the same thread count.
 CLEVR_DIR ?=
 BACKBONE_WEIGHTS ?=
-CLEVR_DATA := $(if $(CLEVR_DIR),$(CLEVR_DIR),$(ART)/mini-clevr)
-CLEVR_STAMP := $(if $(CLEVR_DIR),$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/mini-clevr/.complete)
 STAGE = $(if $(QUIET),REMIND_QUIET=1 )$(BIN)/remind-$(1)
 QUIET ?=
+STAGE_THREADS ?=
+THREADS_ARG = $(if $(STAGE_THREADS),--threads $(STAGE_THREADS))
 METHODS := offline remind finetune
+SHARDS ?= 4
 
-$(ART)/mini-clevr/.complete: | setup
-	$(call STAGE,generate-clevr) --config pipelines/clevr-qtype.yaml --out $(ART)/mini-clevr --run-dir $(ART)/mini-clevr
-	@touch $@
+# mini_clevr(folder, config): mini-CLEVR generated with the config's generate_clevr section.
+define mini_clevr
+$(ART)/$(1)/.complete: | setup
+	$$(call STAGE,generate-clevr) --config $(2) --out $(ART)/$(1) --run-dir $(ART)/$(1)
+	@touch $$@
+endef
+$(eval $(call mini_clevr,mini-clevr,pipelines/clevr-qtype.yaml))
+$(eval $(call mini_clevr,mini-clevr-tiny,pipelines/clevr-tiny.yaml))
 
-# vqa_pipeline(name): the whole chain for pipelines/<name>.yaml into $(ART)/<name>.
+# vqa_pipeline(name, mini-CLEVR folder, its config): the whole chain for
+# pipelines/<name>.yaml into $(ART)/<name>; `make slurm-<name>` submits it to Slurm.
 define vqa_pipeline
 $(1)_CONFIG := $$(or $$(CONFIG),$$(if $$(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml))
 $(1)_RUN := $(ART)/$(1)
 $(1)_WEIGHTS := $$(or $$(BACKBONE_WEIGHTS),$$($(1)_RUN)/backbone/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
+$(1)_DATA := $$(if $$(CLEVR_DIR),$$(CLEVR_DIR),$(ART)/$(2))
+$(1)_STAMP := $$(if $$(CLEVR_DIR),$$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/$(2)/.complete)
 
-$$($(1)_RUN)/questions/questions.parquet: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
-	$$(call STAGE,import-questions) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$($(1)_RUN)/questions
+$$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_CONFIG) | setup
+	$$(call STAGE,import-questions) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$($(1)_RUN)/questions
 
-$$($(1)_RUN)/backbone/weights.safetensors: $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
-	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$(CLEVR_DATA) --out $$@
+$$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_CONFIG) | setup
+	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$(CLEVR_STAMP) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_CONFIG) | setup
 	rm -rf $$(@D)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(CLEVR_DATA)/images/$$* --weights $$($(1)_WEIGHTS) --out $$(@D)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$($(1)_DATA)/images/$$* --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG)
 
 $$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | setup
-	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@
+	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@ $$(THREADS_ARG)
 
 $$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | setup
 	rm -rf $$(@D)
-	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D)
+	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D) $$(THREADS_ARG)
 
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
 	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
@@ -109,20 +128,27 @@ $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/c
 $$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | setup
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
-		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
 
 $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
 		--question-types $$($(1)_RUN)/questions/question_types.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
 
-.PHONY: $(1)
+.PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
 	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+
+# The same chain as Slurm jobs (see pipelines/slurm/submit.sh for resources, WAIT=1, ...).
+slurm-$(1): | setup
+	bash pipelines/slurm/submit.sh CONFIG=$$($(1)_CONFIG) RUN=$$($(1)_RUN) DATA=$$($(1)_DATA) \
+		GEN_CONFIG=$(3) CLEVR_DIR=$$(CLEVR_DIR) BACKBONE_WEIGHTS=$$(BACKBONE_WEIGHTS) \
+		SHARDS=$$(SHARDS) BIN=$$(BIN) METHODS="$$(METHODS)"
 endef
 
-$(eval $(call vqa_pipeline,clevr-qtype))
-$(eval $(call vqa_pipeline,clevr-iid))
+$(eval $(call vqa_pipeline,clevr-qtype,mini-clevr,pipelines/clevr-qtype.yaml))
+$(eval $(call vqa_pipeline,clevr-iid,mini-clevr,pipelines/clevr-qtype.yaml))
+$(eval $(call vqa_pipeline,clevr-tiny,mini-clevr-tiny,pipelines/clevr-tiny.yaml))
 
 # ---------------------------------------------------------------------------------------
 # Class-incremental image classification (REMIND's ImageNet protocol). `make fashion-mnist`
