@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Submits a streaming-VQA pipeline (pipelines/<name>.yaml) to Slurm as a chain of jobs:
 #
-#   generate-clevr ─┬─> import-questions ───────────────────────────────┐
-#                   └─> train-backbone ─> extract-features[0..N-1] ─> check ─> fit-pq ─┐
-#                                         (one array per split)              │         v
-#                                                          extract-codes[0..N-1] ─> check ─> stream-train (one job per method) ─> evaluate
+#   generate-clevr (unless CLEVR_DIR is given)
+#     ├─> import-questions
+#     └─> train-backbone (unless BACKBONE_WEIGHTS are given)
+#           └─> extract-features: an array of N tasks per split ─> check
+#                 └─> fit-pq (training split) ─> extract-codes: an array of N per split ─> check
+#                       └─> stream-train: one job per method (after import-questions too)
+#                             └─> evaluate
 #
 # Sharded stages run as job arrays of SHARDS tasks (K and N from SLURM_ARRAY_TASK_ID and
 # SLURM_ARRAY_TASK_COUNT), each followed by a completeness check that runs however the
@@ -33,7 +36,8 @@
 #                     [1, -, 04:00:00, 0]
 #   <STEP>_CPUS, <STEP>_MEM, <STEP>_TIME, <STEP>_GPUS   per step, STEP one of GENERATE,
 #                     IMPORT, BACKBONE, FEATURES, PQ, CODES, STREAM, EVALUATE, CHECK
-#   WAIT=1            wait for the chain; exit 1 unless every job completed
+#   WAIT=1            wait for the chain (polling squeue every WAIT_POLL [2] seconds);
+#                     exit 1 unless every job completed
 #   DRY_RUN=1         print the sbatch commands instead of submitting
 #
 # Job ids go to stdout and to $RUN/slurm/jobs.txt, logs to $RUN/slurm/logs/.
@@ -266,9 +270,17 @@ ids=$(
     IFS=,
     echo "${ALL_JOBS[*]}"
 )
-while [ -n "$(squeue -h -j "$ids" -o %i 2>/dev/null)" ]; do
-    sleep 2
+# squeue lists the chain's jobs still pending or running; a failed call is retried, unless it
+# only says that the ids are unknown (jobs purged after MinJobAge: finished).
+while true; do
+    if active=$(squeue -h -j "$ids" -o %i 2>"$RUN/slurm/.squeue.err"); then
+        [ -z "$active" ] && break
+    elif grep -q "Invalid job id" "$RUN/slurm/.squeue.err"; then
+        break
+    fi
+    sleep "${WAIT_POLL:-2}"
 done
+rm -f "$RUN/slurm/.squeue.err"
 failed=0
 while read -r label id; do
     states=$(scontrol -o show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | sort | uniq -c | xargs)
