@@ -21,10 +21,11 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test test-slurm lint fmt bench bench-pq clean
+.PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-features clean
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
+	@echo "make tdiuc-qtype   streaming VQA on TDIUC (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
 	@echo "make fashion-mnist streaming image classification on Fashion-MNIST (FULL=1: whole stream)"
 	@echo "make test          run the test suite (installs and builds what is missing)"
 	@echo "make slurm-clevr-qtype  submit the clevr-qtype chain to Slurm (SHARDS=N array tasks)"
@@ -64,7 +65,20 @@ lint: $(VENV_STAMP)
 fmt:
 	cargo fmt --all
 
-bench: bench-pq
+bench: bench-pq bench-classify bench-features
+
+# REMIND's classification update against the bare F step, at the paper's size (ResNet-18,
+# 7x7x512 maps, 1000 classes) and at the embedded Fashion-MNIST size (width 16, 4x4x128).
+bench-classify: setup
+	@mkdir -p $(ART)/bench
+	{ $(BIN)/remind-bench-classify --threads $(THREADS) ; \
+	  $(BIN)/remind-bench-classify --threads $(THREADS) --width 16 --map 4 --classes 10 --items 8000 --iters 40 ; \
+	} > $(ART)/bench/classify.jsonl
+
+# Feature extraction (ResNet-18 to layer3 at 224 px) against PyTorch + torchvision.
+bench-features: setup
+	@mkdir -p $(ART)/bench
+	$(REMIND_PYTHON) scripts/bench_features.py --bin-dir $(BIN) --out $(ART)/bench/features.json --threads $(THREADS) --images 128
 
 bench-pq: setup
 	@mkdir -p $(ART)/bench
@@ -74,63 +88,105 @@ bench-pq: setup
 # Streaming VQA pipelines. Every step is a file target, so a re-run redoes only what is
 # stale. CLEVR_DIR=/path/to/CLEVR_v1.0 runs on real CLEVR (with pipelines/<name>-paper.yaml
 # unless CONFIG is given); BACKBONE_WEIGHTS=resnet101.safetensors uses given backbone
-# weights instead of training the small embedded one.
-# STAGE_THREADS=N passes --threads N to every libtorch stage (default: libtorch's choice);
-# results are bit-identical between runs with the same thread count.
+# weights instead of training the small embedded one. TDIUC (`make tdiuc-qtype`,
+# `make tdiuc-iid`) needs TDIUC_DIR=/path/to/TDIUC and BACKBONE_WEIGHTS (no scenes to train
+# the embedded backbone on). SETUP= skips the install-and-build step before each stage
+# (for callers that built the binaries already, such as the tests). STAGE_THREADS=N passes
+# --threads N to every libtorch stage (default: libtorch's choice); results are
+# bit-identical between runs with the same thread count. `make slurm-<pipeline>` submits a
+# pipeline to Slurm instead (pipelines/slurm/submit.sh; SHARDS=N tasks per sharded stage).
 CLEVR_DIR ?=
+TDIUC_DIR ?=
 BACKBONE_WEIGHTS ?=
+CLEVR_DATA := $(if $(CLEVR_DIR),$(CLEVR_DIR),$(ART)/mini-clevr)
+CLEVR_STAMP := $(if $(CLEVR_DIR),$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/mini-clevr/.complete)
 STAGE = $(if $(QUIET),REMIND_QUIET=1 )$(BIN)/remind-$(1)
 QUIET ?=
+SETUP ?= setup
 STAGE_THREADS ?=
 THREADS_ARG = $(if $(STAGE_THREADS),--threads $(STAGE_THREADS))
 METHODS := offline remind finetune
 SHARDS ?= 4
 
-# mini_clevr(folder, config): mini-CLEVR generated with the config's generate_clevr section.
-define mini_clevr
-$(ART)/$(1)/.complete: | setup
-	$$(call STAGE,generate-clevr) --config $(2) --out $(ART)/$(1) --run-dir $(ART)/$(1)
-	@touch $$@
-endef
-$(eval $(call mini_clevr,mini-clevr,pipelines/clevr-qtype.yaml))
-$(eval $(call mini_clevr,mini-clevr-tiny,pipelines/clevr-tiny.yaml))
+# Per data set: its root, the file that stands for it, the import flag, the image folder of
+# split $(2) under root $(1), and the default config of pipeline $(1).
+clevr_DATA := $(CLEVR_DATA)
+clevr_STAMP := $(CLEVR_STAMP)
+clevr_IMPORT := --clevr-dir
+clevr_images = $(1)/images/$(2)
+clevr_config = $(if $(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml)
+clevr_GEN := $(if $(CLEVR_DIR),,pipelines/clevr-qtype.yaml)
+tdiuc_DATA := $(TDIUC_DIR)
+tdiuc_STAMP := $(TDIUC_DIR)/Questions/OpenEnded_mscoco_train2014_questions.json
+tdiuc_IMPORT := --tdiuc-dir
+tdiuc_images = $(1)/Images/$(2)2014
+tdiuc_config = pipelines/$(1).yaml
+tdiuc_GEN :=
+# clevr-tiny: a tiny generated mini-CLEVR of its own (make test-slurm).
+tinyclevr_DATA := $(ART)/mini-clevr-tiny
+tinyclevr_STAMP := $(ART)/mini-clevr-tiny/.complete
+tinyclevr_IMPORT := --clevr-dir
+tinyclevr_images = $(1)/images/$(2)
+tinyclevr_config = pipelines/$(1).yaml
+tinyclevr_GEN := pipelines/clevr-tiny.yaml
 
-# vqa_pipeline(name, mini-CLEVR folder, its config): the whole chain for
-# pipelines/<name>.yaml into $(ART)/<name>; `make slurm-<name>` submits it to Slurm.
+TDIUC_GOALS := $(filter tdiuc-qtype tdiuc-iid slurm-tdiuc-qtype slurm-tdiuc-iid,$(MAKECMDGOALS))
+ifneq ($(TDIUC_GOALS),)
+ifeq ($(TDIUC_DIR),)
+$(error make $(TDIUC_GOALS) needs TDIUC_DIR=/path/to/TDIUC, the TDIUC release (it cannot be downloaded here) holding Questions/OpenEnded_mscoco_{train,val}2014_questions.json, Annotations/mscoco_{train,val}2014_annotations.json and Images/{train,val}2014/COCO_*.jpg, and BACKBONE_WEIGHTS=resnet101.safetensors (ImageNet ResNet-101 converted with scripts/convert_weights.py); see README, "TDIUC")
+endif
+ifeq ($(wildcard $(tdiuc_STAMP)),)
+$(error TDIUC_DIR=$(TDIUC_DIR) has no Questions/OpenEnded_mscoco_train2014_questions.json: pass the root of the TDIUC release (Questions/, Annotations/, Images/))
+endif
+ifeq ($(BACKBONE_WEIGHTS),)
+$(error make $(TDIUC_GOALS) needs BACKBONE_WEIGHTS=resnet101.safetensors (ImageNet ResNet-101, torchvision state_dict converted with scripts/convert_weights.py): TDIUC has no scene annotations to train the embedded backbone on)
+endif
+endif
+
+$(ART)/mini-clevr/.complete: | $(SETUP)
+	$(call STAGE,generate-clevr) --config pipelines/clevr-qtype.yaml --out $(ART)/mini-clevr --run-dir $(ART)/mini-clevr
+	@touch $@
+
+$(ART)/mini-clevr-tiny/.complete: | $(SETUP)
+	$(call STAGE,generate-clevr) --config pipelines/clevr-tiny.yaml --out $(ART)/mini-clevr-tiny --run-dir $(ART)/mini-clevr-tiny
+	@touch $@
+
+# vqa_pipeline(name, dataset): the whole chain for pipelines/<name>.yaml (or CONFIG) on
+# data set `clevr` or `tdiuc` into $(ART)/<name>.
 define vqa_pipeline
-$(1)_CONFIG := $$(or $$(CONFIG),$$(if $$(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml))
+$(1)_CONFIG := $$(or $$(CONFIG),$$(call $(2)_config,$(1)))
 $(1)_RUN := $(ART)/$(1)
+$(1)_DATA := $$($(2)_DATA)
+$(1)_STAMP := $$($(2)_STAMP)
 $(1)_WEIGHTS := $$(or $$(BACKBONE_WEIGHTS),$$($(1)_RUN)/backbone/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
-$(1)_DATA := $$(if $$(CLEVR_DIR),$$(CLEVR_DIR),$(ART)/$(2))
-$(1)_STAMP := $$(if $$(CLEVR_DIR),$$(CLEVR_DIR)/questions/CLEVR_train_questions.json,$(ART)/$(2)/.complete)
 
-$$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_CONFIG) | setup
-	$$(call STAGE,import-questions) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$($(1)_RUN)/questions
+$$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
+	$$(call STAGE,import-questions) $$($(1)_ARGS) $$($(2)_IMPORT) $$($(1)_DATA) --out $$($(1)_RUN)/questions
 
-$$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
 	rm -rf $$(@D)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$($(1)_DATA)/images/$$* --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | setup
+$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | $$(SETUP)
 	rm -rf $$(@D)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D) $$(THREADS_ARG)
 
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
 	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
 		--question-types $$($(1)_RUN)/questions/question_types.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
@@ -139,16 +195,18 @@ $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/co
 $(1): $$($(1)_RUN)/metrics.json
 	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
 
-# The same chain as Slurm jobs (see pipelines/slurm/submit.sh for resources, WAIT=1, ...).
-slurm-$(1): | setup
+# The same chain as Slurm jobs (pipelines/slurm/submit.sh: resources, WAIT=1, ...).
+slurm-$(1): | $$(SETUP)
 	bash pipelines/slurm/submit.sh CONFIG=$$($(1)_CONFIG) RUN=$$($(1)_RUN) DATA=$$($(1)_DATA) \
-		GEN_CONFIG=$(3) CLEVR_DIR=$$(CLEVR_DIR) BACKBONE_WEIGHTS=$$(BACKBONE_WEIGHTS) \
-		SHARDS=$$(SHARDS) BIN=$$(BIN) METHODS="$$(METHODS)"
+		GEN_CONFIG=$$($(2)_GEN) IMPORT_FLAG=$$($(2)_IMPORT) IMAGES='$$(call $(2)_images,$$($(1)_DATA),{split})' \
+		BACKBONE_WEIGHTS=$$(BACKBONE_WEIGHTS) SHARDS=$$(SHARDS) BIN=$$(BIN) METHODS="$$(METHODS)"
 endef
 
-$(eval $(call vqa_pipeline,clevr-qtype,mini-clevr,pipelines/clevr-qtype.yaml))
-$(eval $(call vqa_pipeline,clevr-iid,mini-clevr,pipelines/clevr-qtype.yaml))
-$(eval $(call vqa_pipeline,clevr-tiny,mini-clevr-tiny,pipelines/clevr-tiny.yaml))
+$(eval $(call vqa_pipeline,clevr-qtype,clevr))
+$(eval $(call vqa_pipeline,clevr-iid,clevr))
+$(eval $(call vqa_pipeline,tdiuc-qtype,tdiuc))
+$(eval $(call vqa_pipeline,tdiuc-iid,tdiuc))
+$(eval $(call vqa_pipeline,clevr-tiny,tinyclevr))
 
 # ---------------------------------------------------------------------------------------
 # Class-incremental image classification (REMIND's ImageNet protocol). `make fashion-mnist`
@@ -168,30 +226,30 @@ $(1)_RUN := $(ART)/$(1)
 $(1)_WEIGHTS := $$(or $$(BASE_WEIGHTS),$$($(1)_RUN)/base/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
 
-$$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
 
-$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@
 
-$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | setup
+$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | $$(SETUP)
 	rm -rf $$(@D)
 	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | setup
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@
 
-$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | setup
+$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | $$(SETUP)
 	rm -rf $$(@D)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D)
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | setup
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
 		--out $$($(1)_RUN)/stream --resume --restart-stale
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | setup
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
 

@@ -21,6 +21,7 @@ sets (non-zero: the image crate's and PIL's bicubic resizes round differently).
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -115,12 +116,14 @@ def run_ours(args, images, weights, out):
            "--run-dir", os.path.join(os.path.dirname(out), "run")]
     env = dict(os.environ, REMIND_QUIET="1")
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env)
+    proc = subprocess.run(cmd, check=True, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    sys.stderr.write(proc.stderr)
+    busy = re.search(r"backbone busy ([0-9.]+)% of the ([0-9.]+) s pipeline", proc.stderr)
     table = pa.ipc.open_file(os.path.join(out, "part-00000-of-00001.arrow")).read_all()
     data = table.column("data").combine_chunks()
     feats = data.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
-    return seconds, feats
+    return seconds, feats, (float(busy.group(1)) / 100.0 if busy else None)
 
 
 def run_pytorch(args, paths, weights):
@@ -174,7 +177,7 @@ def main():
             import shutil
             shutil.rmtree(out)
 
-        ours_s, ours = run_ours(args, images, weights, out)
+        ours_s, ours, busy = run_ours(args, images, weights, out)
         torch_s, ref = run_pytorch(args, paths, weights)
         rel = float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
 
@@ -189,6 +192,8 @@ def main():
         "pytorch": {"seconds": torch_s, "images_per_s": args.images / torch_s,
                     "note": "model build, weight loading, DataLoader, forward; no write"},
         "max_rel_diff": rel,
+        "speed_ratio_vs_pytorch": torch_s / ours_s,
+        "model_busy_fraction": busy,
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -197,6 +202,9 @@ def main():
           f"{args.image_size}px, batch {args.batch}, {args.threads} threads")
     print(f"  remind-extract-features  {result['ours']['images_per_s']:8.1f} images/s")
     print(f"  pytorch + torchvision    {result['pytorch']['images_per_s']:8.1f} images/s")
+    print(f"  ratio ours / pytorch     {torch_s / ours_s:8.3f}")
+    if busy is not None:
+        print(f"  backbone busy            {100 * busy:8.1f} % of the pipeline's wall time")
     print(f"  max relative difference  {rel:.2e}")
     print(f"  -> {args.out}", file=sys.stderr)
 

@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use remind::artifact::Table;
-use remind_e2e::{run_fail, run_ok, scratch, stage};
+use remind_e2e::{prepare_mini_clevr, run_fail, run_ok, scratch, stage};
 
 const CONFIG: &str = "
 stream:
@@ -32,90 +32,9 @@ model:
   freeze_embeddings: false
 ";
 
-/// Data, questions, features, codebook and codes of a tiny mini-CLEVR under `dir`.
+/// The tiny mini-CLEVR chain under `dir` and this test's config.
 fn prepare(dir: &Path) -> PathBuf {
-    let data = dir.join("data");
-    run_ok(
-        stage("remind-generate-clevr")
-            .args(["--size", "tiny", "--seed", "5"])
-            .arg("--out")
-            .arg(&data)
-            .arg("--run-dir")
-            .arg(dir),
-    );
-    run_ok(
-        stage("remind-import-questions")
-            .arg("--clevr-dir")
-            .arg(&data)
-            .arg("--out")
-            .arg(dir.join("questions"))
-            .arg("--run-dir")
-            .arg(dir),
-    );
-    let w = dir.join("bb.safetensors");
-    run_ok(
-        stage("remind-backbone")
-            .args([
-                "init",
-                "--arch",
-                "resnet18",
-                "--width",
-                "8",
-                "--num-classes",
-                "4",
-            ])
-            .arg("--out")
-            .arg(&w),
-    );
-    for split in ["train", "val"] {
-        run_ok(
-            stage("remind-extract-features")
-                .args([
-                    "--arch",
-                    "resnet18",
-                    "--width",
-                    "8",
-                    "--cut",
-                    "layer3",
-                    "--image-size",
-                    "64",
-                    "--id-from",
-                    "clevr-filename",
-                ])
-                .arg("--images")
-                .arg(data.join("images").join(split))
-                .arg("--weights")
-                .arg(&w)
-                .arg("--out")
-                .arg(dir.join("features").join(split))
-                .arg("--run-dir")
-                .arg(dir),
-        );
-    }
-    let cb = dir.join("codebook.arrow");
-    run_ok(
-        stage("remind-fit-pq")
-            .args(["--num-subspaces", "8", "--nbits", "4"])
-            .arg("--features")
-            .arg(dir.join("features/train"))
-            .arg("--out")
-            .arg(&cb)
-            .arg("--run-dir")
-            .arg(dir),
-    );
-    for split in ["train", "val"] {
-        run_ok(
-            stage("remind-extract-codes")
-                .arg("--features")
-                .arg(dir.join("features").join(split))
-                .arg("--codebook")
-                .arg(&cb)
-                .arg("--out")
-                .arg(dir.join("codes").join(split))
-                .arg("--run-dir")
-                .arg(dir),
-        );
-    }
+    prepare_mini_clevr(dir);
     let cfg = dir.join("p.yaml");
     std::fs::write(&cfg, CONFIG).unwrap();
     cfg

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Submits a streaming-VQA pipeline (pipelines/<name>.yaml) to Slurm as a chain of jobs:
 #
-#   generate-clevr (unless CLEVR_DIR is given)
+#   generate-clevr (mini-CLEVR, unless the data set is given)
 #     ├─> import-questions
 #     └─> train-backbone (unless BACKBONE_WEIGHTS are given)
 #           └─> extract-features: an array of N tasks per split ─> check
@@ -22,9 +22,14 @@
 #
 #   CONFIG            pipeline config                      [pipelines/clevr-qtype.yaml]
 #   ART, RUN          artifacts root, run folder           [artifacts, $ART/<config name>]
-#   CLEVR_DIR         real CLEVR v1.0 root; empty: generate mini-CLEVR into DATA with
-#                     GEN_CONFIG's generate_clevr section  [DATA=$ART/mini-clevr, GEN_CONFIG=$CONFIG]
-#   BACKBONE_WEIGHTS  given backbone weights; empty: train-backbone writes $RUN/backbone/
+#   DATA              data set root                        [$CLEVR_DIR, else $ART/mini-clevr]
+#   GEN_CONFIG        config whose generate_clevr section makes mini-CLEVR in DATA first
+#                     (unless DATA/.complete exists); empty: DATA is given
+#                     [empty with CLEVR_DIR, else $CONFIG]
+#   IMPORT_FLAG       import-questions' data set flag: --clevr-dir or --tdiuc-dir  [--clevr-dir]
+#   IMAGES            image folder of split {split}        [$DATA/images/{split}]
+#   BACKBONE_WEIGHTS  given backbone weights; empty: train-backbone (CLEVR scenes) writes
+#                     $RUN/backbone/weights.safetensors
 #   SHARDS            tasks per sharded stage (N)          [4]
 #   SPLITS, METHODS   image splits, stream methods          [train val], [offline remind finetune]
 #   BIN               stage binaries, reachable from the compute nodes  [target/release]
@@ -64,8 +69,15 @@ NAME=$(basename "$CONFIG" .yaml)
 ART=${ART:-artifacts}
 RUN=${RUN:-$ART/$NAME}
 CLEVR_DIR=${CLEVR_DIR:-}
-DATA=${DATA:-$ART/mini-clevr}
-GEN_CONFIG=${GEN_CONFIG:-$CONFIG}
+if [ -n "$CLEVR_DIR" ]; then
+    DATA=${DATA:-$CLEVR_DIR}
+    GEN_CONFIG=${GEN_CONFIG-}
+else
+    DATA=${DATA:-$ART/mini-clevr}
+    GEN_CONFIG=${GEN_CONFIG-$CONFIG}
+fi
+IMPORT_FLAG=${IMPORT_FLAG:---clevr-dir}
+IMAGES=${IMAGES:-$DATA/images/\{split\}}
 BACKBONE_WEIGHTS=${BACKBONE_WEIGHTS:-}
 SHARDS=${SHARDS:-4}
 SPLITS=${SPLITS:-train val}
@@ -86,9 +98,10 @@ if [ -z "$DRY_RUN" ]; then
     command -v sbatch >/dev/null || die "sbatch not found: run on a Slurm submit host"
 fi
 BIN=$(cd "$BIN" && pwd)
-if [ -n "$CLEVR_DIR" ]; then
-    DATA=$CLEVR_DIR
-fi
+[ -n "$GEN_CONFIG" ] || [ -d "$DATA" ] || die "no data set at $DATA (and no GEN_CONFIG to generate one)"
+[ "$IMPORT_FLAG" = --clevr-dir ] || [ -n "$BACKBONE_WEIGHTS" ] ||
+    die "BACKBONE_WEIGHTS is needed: train-backbone learns from CLEVR scene annotations only"
+[[ $IMAGES == *"{split}"* ]] || die "IMAGES must contain {split}, found '$IMAGES'"
 
 LOGS=$RUN/slurm/logs
 JOBS_FILE=$RUN/slurm/jobs.txt
@@ -169,7 +182,7 @@ device_flag=()
 
 # --- data -------------------------------------------------------------------------------
 gen=""
-if [ -z "$CLEVR_DIR" ] && [ ! -e "$DATA/.complete" ]; then
+if [ -n "$GEN_CONFIG" ] && [ ! -e "$DATA/.complete" ]; then
     step_flags GENERATE "" afterok
     submit generate-clevr "${FLAGS[@]}" --export=ALL,REMIND_DONE="$DATA/.complete" \
         "$here/job.sbatch" generate-clevr --config "$GEN_CONFIG" --out "$DATA" --run-dir "$DATA"
@@ -180,7 +193,7 @@ imp=""
 if [ ! -e "$RUN/questions/questions.parquet" ]; then
     step_flags IMPORT "$gen" afterok
     submit import-questions "${FLAGS[@]}" \
-        "$here/job.sbatch" import-questions "${COMMON[@]}" --clevr-dir "$DATA" --out "$RUN/questions"
+        "$here/job.sbatch" import-questions "${COMMON[@]}" "$IMPORT_FLAG" "$DATA" --out "$RUN/questions"
     imp=$JOB
 fi
 
@@ -202,7 +215,7 @@ for split in $SPLITS; do
     if ! parts_present "$out"; then
         step_flags FEATURES "$(deps "$gen" "$bb")" afterok
         submit "features-$split" "${FLAGS[@]}" --array="0-$((SHARDS - 1))" \
-            "$here/shard.sbatch" extract-features "${COMMON[@]}" --images "$DATA/images/$split" \
+            "$here/shard.sbatch" extract-features "${COMMON[@]}" --images "${IMAGES//\{split\}/$split}" \
             --weights "$weights" --out "$out" --threads "$THREADS" "${device_flag[@]}"
         step_flags CHECK "$JOB" afterany
         submit "check-features-$split" "${FLAGS[@]}" "$here/check.sbatch" "$out" --shards "$SHARDS"

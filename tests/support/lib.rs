@@ -74,3 +74,92 @@ pub fn run_python(code: &str, args: &[&str]) -> String {
     let out = run_ok(python().arg("-c").arg(code).args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Data, questions, features, codebook and codes of a tiny mini-CLEVR under `dir`: every
+/// stage as a real process, as `make clevr-qtype` chains them, at test sizes (random
+/// ResNet-18 of width 8, 64 px images, M=8, nbits=4): `data/`, `questions/`,
+/// `features/{train,val}`, `codebook.arrow`, `codes/{train,val}`.
+pub fn prepare_mini_clevr(dir: &Path) {
+    let data = dir.join("data");
+    run_ok(
+        stage("remind-generate-clevr")
+            .args(["--size", "tiny", "--seed", "5"])
+            .arg("--out")
+            .arg(&data)
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    run_ok(
+        stage("remind-import-questions")
+            .arg("--clevr-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(dir.join("questions"))
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    let w = dir.join("bb.safetensors");
+    run_ok(
+        stage("remind-backbone")
+            .args([
+                "init",
+                "--arch",
+                "resnet18",
+                "--width",
+                "8",
+                "--num-classes",
+                "4",
+            ])
+            .arg("--out")
+            .arg(&w),
+    );
+    for split in ["train", "val"] {
+        run_ok(
+            stage("remind-extract-features")
+                .args([
+                    "--arch",
+                    "resnet18",
+                    "--width",
+                    "8",
+                    "--cut",
+                    "layer3",
+                    "--image-size",
+                    "64",
+                    "--id-from",
+                    "clevr-filename",
+                ])
+                .arg("--images")
+                .arg(data.join("images").join(split))
+                .arg("--weights")
+                .arg(&w)
+                .arg("--out")
+                .arg(dir.join("features").join(split))
+                .arg("--run-dir")
+                .arg(dir),
+        );
+    }
+    let cb = dir.join("codebook.arrow");
+    run_ok(
+        stage("remind-fit-pq")
+            .args(["--num-subspaces", "8", "--nbits", "4"])
+            .arg("--features")
+            .arg(dir.join("features/train"))
+            .arg("--out")
+            .arg(&cb)
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    for split in ["train", "val"] {
+        run_ok(
+            stage("remind-extract-codes")
+                .arg("--features")
+                .arg(dir.join("features").join(split))
+                .arg("--codebook")
+                .arg(&cb)
+                .arg("--out")
+                .arg(dir.join("codes").join(split))
+                .arg("--run-dir")
+                .arg(dir),
+        );
+    }
+}

@@ -46,8 +46,9 @@ struct Cli {
     /// Images are resized (bicubic) to this square side [default: 224].
     #[arg(long)]
     image_size: Option<usize>,
-    /// Ids: sorted (position in the sorted relative paths) or clevr-filename
-    /// (the index in CLEVR_{split}_{NNNNNN}.png) [default: sorted].
+    /// Ids: sorted (position in the sorted relative paths), clevr-filename (the index in
+    /// CLEVR_{split}_{NNNNNN}.png) or coco-filename (the image id in
+    /// COCO_{split}_{NNNNNNNNNNNN}.jpg, TDIUC's images) [default: sorted].
     #[arg(long)]
     id_from: Option<IdFrom>,
     /// Images per forward pass [default: 16].
@@ -93,10 +94,12 @@ fn main() -> ExitCode {
         record_output(&run_dir, part, &outcome.producer, &inputs)?;
         record_output(&run_dir, &outcome.index, &outcome.producer, &inputs)?;
         eprintln!(
-            "remind-extract-features: wrote {} ({} rows of {:?} HWC)",
+            "remind-extract-features: wrote {} ({} rows of {:?} HWC); backbone busy {:.1}% of the {:.2} s pipeline",
             part.display(),
             outcome.rows,
-            outcome.shape
+            outcome.shape,
+            100.0 * outcome.busy_seconds / outcome.pipeline_seconds.max(1e-9),
+            outcome.pipeline_seconds
         );
         if let Some(report) = &outcome.report {
             eprintln!(

@@ -46,6 +46,12 @@ struct Cli {
     max_points_per_centroid: Option<usize>,
     #[arg(long)]
     seed: Option<u64>,
+    /// Learn an OPQ rotation before quantizing (codes then decode through it).
+    #[arg(long)]
+    opq: bool,
+    /// Alternations of the OPQ fit [default: 20].
+    #[arg(long)]
+    opq_iterations: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -60,6 +66,8 @@ fn main() -> ExitCode {
             .max_points_per_centroid
             .unwrap_or(p.max_points_per_centroid);
         p.seed = cli.seed.unwrap_or(p.seed);
+        p.opq |= cli.opq;
+        p.opq_iterations = cli.opq_iterations.unwrap_or(p.opq_iterations);
         let report = cli.report.clone().unwrap_or_else(|| {
             cli.out
                 .parent()
@@ -83,7 +91,8 @@ fn main() -> ExitCode {
         inputs.extend(cli.ids.as_deref());
         record_output(&run_dir, &cli.out, &producer, &inputs)?;
         eprintln!(
-            "remind-fit-pq: {} codebooks x {} centroids on {} of {} vectors in {:.2}s, train MSE {:.5} ({:.2}% of the mean squared norm) -> {}",
+            "remind-fit-pq: {}{} codebooks x {} centroids on {} of {} vectors in {:.2}s, train MSE {:.5} ({:.2}% of the mean squared norm) -> {}",
+            if p.opq { "OPQ rotation + " } else { "" },
             rep.num_subspaces, 1usize << rep.nbits, rep.train_vectors, rep.input_vectors, rep.fit_seconds,
             rep.train_mse, 100.0 * rep.relative_mse, cli.out.display()
         );

@@ -6,9 +6,20 @@ use std::process::ExitCode;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
+use remind::clevr::tdiuc::write_tdiuc;
 use remind::clevr::{generate, GenerateClevrConfig, SizePreset};
 use remind::run::{config_hash, load_section};
 use remind_stages::{main_with, Common};
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// CLEVR v1.0's layout only.
+    Clevr,
+    /// CLEVR's layout, and the same questions and images in TDIUC's layout under
+    /// <out>/tdiuc (Questions/, Annotations/, Images/{train2014,val2014}/COCO_*.png), with
+    /// CLEVR's programs mapped onto TDIUC question types.
+    Tdiuc,
+}
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +32,9 @@ struct Cli {
     /// Data-set root: images/, questions/ and scenes/ are written under it.
     #[arg(long)]
     out: PathBuf,
+    /// clevr, or tdiuc: also write the data set in TDIUC's layout under <out>/tdiuc.
+    #[arg(long, value_enum, default_value = "clevr")]
+    format: Format,
     /// Size preset: tiny (40 train / 20 val images) or default (2000 / 500); sets the image
     /// and question counts, which the flags below override.
     #[arg(long)]
@@ -72,6 +86,24 @@ fn main() -> ExitCode {
                 types.join(", "),
                 s.answers.len()
             );
+        }
+        if cli.format == Format::Tdiuc {
+            let tdiuc = cli.out.join("tdiuc");
+            for s in write_tdiuc(&cli.out, &tdiuc)? {
+                for f in &s.files {
+                    record_output(&run_dir, f, &producer.clone().param("format", "tdiuc"), &[])?;
+                }
+                let types: Vec<String> =
+                    s.per_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
+                eprintln!(
+                    "remind-generate-clevr: {} in TDIUC's layout: {} images, {} questions ({})",
+                    s.split,
+                    s.images,
+                    s.questions,
+                    types.join(", ")
+                );
+            }
+            eprintln!("remind-generate-clevr: wrote {}", tdiuc.display());
         }
         eprintln!("remind-generate-clevr: wrote {}", cli.out.display());
         Ok(())

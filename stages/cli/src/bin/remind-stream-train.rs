@@ -13,12 +13,13 @@ use remind::artifact::{Producer, Table};
 use remind::classify::stream::{
     run_classify_stream, ClassifyInputs, ClassifyResume, ClassifySettings,
 };
-use remind::run::config::top_level_string;
+use remind::run::config::{section_sets, top_level_string};
 use remind::run::{config_hash, load_section};
 use remind::stages::codebook::load_codebook;
 use remind::stream::order::Order;
 use remind::stream::vqa::{run_vqa_stream, Method, Resume, StreamSettings, VqaInputs};
-use remind::vqa::ModelConfig;
+use remind::stream::vqa_data::QuestionFeatures;
+use remind::vqa::{ModelConfig, QuestionInput};
 use remind_stages::{main_with, tune_allocator, Common, Compute};
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,6 +53,11 @@ struct Cli {
     /// VQA: codes of the validation images.
     #[arg(long)]
     val_codes: Option<PathBuf>,
+    /// VQA with gensen input (model.question_input: gensen): the question_features
+    /// dataset(s) of remind-import-gensen, covering the train and val questions; repeat the
+    /// flag for one file per split [default: stream.question_features].
+    #[arg(long)]
+    question_features: Vec<PathBuf>,
     /// Classification: the label table (labels.parquet of remind-import-images).
     #[arg(long)]
     labels: Option<PathBuf>,
@@ -179,12 +185,48 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
     model.vocab_size = vocab.num_rows();
     model.num_answers = answers.num_rows();
     model.in_channels = info.d;
+    let feature_paths = if cli.question_features.is_empty() {
+        s.question_features.clone()
+    } else {
+        cli.question_features.clone()
+    };
+    let features = match model.question_input {
+        QuestionInput::Gensen => {
+            anyhow::ensure!(
+                !feature_paths.is_empty(),
+                "model.question_input is gensen: give --question-features (the question_features \
+                 output of remind-import-gensen) or stream.question_features in the config"
+            );
+            let f = QuestionFeatures::open(&feature_paths)?;
+            // D comes from the file unless the config names it, which must then agree.
+            if section_sets(config, "model", "gensen_dim")? {
+                anyhow::ensure!(
+                    model.gensen_dim == f.dim(),
+                    "{}: sentence vectors are {} wide, but model.gensen_dim is {}",
+                    feature_paths[0].display(),
+                    f.dim(),
+                    model.gensen_dim
+                );
+            }
+            model.gensen_dim = f.dim();
+            Some(f)
+        }
+        QuestionInput::Tokens => {
+            anyhow::ensure!(
+                feature_paths.is_empty(),
+                "question features ({}) were given, but model.question_input is tokens",
+                feature_paths[0].display()
+            );
+            None
+        }
+    };
     let questions = questions_dir.join("questions.parquet");
     let inputs = VqaInputs {
         questions: &questions,
         train_codes,
         val_codes,
         codebook: &cli.codebook,
+        question_features: features.as_ref(),
     };
     let device = cli.compute.device.device()?;
     let resume = resume_mode(&cli);
@@ -193,11 +235,9 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
     let producer = Producer::new("stream-train", &config_hash(&(&s, &model))?)
         .param("method", cli.method.name());
     let done = cli.out.join(cli.method.name());
-    record_output(
-        &cli.common.run_dir()?,
-        &done,
-        &producer,
-        &[&questions, train_codes, val_codes, &cli.codebook],
-    )?;
+    let mut sources: Vec<&std::path::Path> =
+        vec![&questions, train_codes, val_codes, &cli.codebook];
+    sources.extend(feature_paths.iter().map(PathBuf::as_path));
+    record_output(&cli.common.run_dir()?, &done, &producer, &sources)?;
     Ok(())
 }

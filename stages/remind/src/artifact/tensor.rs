@@ -426,6 +426,12 @@ impl TensorFile {
         Ok(())
     }
 
+    /// The footer's checksum of ids and payload (verified when the file was opened): a
+    /// cheap fingerprint of the content.
+    pub fn checksum(&self) -> Result<&str> {
+        require_meta(&self.path, &self.footer, CRC_KEY)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -11,13 +11,15 @@
 //! rasteriser ([`render`]); questions cover CLEVR's five question types with CLEVR
 //! functional programs ([`questions`]). Each image's scene and questions come from random
 //! streams seeded by (seed, split, image index); answer balancing runs over each split in
-//! order, so the output is a function of the config alone.
+//! order, so the output is a function of the config alone. [`tdiuc`] rewrites such a data
+//! set in TDIUC's layout (`remind-generate-clevr --format tdiuc`).
 
 pub mod attributes;
 pub mod format;
 pub mod questions;
 pub mod render;
 pub mod scene;
+pub mod tdiuc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

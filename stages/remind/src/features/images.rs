@@ -21,6 +21,9 @@ pub enum IdFrom {
     /// The image index of CLEVR's file names, `CLEVR_{split}_{NNNNNN}.png`, so features
     /// join the questions' `image_index` directly.
     ClevrFilename,
+    /// The image id of COCO's file names, `COCO_{split}_{NNNNNNNNNNNN}.jpg` (TDIUC's
+    /// `Images/{train2014,val2014}/`), so features join the questions' `image_id`.
+    CocoFilename,
 }
 
 impl IdFrom {
@@ -28,6 +31,7 @@ impl IdFrom {
         match self {
             IdFrom::Sorted => "sorted",
             IdFrom::ClevrFilename => "clevr-filename",
+            IdFrom::CocoFilename => "coco-filename",
         }
     }
 }
@@ -38,7 +42,10 @@ impl FromStr for IdFrom {
         match s {
             "sorted" => Ok(IdFrom::Sorted),
             "clevr-filename" => Ok(IdFrom::ClevrFilename),
-            other => bail!("unknown id scheme '{other}' (expected sorted or clevr-filename)"),
+            "coco-filename" => Ok(IdFrom::CocoFilename),
+            other => bail!(
+                "unknown id scheme '{other}' (expected sorted, clevr-filename or coco-filename)"
+            ),
         }
     }
 }
@@ -108,11 +115,14 @@ pub fn list_images(root: &Path, id_from: IdFrom) -> Result<Vec<ImageItem>> {
                 item.id = i as u64;
             }
         }
-        IdFrom::ClevrFilename => {
+        IdFrom::ClevrFilename | IdFrom::CocoFilename => {
+            let prefix = match id_from {
+                IdFrom::CocoFilename => "COCO",
+                _ => "CLEVR",
+            };
             for item in items.iter_mut() {
-                item.id = clevr_index(&item.rel).with_context(|| {
-                    format!("{}: --id-from clevr-filename", item.path.display())
-                })?;
+                item.id = filename_index(&item.rel, prefix)
+                    .with_context(|| format!("{}: --id-from {id_from}", item.path.display()))?;
             }
             items.sort_by_key(|i| i.id);
             for pair in items.windows(2) {
@@ -131,10 +141,21 @@ pub fn list_images(root: &Path, id_from: IdFrom) -> Result<Vec<ImageItem>> {
 
 /// The image index of a CLEVR file name `CLEVR_{split}_{NNNNNN}.png` (any folder).
 pub fn clevr_index(rel: &str) -> Result<u64> {
+    filename_index(rel, "CLEVR")
+}
+
+/// The number of a file name `{prefix}_{split}_{digits}.{ext}` (any folder): CLEVR's image
+/// index, COCO's image id.
+pub fn filename_index(rel: &str, prefix: &str) -> Result<u64> {
     let name = rel.rsplit('/').next().unwrap_or(rel);
-    let bad = || anyhow!("file name '{name}' is not of the form CLEVR_{{split}}_{{NNNNNN}}.png");
+    let bad = || {
+        anyhow!("file name '{name}' is not of the form {prefix}_{{split}}_{{NNNNNN}}.{{png,jpg}}")
+    };
     let stem = name.rsplit_once('.').map_or(name, |(s, _)| s);
-    let rest = stem.strip_prefix("CLEVR_").ok_or_else(bad)?;
+    let rest = stem
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_prefix('_'))
+        .ok_or_else(bad)?;
     let (split, digits) = rest.rsplit_once('_').ok_or_else(bad)?;
     ensure!(
         !split.is_empty() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()),
@@ -236,6 +257,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("both have image index 2"), "{err}");
+
+        let coco = dir.join("coco");
+        std::fs::create_dir_all(&coco).unwrap();
+        std::fs::write(coco.join("COCO_val2014_000000000042.jpg"), b"x").unwrap();
+        std::fs::write(coco.join("COCO_val2014_000000000009.png"), b"x").unwrap();
+        let items = list_images(&coco, IdFrom::CocoFilename).unwrap();
+        assert_eq!(items.iter().map(|i| i.id).collect::<Vec<_>>(), vec![9, 42]);
+        let err = format!(
+            "{:#}",
+            list_images(&clevr, IdFrom::CocoFilename).unwrap_err()
+        );
+        assert!(
+            err.contains("--id-from coco-filename") && err.contains("COCO_"),
+            "{err}"
+        );
+        assert_eq!(
+            "coco-filename".parse::<IdFrom>().unwrap(),
+            IdFrom::CocoFilename
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! Inputs: a folder of PNG/JPEG images (walked recursively) and backbone weights (a
 //! torchvision-named state_dict as safetensors). Each image gets an id ([`IdFrom`]): its
-//! position in the sorted list of relative paths, or CLEVR's image index from its file name.
+//! position in the sorted list of relative paths, CLEVR's image index or COCO's image id
+//! (TDIUC) from its file name.
 //! Outputs, in the dataset folder `out`:
 //!
 //! - `part-KKKKK-of-NNNNN.arrow`: one part per shard, rows `(id, HWC float32 feature map)`,
@@ -183,6 +184,10 @@ pub struct ExtractOutcome {
     pub producer: Producer,
     /// Feature map shape, HWC.
     pub shape: [usize; 3],
+    /// Seconds the backbone computed, and wall seconds of the decode-compute-write
+    /// pipeline: their ratio says whether decoding or writing starved the model.
+    pub busy_seconds: f64,
+    pub pipeline_seconds: f64,
 }
 
 /// Name of the bad-images report of `shard`.
@@ -267,6 +272,8 @@ pub fn extract_features(
             bad: Vec::new(),
             producer,
             shape,
+            busy_seconds: 0.0,
+            pipeline_seconds: 0.0,
         });
     }
 
@@ -285,7 +292,9 @@ pub fn extract_features(
         device,
         shape,
     };
-    let (writer, rows, bad, progress) = run.run(mine, writer)?;
+    let started = std::time::Instant::now();
+    let (writer, rows, bad, progress, busy_seconds) = run.run(mine, writer)?;
+    let pipeline_seconds = started.elapsed().as_secs_f64();
     progress.finish();
     let report = if cfg.skip_bad {
         let text = serde_json::to_vec_pretty(&bad)?;
@@ -305,6 +314,8 @@ pub fn extract_features(
         bad,
         producer,
         shape,
+        busy_seconds,
+        pipeline_seconds,
     })
 }
 
@@ -343,12 +354,13 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     /// Decode -> compute -> write over `items`; returns the writer (unfinished), the rows
-    /// written, the bad images and the progress (to finish once the outputs are complete).
+    /// written, the bad images, the progress (to finish once the outputs are complete) and
+    /// the seconds spent in the backbone.
     fn run(
         &self,
         items: Vec<ImageItem>,
         writer: TensorWriter,
-    ) -> Result<(TensorWriter, usize, Vec<BadImage>, Progress)> {
+    ) -> Result<(TensorWriter, usize, Vec<BadImage>, Progress, f64)> {
         let total = items.len();
         let batches: Vec<Vec<ImageItem>> =
             items.chunks(self.cfg.batch).map(|c| c.to_vec()).collect();
@@ -377,7 +389,9 @@ impl Pipeline<'_> {
             match (computed, written) {
                 (_, Err(e)) => Err(e),
                 (Err(e), Ok(_)) => Err(e),
-                (Ok(bad), Ok((writer, rows, progress))) => Ok((writer, rows, bad, progress)),
+                (Ok((bad, busy)), Ok((writer, rows, progress))) => {
+                    Ok((writer, rows, bad, progress, busy))
+                }
             }
         })
     }
@@ -387,11 +401,12 @@ impl Pipeline<'_> {
         dec_rx: Receiver<Result<Decoded>>,
         out_tx: Sender<Computed>,
         n_batches: usize,
-    ) -> Result<Vec<BadImage>> {
+    ) -> Result<(Vec<BadImage>, f64)> {
         let _guard = tch::no_grad_guard();
         let mut pending: BTreeMap<usize, Decoded> = BTreeMap::new();
         let mut next = 0;
         let mut bad = Vec::new();
+        let mut busy = 0.0;
         while next < n_batches {
             let decoded = match dec_rx.recv() {
                 Ok(d) => d?,
@@ -401,11 +416,13 @@ impl Pipeline<'_> {
             while let Some(batch) = pending.remove(&next) {
                 next += 1;
                 bad.extend(batch.bad.iter().cloned());
+                let t = std::time::Instant::now();
                 let values = if batch.ids.is_empty() {
                     Vec::new()
                 } else {
                     self.forward(&batch)?
                 };
+                busy += t.elapsed().as_secs_f64();
                 let msg = Computed {
                     count: batch.count,
                     ids: batch.ids,
@@ -413,11 +430,11 @@ impl Pipeline<'_> {
                 };
                 if out_tx.send(msg).is_err() {
                     // The writer failed; its error is reported by the caller.
-                    return Ok(bad);
+                    return Ok((bad, busy));
                 }
             }
         }
-        Ok(bad)
+        Ok((bad, busy))
     }
 
     fn forward(&self, batch: &Decoded) -> Result<Vec<f32>> {

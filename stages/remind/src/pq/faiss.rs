@@ -10,6 +10,11 @@ use super::ProductQuantizer;
 
 /// Bytes of `pq` in faiss's format.
 pub fn to_faiss_bytes(pq: &ProductQuantizer) -> Result<Vec<u8>> {
+    anyhow::ensure!(
+        pq.rotation().is_none(),
+        "this codebook has an OPQ rotation, which a faiss ProductQuantizer file cannot hold \
+         (faiss keeps it in a separate OPQMatrix transform)"
+    );
     let c = pq.centroids_vec()?;
     let mut out = Vec::with_capacity(32 + 4 * c.len());
     for v in [

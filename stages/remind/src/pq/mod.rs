@@ -8,6 +8,7 @@
 mod cpu;
 mod faiss;
 mod kmeans;
+mod opq;
 
 pub use cpu::KernelCodebook;
 
@@ -30,6 +31,10 @@ pub struct PqParams {
     /// Training vectors are subsampled to at most this many per centroid.
     pub max_points_per_centroid: usize,
     pub seed: u64,
+    /// Learn an OPQ rotation before quantizing (see [`opq`]).
+    pub opq: bool,
+    /// Alternations of the OPQ fit (PQ fit of the rotated vectors, Procrustes update).
+    pub opq_iterations: usize,
 }
 
 impl Default for PqParams {
@@ -40,6 +45,8 @@ impl Default for PqParams {
             iterations: 25,
             max_points_per_centroid: 256,
             seed: 1234,
+            opq: false,
+            opq_iterations: 20,
         }
     }
 }
@@ -67,6 +74,10 @@ impl PqParams {
             self.max_points_per_centroid >= 1,
             "max_points_per_centroid must be at least 1"
         );
+        ensure!(
+            !self.opq || self.opq_iterations >= 1,
+            "opq_iterations must be at least 1 with opq"
+        );
         Ok(())
     }
 }
@@ -85,6 +96,9 @@ pub struct ProductQuantizer {
     kernel: Option<KernelCodebook>,
     /// Flat `[M, K, dsub]` centroids (CPU quantizers only), for decoding.
     flat: Vec<f32>,
+    /// OPQ: the `[d, d]` orthogonal rotation applied before quantizing (`x R`), undone
+    /// after decoding (`y R^T`).
+    rotation: Option<Tensor>,
 }
 
 /// What a fit did, for the fit report.
@@ -140,7 +154,42 @@ impl ProductQuantizer {
             norms,
             kernel,
             flat,
+            rotation: None,
         })
+    }
+
+    /// The same codebooks behind an OPQ rotation `r` (`[d, d]`, orthogonal).
+    pub fn with_rotation(mut self, r: Tensor) -> Result<Self> {
+        let d = self.d as i64;
+        ensure!(
+            r.size() == [d, d],
+            "OPQ rotation must be [{d}, {d}], found {:?}",
+            r.size()
+        );
+        let r = r.to_kind(Kind::Float).to_device(self.device()).contiguous();
+        let eye = Tensor::eye(d, (Kind::Float, self.device()));
+        let err = (r.transpose(0, 1).matmul(&r) - eye)
+            .abs()
+            .max()
+            .double_value(&[]);
+        ensure!(
+            err < 1e-3,
+            "OPQ rotation is not orthogonal (|R^T R - I| = {err:.2e})"
+        );
+        self.rotation = Some(r);
+        Ok(self)
+    }
+
+    /// The OPQ rotation, if any.
+    pub fn rotation(&self) -> Option<&Tensor> {
+        self.rotation.as_ref()
+    }
+
+    fn rotate(&self, x: &Tensor) -> Tensor {
+        match &self.rotation {
+            Some(r) => x.matmul(r),
+            None => x.shallow_clone(),
+        }
     }
 
     /// Fits on `x` (`[n, d]` float32) on `x`'s device.
@@ -160,9 +209,21 @@ impl ProductQuantizer {
                          use more items or a smaller nbits"
         );
         let _guard = tch::no_grad_guard();
-        let fit = kmeans::fit_subspaces(x, params)?;
-        let pq = Self::from_centroids(fit.centroids)?;
-        let train_mse = pq.mse(&fit.train)?;
+        let (pq, train_mse, fit) = if params.opq {
+            let r = opq::fit_rotation(x, params)?;
+            let xr = x.to_kind(Kind::Float).matmul(&r);
+            let fit = kmeans::fit_subspaces(&xr, params)?;
+            let pq = Self::from_centroids(fit.centroids.shallow_clone())?
+                .with_rotation(r.shallow_clone())?;
+            // The training vectors in the original space: the error of the whole transform.
+            let mse = pq.mse(&fit.train.matmul(&r.transpose(0, 1)))?;
+            (pq, mse, fit)
+        } else {
+            let fit = kmeans::fit_subspaces(x, params)?;
+            let pq = Self::from_centroids(fit.centroids.shallow_clone())?;
+            let mse = pq.mse(&fit.train)?;
+            (pq, mse, fit)
+        };
         let stats = FitStats {
             train_vectors: fit.train.size()[0] as usize,
             input_vectors: n,
@@ -198,7 +259,11 @@ impl ProductQuantizer {
 
     /// Moves the quantizer to `device`.
     pub fn to_device(&self, device: Device) -> Result<Self> {
-        Self::from_centroids(self.centroids.to_device(device))
+        let pq = Self::from_centroids(self.centroids.to_device(device))?;
+        match &self.rotation {
+            Some(r) => pq.with_rotation(r.to_device(device)),
+            None => Ok(pq),
+        }
     }
 
     /// Centroids as a flat `M * K * d/M` vector (faiss's layout).
@@ -220,7 +285,7 @@ impl ProductQuantizer {
             self.d
         );
         let _guard = tch::no_grad_guard();
-        let x = x.to_device(self.device()).to_kind(Kind::Float);
+        let x = self.rotate(&x.to_device(self.device()).to_kind(Kind::Float));
         let n = size[0];
         if let Some(kernel) = &self.kernel {
             let flat = Vec::<f32>::try_from(&x.contiguous().view([-1]))?;
@@ -253,8 +318,8 @@ impl ProductQuantizer {
             self.d
         );
         match &self.kernel {
-            Some(kernel) => Ok(self.encode_slice_with(kernel, x)),
-            None => {
+            Some(kernel) if self.rotation.is_none() => Ok(self.encode_slice_with(kernel, x)),
+            _ => {
                 let n = (x.len() / self.d) as i64;
                 let codes = self.encode(&Tensor::from_slice(x).view([n, self.d as i64]))?;
                 Ok(Vec::<u8>::try_from(
@@ -314,7 +379,11 @@ impl ProductQuantizer {
         let offsets = Tensor::arange(self.m as i64, (Kind::Int64, self.device())) * k;
         let flat = (codes + offsets.unsqueeze(0)).view([-1]);
         let table = self.centroids.view([-1, self.dsub() as i64]);
-        Ok(table.index_select(0, &flat).view([size[0], self.d as i64]))
+        let y = table.index_select(0, &flat).view([size[0], self.d as i64]);
+        Ok(match &self.rotation {
+            Some(r) => y.matmul(&r.transpose(0, 1)),
+            None => y,
+        })
     }
 
     /// CPU decoding into a slice: `codes` rows of M -> `out` rows of d.
@@ -336,6 +405,15 @@ impl ProductQuantizer {
             out,
             threads,
         );
+        if let Some(r) = &self.rotation {
+            let _guard = tch::no_grad_guard();
+            let n = (out.len() / self.d) as i64;
+            let y = Tensor::from_slice(out)
+                .view([n, self.d as i64])
+                .matmul(&r.transpose(0, 1))
+                .contiguous();
+            y.view([-1]).copy_data(out, out.len());
+        }
         Ok(())
     }
 
@@ -364,7 +442,21 @@ impl ProductQuantizer {
         h.update(&(self.d as u64).to_le_bytes());
         h.update(&(self.m as u64).to_le_bytes());
         h.update(bytemuck::cast_slice(&v));
+        if let Some(r) = self.rotation_vec()? {
+            h.update(b"opq");
+            h.update(bytemuck::cast_slice(&r));
+        }
         Ok(format!("{:08x}", h.finalize()))
+    }
+
+    /// The OPQ rotation as a flat row-major `d * d` vector, if any.
+    pub fn rotation_vec(&self) -> Result<Option<Vec<f32>>> {
+        match &self.rotation {
+            Some(r) => Ok(Some(Vec::<f32>::try_from(
+                &r.to_device(Device::Cpu).contiguous().view([-1]),
+            )?)),
+            None => Ok(None),
+        }
     }
 }
 

@@ -115,6 +115,22 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Whether section `section` of the pipeline file `config` sets `key` (to tell a value the
+/// file gives from a default).
+pub fn section_sets(config: Option<&Path>, section: &str, key: &str) -> Result<bool> {
+    let Some(path) = config else {
+        return Ok(false);
+    };
+    let p = path.display();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {p}"))?;
+    let doc: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
+    Ok(doc
+        .get(section)
+        .and_then(|s| s.get(key))
+        .is_some_and(|v| !v.is_null()))
+}
+
 /// A top-level string value of a pipeline file (such as `run_dir`), if present.
 pub fn top_level_string(config: &Path, key: &str) -> Result<Option<String>> {
     let p = config.display();
@@ -163,6 +179,10 @@ mod tests {
         std::fs::write(&path, "fit_pq:\n  nbits: 4\n").unwrap();
         let d: Demo = load_section(Some(&path), "fit_pq").unwrap();
         assert_eq!((d.nbits, d.iterations), (4, 0));
+        assert!(section_sets(Some(&path), "fit_pq", "nbits").unwrap());
+        assert!(!section_sets(Some(&path), "fit_pq", "iterations").unwrap());
+        assert!(!section_sets(Some(&path), "stream", "nbits").unwrap());
+        assert!(!section_sets(None, "fit_pq", "nbits").unwrap());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

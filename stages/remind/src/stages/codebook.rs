@@ -12,6 +12,8 @@ use crate::pq::{PqParams, ProductQuantizer};
 
 pub const PQ_KEY: &str = "remind.pq";
 pub const CODEBOOK_HASH_KEY: &str = "remind.codebook_hash";
+/// OPQ rotation (`[d, d]` float32, row-major, little-endian), base64 in the metadata.
+pub const OPQ_KEY: &str = "remind.opq_rotation";
 
 /// What `remind.pq` records.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +45,17 @@ pub fn save_codebook(
     )
     .with(PQ_KEY, serde_json::to_string(info)?)
     .with(CODEBOOK_HASH_KEY, info.codebook_hash.clone());
+    let spec = match pq.rotation_vec()? {
+        Some(r) => {
+            use base64::Engine;
+            let bytes: &[u8] = bytemuck::cast_slice(&r);
+            spec.with(
+                OPQ_KEY,
+                base64::engine::general_purpose::STANDARD.encode(bytes),
+            )
+        }
+        None => spec,
+    };
     let ids: Vec<u64> = (0..pq.num_subspaces() as u64).collect();
     let mut w = TensorWriter::create(path, spec)?;
     w.write(&ids, Payload::F32(&pq.centroids_vec()?), vec![])?;
@@ -77,8 +90,28 @@ pub fn load_codebook(path: &Path) -> Result<(ProductQuantizer, CodebookInfo)> {
         shape[0] as i64,
         shape[1] as i64,
     ]);
-    let pq = ProductQuantizer::from_centroids(centroids)
+    let mut pq = ProductQuantizer::from_centroids(centroids)
         .with_context(|| format!("{p}: invalid codebook"))?;
+    if let Ok(text) = file.meta(OPQ_KEY) {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| anyhow::anyhow!("{p}: field '{OPQ_KEY}' is not base64: {e}"))?;
+        let d = info.d;
+        ensure!(
+            bytes.len() == d * d * 4,
+            "{p}: field '{OPQ_KEY}': expected {d}x{d} float32 ({} bytes), found {} bytes",
+            d * d * 4,
+            bytes.len()
+        );
+        let values: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        pq = pq
+            .with_rotation(Tensor::from_slice(&values).view([d as i64, d as i64]))
+            .with_context(|| format!("{p}: field '{OPQ_KEY}'"))?;
+    }
     let hash = pq.hash()?;
     ensure!(
         hash == info.codebook_hash,

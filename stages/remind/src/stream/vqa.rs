@@ -2,6 +2,11 @@
 //! `remind` (replay of r PQ-coded questions), `finetune` (no replay) or, at each boundary,
 //! `offline` (several shuffled epochs over everything seen so far, from scratch). At every
 //! boundary: predictions on the evaluation split and a resumable checkpoint.
+//!
+//! Questions reach the model as tokens or, when the model config says `question_input:
+//! gensen`, as imported sentence vectors ([`QuestionFeatures`]) joined by question id;
+//! replayed questions are looked up by their index in the training split, so they get
+//! their own vectors too.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,19 +18,20 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
-use tch::{Device, Kind};
+use tch::{Device, Kind, Tensor};
 
 use super::checkpoint::{check_config, latest_checkpoint, write_checkpoint, CheckpointState};
 use super::order::{Order, StreamPlan};
 use super::vqa_data::{
-    answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, VqaItems,
+    answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, QuestionFeatures,
+    VqaItems,
 };
 use crate::artifact::{write_table, Producer, TensorDataset};
 use crate::buffer::{Eviction, ReplayBuffer};
 use crate::run::{config_hash, Progress};
 use crate::stages::codebook::load_codebook;
 use crate::train::optim::{OptimKind, Optimizer};
-use crate::vqa::{ModelConfig, Questions, VqaModel};
+use crate::vqa::{ModelConfig, QuestionInput, Questions, VqaModel};
 
 /// A streaming method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,6 +85,14 @@ pub struct StreamSettings {
     pub eval_batch: usize,
     pub max_question_len: usize,
     pub l2_normalize_features: bool,
+    /// Gensen input: divide each sentence vector by its L2 norm (the reference's `qnorm`).
+    /// Left out of the config hash while false, so token runs hash as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub l2_normalize_questions: bool,
+    /// Gensen input: the `question_features` datasets of remind-import-gensen (one path or
+    /// a list, e.g. one per split). Paths are not hashed: the features' content is.
+    #[serde(skip_serializing, deserialize_with = "one_or_many")]
+    pub question_features: Vec<PathBuf>,
     /// Use at most this many training questions per question type (seeded choice), to
     /// size a stream to a time budget; None uses all.
     pub max_per_type: Option<usize>,
@@ -100,9 +114,25 @@ impl Default for StreamSettings {
             eval_batch: 256,
             max_question_len: 45,
             l2_normalize_features: false,
+            l2_normalize_questions: false,
+            question_features: Vec::new(),
             max_per_type: None,
         }
     }
+}
+
+/// A path or a list of paths.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 /// Whether to continue from checkpoints already in the output folder.
@@ -123,6 +153,9 @@ pub struct VqaInputs<'a> {
     pub train_codes: &'a Path,
     pub val_codes: &'a Path,
     pub codebook: &'a Path,
+    /// Sentence vectors per question: required when the model takes gensen input, refused
+    /// otherwise.
+    pub question_features: Option<&'a QuestionFeatures>,
 }
 
 /// Everything loaded once per run.
@@ -133,6 +166,7 @@ struct Ctx<'a> {
     val: VqaItems,
     train_codes: TensorDataset,
     val_codes: TensorDataset,
+    features: Option<&'a QuestionFeatures>,
     pq: crate::pq::ProductQuantizer,
     code_shape: [usize; 3],
     plan: StreamPlan,
@@ -148,6 +182,37 @@ impl Ctx<'_> {
             code_shape: self.code_shape,
             device: self.device,
             l2_normalize: self.s.l2_normalize_features,
+        }
+    }
+
+    /// The question side of a batch of `items` (train or val) at `idx`.
+    fn questions(&self, items: &VqaItems, idx: &[usize]) -> Result<QuestionBatch> {
+        Ok(match self.features {
+            Some(f) => QuestionBatch::Sentences(f.batch(
+                items,
+                idx,
+                self.device,
+                self.s.l2_normalize_questions,
+            )?),
+            None => {
+                let (tokens, lengths) = question_batch(items, idx, self.device);
+                QuestionBatch::Tokens { tokens, lengths }
+            }
+        })
+    }
+}
+
+/// Owned question tensors of one batch.
+enum QuestionBatch {
+    Tokens { tokens: Tensor, lengths: Tensor },
+    Sentences(Tensor),
+}
+
+impl QuestionBatch {
+    fn view(&self) -> Questions<'_> {
+        match self {
+            QuestionBatch::Tokens { tokens, lengths } => Questions::Tokens { tokens, lengths },
+            QuestionBatch::Sentences(s) => Questions::Sentences(s),
         }
     }
 }
@@ -167,6 +232,25 @@ pub fn run_vqa_stream(
         s.batch_size > 0 && s.eval_batch > 0,
         "stream.batch_size and stream.eval_batch must be positive"
     );
+    match (model.question_input, inputs.question_features) {
+        (QuestionInput::Gensen, None) => bail!(
+            "the model takes gensen sentence vectors (model.question_input: gensen): give the \
+             question features (--question-features, the output of remind-import-gensen)"
+        ),
+        (QuestionInput::Gensen, Some(f)) => ensure!(
+            f.dim() == model.gensen_dim,
+            "{}: sentence vectors are {} wide, but model.gensen_dim is {}",
+            f.paths()[0].display(),
+            f.dim(),
+            model.gensen_dim
+        ),
+        (QuestionInput::Tokens, Some(f)) => bail!(
+            "question features ({}) were given, but the model takes question tokens \
+             (model.question_input: tokens)",
+            f.paths()[0].display()
+        ),
+        (QuestionInput::Tokens, None) => {}
+    }
     let questions = super::vqa_data::read_questions(inputs.questions)?;
     let train_codes = TensorDataset::open(inputs.train_codes, "codes")?;
     let val_codes = TensorDataset::open(inputs.val_codes, "codes")?;
@@ -201,7 +285,7 @@ pub fn run_vqa_stream(
     if let Some(cap) = s.max_per_type {
         train = train.subset(&capped_per_type(&train.types, cap, s.seed));
     }
-    let val = load_split(
+    let mut val = load_split(
         &questions,
         "val",
         &val_codes,
@@ -209,6 +293,11 @@ pub fn run_vqa_stream(
         false,
         &mut report,
     )?;
+    if let Some(f) = inputs.question_features {
+        // Only the questions the stream uses need vectors (after max_per_type).
+        f.attach(&mut train, "train")?;
+        f.attach(&mut val, "val")?;
+    }
     report.train_questions = train.len();
     ensure!(
         !train.is_empty(),
@@ -217,7 +306,10 @@ pub fn run_vqa_stream(
     );
     report.val_questions = val.len();
     let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
-    let hash = config_hash(&(s, model, &info.codebook_hash))?;
+    let hash = match inputs.question_features {
+        None => config_hash(&(s, model, &info.codebook_hash))?,
+        Some(f) => config_hash(&(s, model, &info.codebook_hash, f.fingerprint()?))?,
+    };
     eprintln!(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
@@ -229,6 +321,7 @@ pub fn run_vqa_stream(
         val,
         train_codes,
         val_codes,
+        features: inputs.question_features,
         pq,
         code_shape,
         plan,
@@ -319,16 +412,9 @@ fn step(
 ) -> Result<f64> {
     tch::manual_seed(dropout_seed as i64);
     let feats = ctx.decoder().decode(codes)?;
-    let (tokens, lengths) = question_batch(&ctx.train, idx, ctx.device);
+    let questions = ctx.questions(&ctx.train, idx)?;
     let target = answer_batch(&ctx.train, idx, ctx.device);
-    let logits = model.forward_t(
-        &feats,
-        &Questions::Tokens {
-            tokens: &tokens,
-            lengths: &lengths,
-        },
-        true,
-    )?;
+    let logits = model.forward_t(&feats, &questions.view(), true)?;
     let loss = logits.cross_entropy_for_logits(&target);
     opt.zero_grad();
     loss.backward();
@@ -381,15 +467,8 @@ fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
         codes.clear();
         gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
         let feats = ctx.decoder().decode(&codes)?;
-        let (tokens, lengths) = question_batch(&ctx.val, batch, ctx.device);
-        let logits = model.forward_t(
-            &feats,
-            &Questions::Tokens {
-                tokens: &tokens,
-                lengths: &lengths,
-            },
-            false,
-        )?;
+        let questions = ctx.questions(&ctx.val, batch)?;
+        let logits = model.forward_t(&feats, &questions.view(), false)?;
         let pred = logits.argmax(-1, false).to_device(Device::Cpu);
         out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
     }

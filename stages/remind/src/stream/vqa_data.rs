@@ -1,8 +1,9 @@
-//! The VQA data a stream needs in memory: per question its padded tokens, answer, type and
-//! the row of its image's codes; plus batch assembly (codes gathered and PQ-decoded into
-//! feature maps, tokens into a padded tensor).
+//! The VQA data a stream needs in memory: per question its padded tokens, answer, type, the
+//! row of its image's codes and (gensen input) the row of its sentence vector; plus batch
+//! assembly (codes gathered and PQ-decoded into feature maps, tokens into a padded tensor,
+//! sentence vectors into a `[B, D]` tensor).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray, UInt64Array};
@@ -23,6 +24,9 @@ pub struct VqaItems {
     pub answers: Vec<i64>,
     pub types: Vec<i64>,
     pub max_len: usize,
+    /// (dataset, row) of each question's sentence vector in the [`QuestionFeatures`]; empty
+    /// until [`QuestionFeatures::attach`] (token input).
+    pub sentence_rows: Vec<(usize, usize)>,
 }
 
 impl VqaItems {
@@ -47,6 +51,11 @@ impl VqaItems {
             answers: idx.iter().map(|&i| self.answers[i]).collect(),
             types: idx.iter().map(|&i| self.types[i]).collect(),
             max_len: t,
+            sentence_rows: if self.sentence_rows.is_empty() {
+                Vec::new()
+            } else {
+                idx.iter().map(|&i| self.sentence_rows[i]).collect()
+            },
         }
     }
 }
@@ -201,7 +210,261 @@ pub fn gather_codes(
     Ok(())
 }
 
+/// How many example ids an error lists.
+const EXAMPLES: usize = 10;
+
+/// Imported sentence vectors per question ("gensen"): one or more `question_features`
+/// datasets written by `remind-import-gensen` (e.g. one per split), memory-mapped and
+/// looked up by question id. A question id may appear in only one of them.
+pub struct QuestionFeatures {
+    sets: Vec<TensorDataset>,
+    ids: Vec<Vec<u64>>,
+    dim: usize,
+}
+
+impl QuestionFeatures {
+    /// Opens and checks the datasets `paths` (files or folders of parts).
+    pub fn open(paths: &[PathBuf]) -> Result<Self> {
+        ensure!(
+            !paths.is_empty(),
+            "no question features given (the output of remind-import-gensen)"
+        );
+        let mut sets = Vec::with_capacity(paths.len());
+        let mut ids: Vec<Vec<u64>> = Vec::with_capacity(paths.len());
+        let mut dim = 0;
+        for (k, path) in paths.iter().enumerate() {
+            let ds = TensorDataset::open(path, "question_features")?;
+            let p = ds.root().display().to_string();
+            let shape = ds.shape().to_vec();
+            ensure!(
+                shape.len() == 1 && shape[0] > 0,
+                "{p}: question features must be vectors [D], found shape {shape:?}"
+            );
+            if k == 0 {
+                dim = shape[0];
+            } else {
+                ensure!(
+                    shape[0] == dim,
+                    "{p}: sentence vectors are {} wide, but those of {} are {dim} wide",
+                    shape[0],
+                    sets_root(&sets, 0)
+                );
+            }
+            let these = ds.ids()?;
+            for (j, earlier) in ids.iter().enumerate() {
+                if let Some(id) = these.iter().find(|id| earlier.binary_search(id).is_ok()) {
+                    bail!(
+                        "{p}: question id {id} also has features in {}: give each question's \
+                         features once",
+                        sets_root(&sets, j)
+                    );
+                }
+            }
+            ids.push(these);
+            sets.push(ds);
+        }
+        Ok(Self { sets, ids, dim })
+    }
+
+    /// D, the width of the sentence vectors.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The datasets' paths.
+    pub fn paths(&self) -> Vec<&Path> {
+        self.sets.iter().map(TensorDataset::root).collect()
+    }
+
+    /// A fingerprint of the content (width, and rows and checksum of every part), for
+    /// the run's config hash: equal files under another path keep checkpoints valid.
+    pub fn fingerprint(&self) -> Result<Vec<String>> {
+        let mut out = vec![format!("dim={}", self.dim)];
+        for ds in &self.sets {
+            for part in ds.parts() {
+                out.push(format!("{}:{}", part.len(), part.checksum()?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn locate(&self, id: u64) -> Option<(usize, usize)> {
+        self.ids
+            .iter()
+            .enumerate()
+            .find_map(|(k, ids)| ids.binary_search(&id).ok().map(|row| (k, row)))
+    }
+
+    /// Finds the sentence vector of every question of `items` (of split `split`); an error
+    /// names the files and the first question ids without features.
+    pub fn attach(&self, items: &mut VqaItems, split: &str) -> Result<()> {
+        let mut rows = Vec::with_capacity(items.len());
+        let mut missing = Vec::new();
+        for &id in &items.question_ids {
+            match self.locate(id) {
+                Some(r) => rows.push(r),
+                None => missing.push(id),
+            }
+        }
+        if !missing.is_empty() {
+            let files: Vec<String> = self
+                .paths()
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            let mut head: Vec<String> = missing.iter().take(EXAMPLES).map(u64::to_string).collect();
+            if missing.len() > EXAMPLES {
+                head.push("...".into());
+            }
+            bail!(
+                "{}: {} of the {} {split} questions have no sentence features (question ids \
+                 {}): import features for every question the stream uses \
+                 (remind-import-gensen on the same questions table, for all splits or once \
+                 per split)",
+                files.join(", "),
+                missing.len(),
+                items.len(),
+                head.join(", ")
+            );
+        }
+        items.sentence_rows = rows;
+        Ok(())
+    }
+
+    /// Sentence vectors `[B, D]` of the given items (attached first), each divided by its
+    /// L2 norm (plus 1e-8, as the reference does) if `l2_normalize`.
+    pub fn batch(
+        &self,
+        items: &VqaItems,
+        idx: &[usize],
+        device: Device,
+        l2_normalize: bool,
+    ) -> Result<Tensor> {
+        ensure!(
+            items.sentence_rows.len() == items.len(),
+            "sentence vectors were not attached to the questions"
+        );
+        let d = self.dim;
+        let mut values = Vec::with_capacity(idx.len() * d);
+        for &i in idx {
+            let (set, row) = items.sentence_rows[i];
+            let v = self.sets[set].row_f32(row)?;
+            if l2_normalize {
+                let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt() + 1e-8;
+                values.extend(v.iter().map(|x| x / norm));
+            } else {
+                values.extend_from_slice(v);
+            }
+        }
+        Ok(Tensor::from_slice(&values)
+            .view([idx.len() as i64, d as i64])
+            .to_device(device))
+    }
+}
+
+fn sets_root(sets: &[TensorDataset], k: usize) -> String {
+    sets[k].root().display().to_string()
+}
+
 /// Reads a questions table and checks it has what streaming needs.
 pub fn read_questions(path: &Path) -> Result<Table> {
     Table::read(path, "questions")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::tensor::write_tensor;
+    use crate::artifact::{DType, Payload, Producer, TensorSpec};
+    use crate::vqa_data::gensen::{DIM_KEY, SOURCE_FORMAT_KEY, SOURCE_KEY};
+
+    /// A question_features file with rows `ids`, row i being `[id, id + 0.5, ...]` (D wide).
+    fn features(path: &Path, ids: &[u64], d: usize) -> PathBuf {
+        let values: Vec<f32> = ids
+            .iter()
+            .flat_map(|&id| (0..d).map(move |c| id as f32 + c as f32 * 0.5))
+            .collect();
+        let spec = TensorSpec::new(
+            "question_features",
+            &[d],
+            "D",
+            DType::F32,
+            Producer::new("test", "0"),
+        )
+        .with(SOURCE_KEY, "test")
+        .with(SOURCE_FORMAT_KEY, "npy")
+        .with(DIM_KEY, d.to_string());
+        write_tensor(path, spec, ids, Payload::F32(&values)).unwrap()
+    }
+
+    fn items(ids: &[u64]) -> VqaItems {
+        VqaItems {
+            question_ids: ids.to_vec(),
+            image_rows: vec![0; ids.len()],
+            lengths: vec![1; ids.len()],
+            tokens: vec![1; ids.len()],
+            answers: vec![0; ids.len()],
+            types: vec![0; ids.len()],
+            max_len: 1,
+            sentence_rows: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn sentence_vectors_join_by_question_id_across_files() {
+        let dir = std::env::temp_dir().join(format!("remind-qfeat-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let train = features(&dir.join("train.arrow"), &[3, 5, 9], 2);
+        let val = features(&dir.join("val.arrow"), &[100, 101], 2);
+        let f = QuestionFeatures::open(&[train.clone(), val.clone()]).unwrap();
+        assert_eq!(f.dim(), 2);
+
+        let mut tr = items(&[9, 3, 5]);
+        f.attach(&mut tr, "train").unwrap();
+        assert_eq!(tr.sentence_rows, [(0, 2), (0, 0), (0, 1)]);
+        // Subsets keep each question's own row (replay looks items up by index).
+        let sub = tr.subset(&[2, 0]);
+        assert_eq!(sub.sentence_rows, [(0, 1), (0, 2)]);
+        let b = f.batch(&tr, &[1, 0, 1], Device::Cpu, false).unwrap();
+        assert_eq!(b.size(), [3, 2]);
+        assert_eq!(
+            Vec::<f32>::try_from(b.flatten(0, 1)).unwrap(),
+            [3.0, 3.5, 9.0, 9.5, 3.0, 3.5]
+        );
+        let n = f.batch(&tr, &[1], Device::Cpu, true).unwrap();
+        let v = Vec::<f32>::try_from(n.flatten(0, 1)).unwrap();
+        assert!((v[0] * v[0] + v[1] * v[1] - 1.0).abs() < 1e-5, "{v:?}");
+        let mut va = items(&[101]);
+        f.attach(&mut va, "val").unwrap();
+        assert_eq!(va.sentence_rows, [(1, 1)]);
+
+        // Missing vectors name the files and the first ids.
+        let mut bad = items(&[3, 7, 8, 100]);
+        let err = format!("{:#}", f.attach(&mut bad, "train").unwrap_err());
+        assert!(
+            err.contains("train.arrow, ")
+                && err.contains("val.arrow")
+                && err.contains("2 of the 4 train questions have no sentence features")
+                && err.contains("question ids 7, 8)"),
+            "{err}"
+        );
+        // A question in two files, and files of different widths, are refused.
+        let dup = features(&dir.join("dup.arrow"), &[1, 5], 2);
+        let err = format!(
+            "{:#}",
+            QuestionFeatures::open(&[train.clone(), dup]).err().unwrap()
+        );
+        assert!(err.contains("question id 5 also has features in"), "{err}");
+        let wide = features(&dir.join("wide.arrow"), &[200], 3);
+        let err = format!(
+            "{:#}",
+            QuestionFeatures::open(&[train, wide]).err().unwrap()
+        );
+        assert!(
+            err.contains("3 wide") && err.contains("are 2 wide"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
