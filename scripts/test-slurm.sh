@@ -27,6 +27,10 @@ RUN=$ART/clevr-tiny
 LOGS=$T/logs
 mkdir -p "$LOGS"
 export REMIND_BIN=$BIN REMIND_QUIET=1
+# The makes driven here run on the binaries in BIN, built already (SETUP=), and must not
+# inherit the flags and overrides of an outer make (`make test-slurm`).
+unset MAKEFLAGS MFLAGS MAKELEVEL
+mk() { make --no-print-directory -s SETUP= BIN="$BIN" ART="$ART" "$@"; }
 
 say() { echo "test-slurm: $*" >&2; }
 fail() {
@@ -82,14 +86,14 @@ export SLURM_CONF=$CLUSTER/slurm.conf
 
 # --- 1. the tiny chain without Slurm -----------------------------------------------------------
 say "1. the tiny chain without Slurm (make clevr-tiny)"
-make -s clevr-tiny ART="$ART" STAGE_THREADS=1 QUIET=1 >"$LOGS/local.log" 2>&1 ||
+mk clevr-tiny STAGE_THREADS=1 QUIET=1 >"$LOGS/local.log" 2>&1 ||
     { tail -n 30 "$LOGS/local.log" >&2; fail "make clevr-tiny"; }
 mv "$ART" "$T/local"
 say "   done at $((SECONDS - start)) s"
 
 # --- 2. the same chain through Slurm, 3 shards -------------------------------------------------
 say "2. the same chain as Slurm jobs (make slurm-clevr-tiny SHARDS=3)"
-make -s slurm-clevr-tiny ART="$ART" SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm.log" 2>&1 ||
+mk slurm-clevr-tiny SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm.log" 2>&1 ||
     { cat "$LOGS/slurm.log" >&2; fail "make slurm-clevr-tiny"; }
 grep -q "^features-train " "$RUN/slurm/jobs.txt" || fail "no features array in $RUN/slurm/jobs.txt"
 for ds in features/train features/val codes/train codes/val; do
@@ -170,7 +174,7 @@ if "$BIN/remind-artifact" check-complete "$RUN/codes/val" --shards 3 2>"$LOGS/ch
     fail "check-complete passed on a dataset without part 1"
 fi
 expect_in "$LOGS/check-lost.err" "missing shard(s) 1/3 of 3"
-make -s slurm-clevr-tiny ART="$ART" SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm-lost.log" 2>&1 ||
+mk slurm-clevr-tiny SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm-lost.log" 2>&1 ||
     { cat "$LOGS/slurm-lost.log" >&2; fail "resubmission after a lost part"; }
 submitted=$(cut -d' ' -f1 "$RUN/slurm/jobs.txt" | paste -sd' ')
 [ "$submitted" = "codes-val check-codes-val" ] || fail "resubmission submitted '$submitted'"
@@ -240,7 +244,7 @@ expect_states "$a" "0 FAILED;1 FAILED"
 expect_in "$LOGS/synth-${a}_0.out" "the shard count changed between submissions"
 expect_in "$LOGS/check-$c.out" "parts were written for 3 shard(s)"
 # The same through the driver: SHARDS=2 for a run made with 3.
-if make -s slurm-clevr-tiny ART="$ART" SHARDS=2 CPUS=1 WAIT=1 >"$LOGS/slurm-n2.log" 2>&1; then
+if mk slurm-clevr-tiny SHARDS=2 CPUS=1 WAIT=1 >"$LOGS/slurm-n2.log" 2>&1; then
     fail "the driver accepted SHARDS=2 for datasets of 3 shards"
 fi
 check_job=$(awk '$1 == "check-features-train" {print $2}' "$RUN/slurm/jobs.txt")
