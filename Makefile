@@ -21,13 +21,15 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test lint fmt bench bench-pq bench-classify bench-features clean
+.PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-features clean
 
 help:
 	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
 	@echo "make tdiuc-qtype   streaming VQA on TDIUC (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
 	@echo "make fashion-mnist streaming image classification on Fashion-MNIST (FULL=1: whole stream)"
 	@echo "make test          run the test suite (installs and builds what is missing)"
+	@echo "make slurm-clevr-qtype  submit the clevr-qtype chain to Slurm (SHARDS=N array tasks)"
+	@echo "make test-slurm    the Slurm test: a local single-node cluster runs the tiny chain"
 	@echo "make bench         run the benchmarks, results under $(ART)/bench/"
 	@echo "make setup         install the Python env (libtorch) and build the binaries"
 
@@ -49,6 +51,12 @@ build: $(VENV_STAMP)
 
 test: setup
 	cargo test --release --workspace -- --test-threads=2
+
+# Starts a private single-node Slurm cluster (installs slurm-wlm and munge when missing;
+# needs root or sudo), runs the tiny chain through it and without it, compares every
+# artifact, exercises cancelled shards and refused resubmissions, stops its daemons.
+test-slurm: setup
+	bash scripts/test-slurm.sh
 
 lint: $(VENV_STAMP)
 	cargo fmt --all -- --check
@@ -83,7 +91,10 @@ bench-pq: setup
 # weights instead of training the small embedded one. TDIUC (`make tdiuc-qtype`,
 # `make tdiuc-iid`) needs TDIUC_DIR=/path/to/TDIUC and BACKBONE_WEIGHTS (no scenes to train
 # the embedded backbone on). SETUP= skips the install-and-build step before each stage
-# (for callers that built the binaries already, such as the tests).
+# (for callers that built the binaries already, such as the tests). STAGE_THREADS=N passes
+# --threads N to every libtorch stage (default: libtorch's choice); results are
+# bit-identical between runs with the same thread count. `make slurm-<pipeline>` submits a
+# pipeline to Slurm instead (pipelines/slurm/submit.sh; SHARDS=N tasks per sharded stage).
 CLEVR_DIR ?=
 TDIUC_DIR ?=
 BACKBONE_WEIGHTS ?=
@@ -92,7 +103,10 @@ CLEVR_STAMP := $(if $(CLEVR_DIR),$(CLEVR_DIR)/questions/CLEVR_train_questions.js
 STAGE = $(if $(QUIET),REMIND_QUIET=1 )$(BIN)/remind-$(1)
 QUIET ?=
 SETUP ?= setup
+STAGE_THREADS ?=
+THREADS_ARG = $(if $(STAGE_THREADS),--threads $(STAGE_THREADS))
 METHODS := offline remind finetune
+SHARDS ?= 4
 
 # Per data set: its root, the file that stands for it, the import flag, the image folder of
 # split $(2) under root $(1), and the default config of pipeline $(1).
@@ -101,13 +115,22 @@ clevr_STAMP := $(CLEVR_STAMP)
 clevr_IMPORT := --clevr-dir
 clevr_images = $(1)/images/$(2)
 clevr_config = $(if $(CLEVR_DIR),pipelines/$(1)-paper.yaml,pipelines/$(1).yaml)
+clevr_GEN := $(if $(CLEVR_DIR),,pipelines/clevr-qtype.yaml)
 tdiuc_DATA := $(TDIUC_DIR)
 tdiuc_STAMP := $(TDIUC_DIR)/Questions/OpenEnded_mscoco_train2014_questions.json
 tdiuc_IMPORT := --tdiuc-dir
 tdiuc_images = $(1)/Images/$(2)2014
 tdiuc_config = pipelines/$(1).yaml
+tdiuc_GEN :=
+# clevr-tiny: a tiny generated mini-CLEVR of its own (make test-slurm).
+tinyclevr_DATA := $(ART)/mini-clevr-tiny
+tinyclevr_STAMP := $(ART)/mini-clevr-tiny/.complete
+tinyclevr_IMPORT := --clevr-dir
+tinyclevr_images = $(1)/images/$(2)
+tinyclevr_config = pipelines/$(1).yaml
+tinyclevr_GEN := pipelines/clevr-tiny.yaml
 
-TDIUC_GOALS := $(filter tdiuc-qtype tdiuc-iid,$(MAKECMDGOALS))
+TDIUC_GOALS := $(filter tdiuc-qtype tdiuc-iid slurm-tdiuc-qtype slurm-tdiuc-iid,$(MAKECMDGOALS))
 ifneq ($(TDIUC_GOALS),)
 ifeq ($(TDIUC_DIR),)
 $(error make $(TDIUC_GOALS) needs TDIUC_DIR=/path/to/TDIUC, the TDIUC release (it cannot be downloaded here) holding Questions/OpenEnded_mscoco_{train,val}2014_questions.json, Annotations/mscoco_{train,val}2014_annotations.json and Images/{train,val}2014/COCO_*.jpg, and BACKBONE_WEIGHTS=resnet101.safetensors (ImageNet ResNet-101 converted with scripts/convert_weights.py); see README, "TDIUC")
@@ -124,6 +147,10 @@ $(ART)/mini-clevr/.complete: | $(SETUP)
 	$(call STAGE,generate-clevr) --config pipelines/clevr-qtype.yaml --out $(ART)/mini-clevr --run-dir $(ART)/mini-clevr
 	@touch $@
 
+$(ART)/mini-clevr-tiny/.complete: | $(SETUP)
+	$(call STAGE,generate-clevr) --config pipelines/clevr-tiny.yaml --out $(ART)/mini-clevr-tiny --run-dir $(ART)/mini-clevr-tiny
+	@touch $@
+
 # vqa_pipeline(name, dataset): the whole chain for pipelines/<name>.yaml (or CONFIG) on
 # data set `clevr` or `tdiuc` into $(ART)/<name>.
 define vqa_pipeline
@@ -138,18 +165,18 @@ $$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SE
 	$$(call STAGE,import-questions) $$($(1)_ARGS) $$($(2)_IMPORT) $$($(1)_DATA) --out $$($(1)_RUN)/questions
 
 $$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
-	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@
+	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@ $$(THREADS_ARG)
 
 $$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
 	rm -rf $$(@D)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG)
 
 $$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | $$(SETUP)
-	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@
+	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@ $$(THREADS_ARG)
 
 $$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | $$(SETUP)
 	rm -rf $$(@D)
-	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D)
+	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D) $$(THREADS_ARG)
 
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
 	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
@@ -157,22 +184,29 @@ $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/c
 $$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
-		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
 
 $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
 		--question-types $$($(1)_RUN)/questions/question_types.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
 
-.PHONY: $(1)
+.PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
 	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+
+# The same chain as Slurm jobs (pipelines/slurm/submit.sh: resources, WAIT=1, ...).
+slurm-$(1): | $$(SETUP)
+	bash pipelines/slurm/submit.sh CONFIG=$$($(1)_CONFIG) RUN=$$($(1)_RUN) DATA=$$($(1)_DATA) \
+		GEN_CONFIG=$$($(2)_GEN) IMPORT_FLAG=$$($(2)_IMPORT) IMAGES='$$(call $(2)_images,$$($(1)_DATA),{split})' \
+		BACKBONE_WEIGHTS=$$(BACKBONE_WEIGHTS) SHARDS=$$(SHARDS) BIN=$$(BIN) METHODS="$$(METHODS)"
 endef
 
 $(eval $(call vqa_pipeline,clevr-qtype,clevr))
 $(eval $(call vqa_pipeline,clevr-iid,clevr))
 $(eval $(call vqa_pipeline,tdiuc-qtype,tdiuc))
 $(eval $(call vqa_pipeline,tdiuc-iid,tdiuc))
+$(eval $(call vqa_pipeline,clevr-tiny,tinyclevr))
 
 # ---------------------------------------------------------------------------------------
 # Class-incremental image classification (REMIND's ImageNet protocol). `make fashion-mnist`

@@ -400,6 +400,11 @@ fn shards_form_one_dataset_equal_to_a_single_run() {
     }
     let err = run_fail(stage("remind-artifact").arg("verify").arg(&sharded));
     assert!(err.contains("missing shard(s) 1/3"), "{err}");
+    let err = run_fail(stage("remind-artifact").arg("check-complete").arg(&sharded));
+    assert!(
+        err.contains("incomplete dataset: missing shard(s) 1/3 of 3"),
+        "{err}"
+    );
     // Slurm's array variables stand in for --shard.
     run_ok(
         stage("remind-synth-features")
@@ -418,6 +423,30 @@ fn shards_form_one_dataset_equal_to_a_single_run() {
     for r in 0..a.len() {
         assert_eq!(a.row_f32(r).unwrap(), b.row_f32(r).unwrap(), "row {r}");
     }
+    let out = run_ok(
+        stage("remind-artifact")
+            .arg("compare")
+            .arg(&whole)
+            .arg(&sharded),
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("same: 70 rows"));
+    let out = run_ok(
+        stage("remind-artifact")
+            .args(["check-complete", "--shards", "3", "--covers"])
+            .arg(&whole)
+            .arg(&sharded),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("complete: 3 features part(s), 70 rows"),
+        "{text}"
+    );
+    let err = run_fail(
+        stage("remind-artifact")
+            .args(["check-complete", "--shards", "2"])
+            .arg(&sharded),
+    );
+    assert!(err.contains("shard count changed"), "{err}");
     // A finished part is not rewritten; a different shard count is refused.
     let part = sharded.join("part-00001-of-00003.arrow");
     let before = std::fs::metadata(&part).unwrap().modified().unwrap();
@@ -470,22 +499,30 @@ fn shards_form_one_dataset_equal_to_a_single_run() {
             .arg("--run-dir")
             .arg(&dir),
     );
-    for k in [0, 2] {
-        run_ok(
-            stage("remind-synth-features")
-                .args(args)
-                .arg("--shard")
-                .arg(format!("{k}/3"))
-                .arg("--out")
-                .arg(dir.join("mixed"))
-                .arg("--run-dir")
-                .arg(&dir),
-        );
-    }
-    let err = TensorDataset::open(&dir.join("mixed"), "features")
+    // A shard submitted with other parameters than a finished one refuses to run...
+    let err = run_fail(
+        stage("remind-synth-features")
+            .args(args)
+            .arg("--shard")
+            .arg("0/3")
+            .arg("--out")
+            .arg(dir.join("mixed"))
+            .arg("--run-dir")
+            .arg(&dir),
+    );
+    assert!(err.contains("different parameters"), "{err}");
+    // ...and parts mixed by hand are refused by readers and by the completeness check.
+    std::fs::copy(
+        dir.join("mixed/part-00001-of-00003.arrow"),
+        dir.join("sharded/part-00001-of-00003.arrow"),
+    )
+    .unwrap();
+    let err = TensorDataset::open(&sharded, "features")
         .err()
         .unwrap()
         .to_string();
+    assert!(err.contains("different parameters"), "{err}");
+    let err = run_fail(stage("remind-artifact").arg("check-complete").arg(&sharded));
     assert!(err.contains("different parameters"), "{err}");
     // The manifest records each part with its stage and config hash.
     let manifest: serde_json::Value =

@@ -80,14 +80,14 @@ pub fn write_synthetic_features(
     shard: Shard,
 ) -> Result<Option<PathBuf>> {
     ensure!(cfg.batch > 0, "synth_features.batch must be positive");
-    if part_is_done(out, shard, "features")? {
+    let hash = config_hash(cfg)?;
+    if part_is_done(out, shard, "features", &hash)? {
         eprintln!(
             "synth-features: {} already complete, skipped",
             part_path(out, shard).display()
         );
         return Ok(None);
     }
-    let hash = config_hash(cfg)?;
     let producer = Producer::new("synth-features", &hash).param("seed", cfg.seed);
     let spec = TensorSpec::new(
         "features",

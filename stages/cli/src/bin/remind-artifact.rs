@@ -3,9 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{ensure, Result};
 use clap::{Parser, Subcommand};
+use remind::artifact::dataset::{check_complete, compare_datasets};
 use remind::artifact::schema::{all_schemas, Format};
+use remind::artifact::table::read_id_column;
 use remind::artifact::{Table, TensorDataset, TensorFile};
 use remind_stages::main_with;
 
@@ -24,6 +26,25 @@ enum Command {
     Inspect { path: PathBuf },
     /// Fully validate an artifact (schema, structure, ids, checksums); exit 1 if invalid.
     Verify { path: PathBuf },
+    /// Check that a sharded dataset folder is complete before the next stage reads it: every
+    /// shard's part present and valid, one shard count, the same parameters (config hash),
+    /// ids disjoint and covering the input. Exit 1 naming the missing or damaged shards.
+    CheckComplete {
+        /// Dataset folder.
+        dir: PathBuf,
+        /// The shard count N the parts must have been written for.
+        #[arg(long)]
+        shards: Option<usize>,
+        /// The input whose ids the dataset must hold exactly: a dataset (folder or .arrow) or
+        /// a Parquet table with an `id` column [default: for a features folder, the ids of
+        /// its images.parquet less the images listed in its bad_images*.json].
+        #[arg(long)]
+        covers: Option<PathBuf>,
+    },
+    /// Compare two artifacts by content; exit 1 at the first difference. Tensor datasets
+    /// (file or folder, any sharding): kind, shape, layout, dtype, config hash, then ids and
+    /// payload bytes row by row. Parquet tables: schema (without metadata) and rows.
+    Compare { a: PathBuf, b: PathBuf },
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -65,6 +86,79 @@ fn main() -> ExitCode {
                     println!("{} (v{}, {fmt}): {}", s.kind, s.version, cols.join(", "));
                 }
             }
+            Command::CheckComplete {
+                dir,
+                shards,
+                covers,
+            } => {
+                let expected = match &covers {
+                    Some(input) => Some(input_ids(input)?),
+                    None => remind::features::expected_ids(&dir)?,
+                };
+                let done = check_complete(&dir, shards, expected.as_deref())?;
+                let ids = match (done.first_id, done.last_id) {
+                    (Some(lo), Some(hi)) => format!("ids {lo}..={hi}"),
+                    _ => "no ids".into(),
+                };
+                println!(
+                    "{}: complete: {} {} part(s), {} rows, {ids}{}, config hash {}",
+                    dir.display(),
+                    done.shards,
+                    done.kind,
+                    done.rows,
+                    if expected.is_some() {
+                        ", covering the input"
+                    } else {
+                        ""
+                    },
+                    done.config_hash
+                );
+            }
+            Command::Compare { a, b } if is_parquet(&a) || is_parquet(&b) => {
+                let (ta, tb) = (Table::read_any(&a)?, Table::read_any(&b)?);
+                let fields = |t: &Table| {
+                    t.batch
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| (f.name().clone(), f.data_type().clone()))
+                        .collect::<Vec<_>>()
+                };
+                ensure!(
+                    ta.kind() == tb.kind() && fields(&ta) == fields(&tb),
+                    "{} and {} differ in kind or columns",
+                    a.display(),
+                    b.display()
+                );
+                ensure!(
+                    ta.num_rows() == tb.num_rows(),
+                    "{} has {} rows, {} has {}",
+                    a.display(),
+                    ta.num_rows(),
+                    b.display(),
+                    tb.num_rows()
+                );
+                for (i, (ca, cb)) in ta
+                    .batch
+                    .columns()
+                    .iter()
+                    .zip(tb.batch.columns())
+                    .enumerate()
+                {
+                    ensure!(
+                        ca == cb,
+                        "column '{}' differs between {} and {}",
+                        ta.batch.schema().field(i).name(),
+                        a.display(),
+                        b.display()
+                    );
+                }
+                println!("same: {} rows of {}", ta.num_rows(), ta.kind());
+            }
+            Command::Compare { a, b } => {
+                let rows = compare_datasets(&a, &b)?;
+                println!("same: {rows} rows");
+            }
             Command::Inspect { path } | Command::Verify { path } if is_parquet(&path) => {
                 let table = Table::read_any(&path)?;
                 println!(
@@ -79,8 +173,7 @@ fn main() -> ExitCode {
             }
             Command::Inspect { path } | Command::Verify { path } => {
                 if path.is_dir() {
-                    let kind = first_kind(&path)?;
-                    let ds = TensorDataset::open(&path, &kind)?;
+                    let ds = TensorDataset::open_any(&path)?;
                     println!(
                         "dataset: {} ({} parts, {} rows)",
                         path.display(),
@@ -100,9 +193,11 @@ fn main() -> ExitCode {
     })
 }
 
-/// The kind named by the first part of a dataset folder.
-fn first_kind(dir: &Path) -> Result<String> {
-    let parts = remind::artifact::dataset::complete_parts(dir)?;
-    let file = TensorFile::open_any(&parts[0])?;
-    Ok(file.meta("remind.kind")?.to_string())
+/// The ids of `input`: a tensor dataset (folder or .arrow file) or a Parquet table's `id`.
+fn input_ids(input: &Path) -> Result<Vec<u64>> {
+    if is_parquet(input) {
+        read_id_column(input, "id")
+    } else {
+        TensorDataset::open_any(input)?.ids()
+    }
 }

@@ -31,7 +31,11 @@ impl AtomicFile {
             .to_string_lossy()
             .into_owned();
         remove_stale_temps(&dir, &name);
-        let temp_path = dir.join(format!("{TEMP_PREFIX}{name}.{}", std::process::id()));
+        let temp_path = dir.join(format!(
+            "{TEMP_PREFIX}{name}.{}.{}",
+            host_tag(),
+            std::process::id()
+        ));
         let file = File::create(&temp_path)
             .with_context(|| format!("cannot create {}", temp_path.display()))?;
         Ok(Self {
@@ -103,8 +107,47 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// This machine's short host name, as it appears in temporary file names: on a shared file
+/// system, writers on several nodes (the shards of a job array) may work in one folder, and a
+/// process id means something only on the node that issued it.
+fn host_tag() -> String {
+    let name = fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_default();
+    let short: String = name
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if short.is_empty() {
+        "localhost".into()
+    } else {
+        short
+    }
+}
+
+/// The final file name a temporary file stands for (`.tmp-<name>.<host>.<pid>`), if it is one.
+pub fn temp_target(file_name: &str) -> Option<&str> {
+    let rest = file_name.strip_prefix(TEMP_PREFIX)?;
+    let (rest, pid) = rest.rsplit_once('.')?;
+    let (name, _host) = rest.rsplit_once('.')?;
+    pid.parse::<u32>().ok().map(|_| name)
+}
+
+/// Removes the temporaries of `name` left by dead writers of this host. Those of live
+/// processes, and those of other hosts (whose processes cannot be seen from here), stay.
 fn remove_stale_temps(dir: &Path, name: &str) {
-    let prefix = format!("{TEMP_PREFIX}{name}.");
+    let prefix = format!("{TEMP_PREFIX}{name}.{}.", host_tag());
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
@@ -114,8 +157,7 @@ fn remove_stale_temps(dir: &Path, name: &str) {
             continue;
         };
         if let Some(pid) = n.strip_prefix(&prefix) {
-            // Only temporaries whose writer is gone: another live process may own one.
-            let alive = Path::new("/proc").join(pid).exists();
+            let alive = pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists();
             if !alive {
                 let _ = fs::remove_file(entry.path());
             }
@@ -139,7 +181,18 @@ mod tests {
         assert!(!path.exists());
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         write_bytes(&path, b"whole").unwrap();
-        assert_eq!(fs::read(&path).unwrap(), b"whole");
+        // A dead writer's temporary of this host is cleared; another host's is left alone.
+        let dead = dir.join(format!("{TEMP_PREFIX}a.bin.{}.4000000", host_tag()));
+        let other = dir.join(format!("{TEMP_PREFIX}a.bin.elsewhere-node.1"));
+        fs::write(&dead, b"x").unwrap();
+        fs::write(&other, b"x").unwrap();
+        assert_eq!(
+            temp_target(&dead.file_name().unwrap().to_string_lossy()),
+            Some("a.bin")
+        );
+        write_bytes(&path, b"again").unwrap();
+        assert!(!dead.exists() && other.exists());
+        assert_eq!(fs::read(&path).unwrap(), b"again");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

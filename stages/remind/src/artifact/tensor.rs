@@ -305,6 +305,12 @@ impl TensorFile {
         Ok(file)
     }
 
+    /// The producer recorded in `path`'s metadata, without validating rows or checksum
+    /// (cheap: for comparing the parameters of a dataset's parts).
+    pub fn read_producer(path: &Path) -> Result<Producer> {
+        TensorFile::open_unchecked(path)?.producer()
+    }
+
     fn open_unchecked(path: &Path) -> Result<Self> {
         let p = path.display();
         let handle = File::open(path).with_context(|| format!("cannot open {p}"))?;

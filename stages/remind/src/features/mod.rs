@@ -202,6 +202,29 @@ pub fn report_name(shard: Shard) -> String {
 /// Name of the image index in the dataset folder.
 pub const INDEX_NAME: &str = "images.parquet";
 
+/// The ids a complete features dataset in `dir` must hold: those of its image index
+/// (`images.parquet`) less the undecodable images its shards reported (`bad_images*.json`);
+/// `None` when the folder has no index (a dataset of another stage).
+pub fn expected_ids(dir: &Path) -> Result<Option<Vec<u64>>> {
+    let index = dir.join(INDEX_NAME);
+    if !index.exists() {
+        return Ok(None);
+    }
+    let mut ids = crate::artifact::table::read_id_column(&index, "id")?;
+    let mut bad = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("bad_images") && name.ends_with(".json") {
+            let listed: Vec<BadImage> = serde_json::from_slice(&std::fs::read(&path)?)
+                .with_context(|| format!("{}: not a bad-images report", path.display()))?;
+            bad.extend(listed.into_iter().map(|b| b.id));
+        }
+    }
+    ids.retain(|id| !bad.contains(id));
+    Ok(Some(ids))
+}
+
 /// Extracts the features of `shard`'s images on `device`.
 pub fn extract_features(
     cfg: &ExtractConfig,
@@ -240,7 +263,7 @@ pub fn extract_features(
         .param("images", images_dir.display().to_string());
     let index = out.join(INDEX_NAME);
     let report_path = out.join(report_name(shard));
-    if part_is_done(out, shard, "features")? {
+    if part_is_done(out, shard, "features", &hash)? {
         return Ok(ExtractOutcome {
             part: None,
             index,

@@ -30,10 +30,18 @@ impl Shard {
     /// The explicit `--shard` value when given, else Slurm's array variables when set,
     /// else the whole input.
     pub fn resolve(flag: Option<Shard>) -> Result<Shard> {
+        Shard::resolve_with(flag, |name| std::env::var(name).ok())
+    }
+
+    /// [`Shard::resolve`] with the environment given by `env`.
+    pub fn resolve_with(
+        flag: Option<Shard>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Shard> {
         if let Some(s) = flag {
             return Ok(s);
         }
-        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let var = |name: &str| env(name).filter(|v| !v.is_empty());
         match (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT")) {
             (Some(k), Some(n)) => {
                 let k: usize = k
@@ -46,6 +54,18 @@ impl Shard {
                 let min = var("SLURM_ARRAY_TASK_MIN")
                     .and_then(|m| m.parse::<usize>().ok())
                     .unwrap_or(0);
+                // A subset (--array=1,2 to redo two of three shards) or a stepped range
+                // would be read as a different N: refused, the whole range is resubmitted
+                // instead (finished parts are skipped).
+                if let Some(max) = var("SLURM_ARRAY_TASK_MAX").and_then(|m| m.parse::<usize>().ok())
+                {
+                    ensure!(
+                        max.checked_sub(min).map(|span| span + 1) == Some(n),
+                        "the job array's task ids are not one contiguous range (min {min}, max \
+                         {max}, {n} tasks), so K/N cannot be taken from it: submit the whole range \
+                         --array=0-<N-1> (finished shards are skipped), or pass --shard K/N"
+                    );
+                }
                 Shard::new(
                     k.checked_sub(min)
                         .ok_or_else(|| anyhow!("array task {k} below minimum {min}"))?,
@@ -116,9 +136,58 @@ mod tests {
             assert_eq!(next, 23);
         }
         assert!("3/3".parse::<Shard>().is_err());
+        assert!("1/0".parse::<Shard>().is_err());
         assert_eq!(
             Shard::from_part_name(&Shard::new(2, 5).unwrap().part_name()),
             Some(Shard::new(2, 5).unwrap())
         );
+    }
+
+    fn slurm<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn slurm_array_variables_give_the_shard() {
+        let s = |vars: &[(&str, &str)]| Shard::resolve_with(None, slurm(vars));
+        assert_eq!(s(&[]).unwrap(), Shard::WHOLE);
+        let zero_based = [
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "2"),
+        ];
+        assert_eq!(s(&zero_based).unwrap(), Shard::new(2, 3).unwrap());
+        let one_based = [
+            ("SLURM_ARRAY_TASK_ID", "1"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+            ("SLURM_ARRAY_TASK_MIN", "1"),
+            ("SLURM_ARRAY_TASK_MAX", "3"),
+        ];
+        assert_eq!(s(&one_based).unwrap(), Shard::new(0, 3).unwrap());
+        // The flag wins over the environment.
+        let flag = Shard::new(1, 4).unwrap();
+        assert_eq!(
+            Shard::resolve_with(Some(flag), slurm(&zero_based)).unwrap(),
+            flag
+        );
+        // --array=0,2 (a subset) or --array=0-4:2 (a step): K/N would be wrong; refused.
+        let subset = [
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_MAX", "2"),
+        ];
+        let err = s(&subset).unwrap_err().to_string();
+        assert!(err.contains("not one contiguous range"), "{err}");
+        let bad = [
+            ("SLURM_ARRAY_TASK_ID", "x"),
+            ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ];
+        assert!(s(&bad).is_err());
     }
 }

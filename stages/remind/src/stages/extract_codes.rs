@@ -45,7 +45,13 @@ pub fn extract_codes(
         pq.dim(),
         features.display()
     );
-    if part_is_done(out, shard, "codes")? {
+    let producer = Producer::new(
+        "extract-codes",
+        &config_hash(&(&info.codebook_hash, batch_items))?,
+    )
+    .param("features", features.display().to_string())
+    .param("codebook", codebook.display().to_string());
+    if part_is_done(out, shard, "codes", &producer.config_hash)? {
         eprintln!(
             "extract-codes: {} already complete, skipped",
             part_path(out, shard).display()
@@ -53,12 +59,6 @@ pub fn extract_codes(
         return Ok(None);
     }
     let pq = pq.to_device(device)?;
-    let producer = Producer::new(
-        "extract-codes",
-        &config_hash(&(&info.codebook_hash, batch_items))?,
-    )
-    .param("features", features.display().to_string())
-    .param("codebook", codebook.display().to_string());
     let spec = TensorSpec::new(
         "codes",
         &[h, w, info.num_subspaces],

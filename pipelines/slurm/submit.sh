@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Submits a streaming-VQA pipeline (pipelines/<name>.yaml) to Slurm as a chain of jobs:
+#
+#   generate-clevr (mini-CLEVR, unless the data set is given)
+#     ├─> import-questions
+#     └─> train-backbone (unless BACKBONE_WEIGHTS are given)
+#           └─> extract-features: an array of N tasks per split ─> check
+#                 └─> fit-pq (training split) ─> extract-codes: an array of N per split ─> check
+#                       └─> stream-train: one job per method (after import-questions too)
+#                             └─> evaluate
+#
+# Sharded stages run as job arrays of SHARDS tasks (K and N from SLURM_ARRAY_TASK_ID and
+# SLURM_ARRAY_TASK_COUNT), each followed by a completeness check that runs however the
+# array ended (afterany) and lets the next stage start (afterok) only once every part is
+# present, valid, made with one set of parameters and covering the input. Jobs whose
+# dependencies can no longer be met are cancelled (--kill-on-invalid-dep=yes).
+#
+# Run it again after a failure or a cancelled task: steps whose outputs exist are not
+# submitted again, arrays are resubmitted whole and their finished shards exit at once, so
+# only the missing work is redone. `make slurm-clevr-qtype` calls it with the Makefile's
+# paths; settings come as KEY=VALUE arguments or environment variables:
+#
+#   CONFIG            pipeline config                      [pipelines/clevr-qtype.yaml]
+#   ART, RUN          artifacts root, run folder           [artifacts, $ART/<config name>]
+#   DATA              data set root                        [$CLEVR_DIR, else $ART/mini-clevr]
+#   GEN_CONFIG        config whose generate_clevr section makes mini-CLEVR in DATA first
+#                     (unless DATA/.complete exists); empty: DATA is given
+#                     [empty with CLEVR_DIR, else $CONFIG]
+#   IMPORT_FLAG       import-questions' data set flag: --clevr-dir or --tdiuc-dir  [--clevr-dir]
+#   IMAGES            image folder of split {split}        [$DATA/images/{split}]
+#   BACKBONE_WEIGHTS  given backbone weights; empty: train-backbone (CLEVR scenes) writes
+#                     $RUN/backbone/weights.safetensors
+#   SHARDS            tasks per sharded stage (N)          [4]
+#   SPLITS, METHODS   image splits, stream methods          [train val], [offline remind finetune]
+#   BIN               stage binaries, reachable from the compute nodes  [target/release]
+#   DEVICE            --device of the libtorch stages       [the stages' default, auto]
+#   PARTITION, ACCOUNT, QOS   sbatch --partition, --account, --qos  [cluster defaults]
+#   SBATCH_EXTRA      further sbatch flags for every job (e.g. "--constraint=avx2")
+#   CPUS, MEM, TIME, GPUS     resources of every job: --cpus-per-task (also the stages'
+#                     --threads), --mem (empty: cluster default), --time, --gres=gpu:GPUS
+#                     [1, -, 04:00:00, 0]
+#   <STEP>_CPUS, <STEP>_MEM, <STEP>_TIME, <STEP>_GPUS   per step, STEP one of GENERATE,
+#                     IMPORT, BACKBONE, FEATURES, PQ, CODES, STREAM, EVALUATE, CHECK
+#   WAIT=1            wait for the chain (polling squeue every WAIT_POLL [2] seconds);
+#                     exit 1 unless every job completed
+#   DRY_RUN=1         print the sbatch commands instead of submitting
+#
+# Job ids go to stdout and to $RUN/slurm/jobs.txt, logs to $RUN/slurm/logs/.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+for arg in "$@"; do
+    case $arg in
+        [A-Z]*=*) export "${arg%%=*}=${arg#*=}" ;;
+        -h | --help)
+            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+            exit 0
+            ;;
+        *)
+            echo "submit.sh: unknown argument '$arg' (settings are KEY=VALUE; see --help)" >&2
+            exit 2
+            ;;
+    esac
+done
+
+CONFIG=${CONFIG:-pipelines/clevr-qtype.yaml}
+NAME=$(basename "$CONFIG" .yaml)
+ART=${ART:-artifacts}
+RUN=${RUN:-$ART/$NAME}
+CLEVR_DIR=${CLEVR_DIR:-}
+if [ -n "$CLEVR_DIR" ]; then
+    DATA=${DATA:-$CLEVR_DIR}
+    GEN_CONFIG=${GEN_CONFIG-}
+else
+    DATA=${DATA:-$ART/mini-clevr}
+    GEN_CONFIG=${GEN_CONFIG-$CONFIG}
+fi
+IMPORT_FLAG=${IMPORT_FLAG:---clevr-dir}
+IMAGES=${IMAGES:-$DATA/images/\{split\}}
+BACKBONE_WEIGHTS=${BACKBONE_WEIGHTS:-}
+SHARDS=${SHARDS:-4}
+SPLITS=${SPLITS:-train val}
+METHODS=${METHODS:-offline remind finetune}
+BIN=${BIN:-target/release}
+DEVICE=${DEVICE:-}
+WAIT=${WAIT:-}
+DRY_RUN=${DRY_RUN:-}
+
+die() {
+    echo "submit.sh: $*" >&2
+    exit 2
+}
+[ -f "$CONFIG" ] || die "no pipeline config $CONFIG"
+[[ $SHARDS =~ ^[1-9][0-9]*$ ]] || die "SHARDS must be a positive number, found '$SHARDS'"
+[ -x "$BIN/remind-artifact" ] || die "no stage binaries in $BIN (make build)"
+if [ -z "$DRY_RUN" ]; then
+    command -v sbatch >/dev/null || die "sbatch not found: run on a Slurm submit host"
+fi
+BIN=$(cd "$BIN" && pwd)
+[ -n "$GEN_CONFIG" ] || [ -d "$DATA" ] || die "no data set at $DATA (and no GEN_CONFIG to generate one)"
+[ "$IMPORT_FLAG" = --clevr-dir ] || [ -n "$BACKBONE_WEIGHTS" ] ||
+    die "BACKBONE_WEIGHTS is needed: train-backbone learns from CLEVR scene annotations only"
+[[ $IMAGES == *"{split}"* ]] || die "IMAGES must contain {split}, found '$IMAGES'"
+
+LOGS=$RUN/slurm/logs
+JOBS_FILE=$RUN/slurm/jobs.txt
+if [ -n "$DRY_RUN" ]; then
+    JOBS_FILE=/dev/null
+else
+    mkdir -p "$LOGS"
+    : >"$JOBS_FILE"
+fi
+ALL_JOBS=()
+fake_id=1000
+
+# sbatch flags for step $1: resources, partition, logs, dependencies $2 (job ids, ':'-joined).
+step_flags() {
+    local step=$1 deps=$2 kind=$3
+    local v cpus mem time gpus
+    v=${step}_CPUS && cpus=${!v:-${CPUS:-1}}
+    v=${step}_MEM && mem=${!v:-${MEM:-}}
+    v=${step}_TIME && time=${!v:-${TIME:-04:00:00}}
+    v=${step}_GPUS && gpus=${!v:-${GPUS:-0}}
+    FLAGS=(--parsable --kill-on-invalid-dep=yes --cpus-per-task="$cpus" --time="$time")
+    [ -n "$mem" ] && FLAGS+=(--mem="$mem")
+    [ "$gpus" != 0 ] && FLAGS+=(--gres="gpu:$gpus")
+    [ -n "${PARTITION:-}" ] && FLAGS+=(--partition="$PARTITION")
+    [ -n "${ACCOUNT:-}" ] && FLAGS+=(--account="$ACCOUNT")
+    [ -n "${QOS:-}" ] && FLAGS+=(--qos="$QOS")
+    if [ -n "$deps" ]; then
+        FLAGS+=(--dependency="$kind:$deps")
+    fi
+    # shellcheck disable=SC2206
+    [ -n "${SBATCH_EXTRA:-}" ] && FLAGS+=($SBATCH_EXTRA)
+    THREADS=$cpus
+    return 0
+}
+
+# submit <label> <sbatch flags...> <template> <args...>: names the job <name>-<label>, logs
+# it under $LOGS, records its id in $JOBS_FILE and sets JOB.
+submit() {
+    local label=$1
+    shift
+    local log="$LOGS/%x-%j.out"
+    [[ " $* " == *" --array="* ]] && log="$LOGS/%x-%A_%a.out"
+    local cmd=(sbatch --job-name="$NAME-$label" --output="$log" "$@")
+    if [ -n "$DRY_RUN" ]; then
+        fake_id=$((fake_id + 1))
+        JOB=$fake_id
+        printf '%q ' "${cmd[@]}" >&2
+        echo >&2
+    else
+        JOB=$("${cmd[@]}")
+        JOB=${JOB%%;*}
+    fi
+    ALL_JOBS+=("$JOB")
+    printf '%-24s %s\n' "$label" "$JOB" | tee -a "$JOBS_FILE"
+}
+
+# Joins job ids (skipping empty ones) with ':'.
+deps() {
+    local out="" id
+    for id in "$@"; do
+        [ -n "$id" ] && out=${out:+$out:}$id
+    done
+    echo "$out"
+}
+
+# Whether every part of dataset folder $1 written for $SHARDS shards exists (by name).
+parts_present() {
+    local k
+    for ((k = 0; k < SHARDS; k++)); do
+        [ -f "$(printf '%s/part-%05d-of-%05d.arrow' "$1" "$k" "$SHARDS")" ] || return 1
+    done
+}
+
+export REMIND_BIN=$BIN REMIND_QUIET=1
+COMMON=(--config "$CONFIG" --run-dir "$RUN")
+device_flag=()
+[ -n "$DEVICE" ] && device_flag=(--device "$DEVICE")
+
+# --- data -------------------------------------------------------------------------------
+gen=""
+if [ -n "$GEN_CONFIG" ] && [ ! -e "$DATA/.complete" ]; then
+    step_flags GENERATE "" afterok
+    submit generate-clevr "${FLAGS[@]}" --export=ALL,REMIND_DONE="$DATA/.complete" \
+        "$here/job.sbatch" generate-clevr --config "$GEN_CONFIG" --out "$DATA" --run-dir "$DATA"
+    gen=$JOB
+fi
+
+imp=""
+if [ ! -e "$RUN/questions/questions.parquet" ]; then
+    step_flags IMPORT "$gen" afterok
+    submit import-questions "${FLAGS[@]}" \
+        "$here/job.sbatch" import-questions "${COMMON[@]}" "$IMPORT_FLAG" "$DATA" --out "$RUN/questions"
+    imp=$JOB
+fi
+
+weights=${BACKBONE_WEIGHTS:-$RUN/backbone/weights.safetensors}
+bb=""
+if [ -z "$BACKBONE_WEIGHTS" ] && [ ! -e "$weights" ]; then
+    step_flags BACKBONE "$gen" afterok
+    submit train-backbone "${FLAGS[@]}" \
+        "$here/job.sbatch" train-backbone "${COMMON[@]}" --clevr-dir "$DATA" --out "$weights" \
+        --threads "$THREADS" "${device_flag[@]}"
+    bb=$JOB
+fi
+
+# --- features: one array per split, then its check ----------------------------------------
+declare -A feat_ready
+for split in $SPLITS; do
+    out=$RUN/features/$split
+    feat_ready[$split]=""
+    if ! parts_present "$out"; then
+        step_flags FEATURES "$(deps "$gen" "$bb")" afterok
+        submit "features-$split" "${FLAGS[@]}" --array="0-$((SHARDS - 1))" \
+            "$here/shard.sbatch" extract-features "${COMMON[@]}" --images "${IMAGES//\{split\}/$split}" \
+            --weights "$weights" --out "$out" --threads "$THREADS" "${device_flag[@]}"
+        step_flags CHECK "$JOB" afterany
+        submit "check-features-$split" "${FLAGS[@]}" "$here/check.sbatch" "$out" --shards "$SHARDS"
+        feat_ready[$split]=$JOB
+    fi
+done
+
+# --- PQ fit on the training features --------------------------------------------------------
+codebook=$RUN/pq/codebook.arrow
+pq=""
+if [ ! -e "$codebook" ]; then
+    step_flags PQ "${feat_ready[train]:-}" afterok
+    submit fit-pq "${FLAGS[@]}" \
+        "$here/job.sbatch" fit-pq "${COMMON[@]}" --features "$RUN/features/train" --out "$codebook" \
+        --threads "$THREADS" "${device_flag[@]}"
+    pq=$JOB
+fi
+
+# --- codes: one array per split, then its check ---------------------------------------------
+codes_ready=()
+for split in $SPLITS; do
+    out=$RUN/codes/$split
+    if ! parts_present "$out"; then
+        step_flags CODES "$(deps "$pq" "${feat_ready[$split]}")" afterok
+        submit "codes-$split" "${FLAGS[@]}" --array="0-$((SHARDS - 1))" \
+            "$here/shard.sbatch" extract-codes "${COMMON[@]}" --features "$RUN/features/$split" \
+            --codebook "$codebook" --out "$out" --threads "$THREADS" "${device_flag[@]}"
+        step_flags CHECK "$JOB" afterany
+        submit "check-codes-$split" "${FLAGS[@]}" "$here/check.sbatch" "$out" --shards "$SHARDS" \
+            --covers "$RUN/features/$split"
+        codes_ready+=("$JOB")
+    fi
+done
+
+# --- streaming: one job per method ------------------------------------------------------------
+streams=()
+for method in $METHODS; do
+    if [ ! -e "$RUN/stream/$method/complete.json" ]; then
+        step_flags STREAM "$(deps "$imp" "$pq" "${codes_ready[@]}")" afterok
+        submit "stream-$method" "${FLAGS[@]}" \
+            "$here/job.sbatch" stream-train "${COMMON[@]}" --method "$method" --questions "$RUN/questions" \
+            --train-codes "$RUN/codes/train" --val-codes "$RUN/codes/val" --codebook "$codebook" \
+            --out "$RUN/stream" --resume --restart-stale --threads "$THREADS" "${device_flag[@]}"
+        streams+=("$JOB")
+    fi
+done
+
+# --- evaluation ---------------------------------------------------------------------------------
+if [ ${#streams[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
+    step_flags EVALUATE "$(deps "$imp" "${streams[@]}")" afterok
+    submit evaluate "${FLAGS[@]}" \
+        "$here/job.sbatch" evaluate "${COMMON[@]}" --questions "$RUN/questions/questions.parquet" \
+        --question-types "$RUN/questions/question_types.parquet" --stream-dir "$RUN/stream" --out "$RUN"
+fi
+
+if [ ${#ALL_JOBS[@]} -eq 0 ]; then
+    echo "submit.sh: $RUN is complete, nothing to submit" >&2
+    exit 0
+fi
+echo "submit.sh: ${#ALL_JOBS[@]} job(s) submitted for $NAME; logs in $LOGS" >&2
+[ -z "$WAIT" ] || [ -n "$DRY_RUN" ] && exit 0
+
+# --- WAIT=1: until no job of the chain is pending or running, then their outcome -----------
+ids=$(
+    IFS=,
+    echo "${ALL_JOBS[*]}"
+)
+# squeue lists the chain's jobs still pending or running; a failed call is retried, unless it
+# only says that the ids are unknown (jobs purged after MinJobAge: finished).
+while true; do
+    if active=$(squeue -h -j "$ids" -o %i 2>"$RUN/slurm/.squeue.err"); then
+        [ -z "$active" ] && break
+    elif grep -q "Invalid job id" "$RUN/slurm/.squeue.err"; then
+        break
+    fi
+    sleep "${WAIT_POLL:-2}"
+done
+rm -f "$RUN/slurm/.squeue.err"
+failed=0
+while read -r label id; do
+    states=$(scontrol -o show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | sort | uniq -c | xargs)
+    if [ -z "$states" ]; then
+        echo "  $label ($id): no longer known to slurmctld" >&2
+    elif [[ $states =~ ^[0-9]+\ COMPLETED$ ]]; then
+        echo "  $label ($id): $states" >&2
+    else
+        echo "  $label ($id): $states  (logs: $LOGS/$NAME-$label-$id*.out)" >&2
+        failed=1
+    fi
+done <"$JOBS_FILE"
+if [ $failed -ne 0 ] || [ ! -e "$RUN/metrics.json" ]; then
+    echo "submit.sh: $NAME did not complete; fix the cause and run it again (only the missing work is redone)" >&2
+    exit 1
+fi
+echo "submit.sh: $NAME complete: $RUN/metrics.json" >&2
