@@ -109,6 +109,14 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
             method == "remind"
         );
     }
+    // The streamed updates are timed against the bare step on a prepared batch of the same
+    // size (1 new + r replayed), in the same process.
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("remind/complete.json")).unwrap()).unwrap();
+    let rate = &done["update_rate"];
+    assert!(rate["updates"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(rate["batch"], 9, "1 new + 8 replayed: {done}");
+    assert!(rate["update_over_floor"].as_f64().unwrap() > 0.0, "{done}");
     let uninterrupted = predictions(&out, "remind");
 
     // Kill a remind run once its second checkpoint exists, then resume it.

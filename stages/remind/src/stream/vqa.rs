@@ -331,10 +331,13 @@ pub fn run_vqa_stream(
     };
     crate::artifact::atomic::write_bytes(&out.join("plan.json"), &serde_json::to_vec(&ctx.plan)?)?;
     let started = std::time::Instant::now();
-    match method {
-        Method::Offline => run_offline(&ctx, out, resume)?,
+    let rate = match method {
+        Method::Offline => {
+            run_offline(&ctx, out, resume)?;
+            None
+        }
         Method::Remind | Method::Finetune => run_streaming(&ctx, out, method, resume)?,
-    }
+    };
     // The marker `make` waits for: written last, so its presence means every boundary is done.
     let done = serde_json::json!({
         "method": method.name(),
@@ -342,6 +345,7 @@ pub fn run_vqa_stream(
         "config_hash": ctx.hash,
         "seconds": started.elapsed().as_secs_f64(),
         "load": report,
+        "update_rate": rate,
     });
     crate::artifact::atomic::write_bytes(
         &out.join(method.name()).join("complete.json"),
@@ -549,7 +553,50 @@ fn boundary(
     Ok(())
 }
 
-fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Result<()> {
+/// Wall time of the streamed updates against the bare compute floor, both measured in this
+/// process with the same threads: the floor is the same model's forward, backward and
+/// Adamax step on a prepared batch of the last update's size (a fresh model, after the
+/// stream, so the run itself is untouched).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateRate {
+    pub updates: usize,
+    pub batch: usize,
+    pub updates_per_s: f64,
+    pub floor_updates_per_s: f64,
+    pub update_over_floor: f64,
+}
+
+/// Steps of the floor measurement.
+const FLOOR_STEPS: usize = 50;
+
+fn measure_floor(ctx: &Ctx, idx: &[usize], codes: &[u8]) -> Result<f64> {
+    let (_vs, model, mut opt) = new_model(ctx)?;
+    let feats = ctx.decoder().decode(codes)?;
+    let questions = ctx.questions(&ctx.train, idx)?;
+    let target = answer_batch(&ctx.train, idx, ctx.device);
+    let mut run = || -> Result<()> {
+        let logits = model.forward_t(&feats, &questions.view(), true)?;
+        let loss = logits.cross_entropy_for_logits(&target);
+        opt.zero_grad();
+        loss.backward();
+        opt.step(ctx.s.lr);
+        let _ = loss.double_value(&[]);
+        Ok(())
+    };
+    run()?;
+    let t = std::time::Instant::now();
+    for _ in 0..FLOOR_STEPS {
+        run()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / FLOOR_STEPS as f64)
+}
+
+fn run_streaming(
+    ctx: &Ctx,
+    out: &Path,
+    method: Method,
+    resume: Resume,
+) -> Result<Option<UpdateRate>> {
     let method_dir = out.join(method.name());
     let (mut vs, model, mut opt) = new_model(ctx)?;
     let item_bytes: usize = ctx.code_shape.iter().product();
@@ -619,9 +666,12 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
     }
     let mut codes = Vec::new();
     let mut progress = Progress::new(method.name(), (ctx.plan.items.len() - base) as u64);
+    let (mut updates, mut update_seconds) = (0usize, 0.0f64);
+    let mut last_idx = Vec::new();
     for k in start_boundary..ctx.plan.boundaries.len() {
         let (from, to) = (ctx.plan.boundaries[k - 1], ctx.plan.boundaries[k]);
         for pos in from..to {
+            let t = std::time::Instant::now();
             let item = ctx.plan.items[pos];
             let mut idx = vec![item];
             codes.clear();
@@ -643,6 +693,9 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
             if let Some(b) = buffer.as_mut() {
                 remember(ctx, b, item, &mut rng)?;
             }
+            update_seconds += t.elapsed().as_secs_f64();
+            updates += 1;
+            last_idx = idx;
             progress.inc(1);
         }
         boundary(
@@ -658,7 +711,28 @@ fn run_streaming(ctx: &Ctx, out: &Path, method: Method, resume: Resume) -> Resul
         )?;
     }
     progress.finish();
-    Ok(())
+    if updates == 0 {
+        return Ok(None);
+    }
+    // The floor on the last update's batch (its codes: the items' current codes).
+    codes.clear();
+    for &i in &last_idx {
+        codes.extend_from_slice(item_codes(ctx, i)?);
+    }
+    let floor = measure_floor(ctx, &last_idx, &codes)?;
+    let per_update = update_seconds / updates as f64;
+    let rate = UpdateRate {
+        updates,
+        batch: last_idx.len(),
+        updates_per_s: 1.0 / per_update,
+        floor_updates_per_s: 1.0 / floor,
+        update_over_floor: floor / per_update,
+    };
+    eprintln!(
+        "stream-train[{}]: {:.1} updates/s over {} updates of batch {}; bare forward+backward+step on a prepared batch: {:.1}/s (ratio {:.3})",
+        method.name(), rate.updates_per_s, updates, rate.batch, rate.floor_updates_per_s, rate.update_over_floor
+    );
+    Ok(Some(rate))
 }
 
 /// The PQ codes of training item `item`'s image (a slice of the memory-mapped dataset).
