@@ -126,7 +126,9 @@ def listing(root):
 
 def without_timings(value):
     if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if "seconds" not in k}
+        # Timings: every "*seconds*" field, and stream-train's measured update rates.
+        return {k: without_timings(v) for k, v in value.items()
+                if "seconds" not in k and k != "update_rate"}
     if isinstance(value, list):
         return [without_timings(v) for v in value]
     return value
