@@ -39,7 +39,8 @@ use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpec
 use crate::run::{config_hash, Progress};
 use crate::stages::codebook::load_codebook;
 use crate::stream::checkpoint::{
-    check_config, checkpoint_dir, latest_checkpoint, read_state, write_checkpoint, CheckpointState,
+    accept_checkpoint, checkpoint_dir, latest_checkpoint, read_state, write_checkpoint,
+    CheckpointState,
 };
 use crate::stream::vqa::Method;
 use crate::stream::vqa_data::Decoder;
@@ -557,20 +558,12 @@ fn resume_point(
         }
         ClassifyResume::Latest | ClassifyResume::RestartStale => latest_checkpoint(method_dir)?,
     };
-    let Some((dir, state)) = found else {
-        return Ok(None);
-    };
-    if resume == ClassifyResume::RestartStale && state.config_hash != hash {
-        eprintln!(
-            "stream-train: {} was made under another configuration; starting afresh",
-            method_dir.display()
-        );
-        std::fs::remove_dir_all(method_dir)
-            .with_context(|| format!("cannot remove {}", method_dir.display()))?;
-        return Ok(None);
-    }
-    check_config(&dir, &state, hash)?;
-    Ok(Some((dir, state)))
+    accept_checkpoint(
+        method_dir,
+        found,
+        hash,
+        resume == ClassifyResume::RestartStale,
+    )
 }
 
 /// What one streaming update needs besides the model: the settings and the decoder.

@@ -101,3 +101,29 @@ pub fn check_config(dir: &Path, state: &CheckpointState, config_hash: &str) -> R
     }
     Ok(())
 }
+
+/// Accepts `found` (a checkpoint of `method_dir`) for a run whose config hash is `hash`.
+/// With `restart_stale`, a checkpoint made under another configuration makes the whole
+/// method folder go (the run starts afresh: what `make` wants after a config change);
+/// without it, such a checkpoint is refused.
+pub fn accept_checkpoint(
+    method_dir: &Path,
+    found: Option<(PathBuf, CheckpointState)>,
+    hash: &str,
+    restart_stale: bool,
+) -> Result<Option<(PathBuf, CheckpointState)>> {
+    let Some((dir, state)) = found else {
+        return Ok(None);
+    };
+    if restart_stale && state.config_hash != hash {
+        eprintln!(
+            "stream-train: {} was made under another configuration; starting afresh",
+            method_dir.display()
+        );
+        fs::remove_dir_all(method_dir)
+            .with_context(|| format!("cannot remove {}", method_dir.display()))?;
+        return Ok(None);
+    }
+    check_config(&dir, &state, hash)?;
+    Ok(Some((dir, state)))
+}

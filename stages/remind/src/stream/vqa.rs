@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use super::checkpoint::{check_config, latest_checkpoint, write_checkpoint, CheckpointState};
+use super::checkpoint::{accept_checkpoint, latest_checkpoint, write_checkpoint, CheckpointState};
 use super::order::{Order, StreamPlan};
 use super::vqa_data::{
     answer_batch, gather_codes, load_split, question_batch, Decoder, LoadReport, QuestionFeatures,
@@ -380,20 +380,12 @@ fn resume_point(
     if resume == Resume::No {
         return Ok(None);
     }
-    let Some((dir, state)) = latest_checkpoint(method_dir)? else {
-        return Ok(None);
-    };
-    if resume == Resume::RestartStale && state.config_hash != hash {
-        eprintln!(
-            "stream-train: {} was made under another configuration; starting afresh",
-            method_dir.display()
-        );
-        std::fs::remove_dir_all(method_dir)
-            .with_context(|| format!("cannot remove {}", method_dir.display()))?;
-        return Ok(None);
-    }
-    check_config(&dir, &state, hash)?;
-    Ok(Some((dir, state)))
+    accept_checkpoint(
+        method_dir,
+        latest_checkpoint(method_dir)?,
+        hash,
+        resume == Resume::RestartStale,
+    )
 }
 
 /// A freshly initialised model (seeded: every method starts from the same weights).
