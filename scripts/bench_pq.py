@@ -52,6 +52,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--work", default="artifacts/bench")
+    ap.add_argument("--device", default="cpu", help="where ours runs (cpu or cuda); faiss-cpu always on the CPU")
     args = ap.parse_args()
     faiss.omp_set_num_threads(args.threads)
     env = dict(os.environ, REMIND_QUIET="1")
@@ -69,7 +70,7 @@ def main():
         holdout = max(1, items // 12)
         ours = json.loads(subprocess.run(
             [f"{args.bin_dir}/remind-bench-pq", "--features", folder, "--holdout-items", str(holdout),
-             "--threads", str(args.threads), "--device", "cpu", "--repeats", str(args.repeats)],
+             "--threads", str(args.threads), "--device", args.device, "--repeats", str(args.repeats)],
             check=True, env=env, capture_output=True, text=True).stdout)
         ref = faiss_bench(load_vectors(folder), holdout, 32, 8, args.repeats)
         results.append({
@@ -84,9 +85,9 @@ def main():
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     tmp = args.out + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"threads": args.threads, "results": results}, f, indent=2)
+        json.dump({"threads": args.threads, "device": args.device, "results": results}, f, indent=2)
     os.replace(tmp, args.out)
-    print(f"PQ benchmark, {args.threads} threads (ratios: ours vs faiss-cpu {faiss.__version__}, same run)")
+    print(f"PQ benchmark, ours on {args.device}, {args.threads} threads (ratios: ours vs faiss-cpu {faiss.__version__}, same run)")
     print(f"| case | d | vectors | fit time ratio | encode speedup | decode speedup | MSE ratio | ours fit s | faiss fit s | ours enc vec/s | faiss enc vec/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:

@@ -83,7 +83,7 @@ fn run(cli: &Cli) -> Result<()> {
         (Kind::Float, tch::Device::Cpu),
     )
     .relu();
-    let pq = ProductQuantizer::from_centroids(centroids)?;
+    let pq = ProductQuantizer::from_centroids(centroids.to_device(device))?;
     let item_bytes = (h * w) as usize * cli.m;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let mut buffer = ReplayBuffer::new(item_bytes, Some(cli.items), Eviction::Random)?;

@@ -367,7 +367,8 @@ pub fn run_classify_stream(
         codes,
         train_rows,
         val_rows,
-        pq,
+        // Decoding happens where training does (see `Decoder::decode`).
+        pq: pq.to_device(device)?,
         code_shape: [shape[0], shape[1], shape[2]],
         net,
         base_weights: inputs.base_weights,

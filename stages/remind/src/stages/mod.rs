@@ -3,6 +3,7 @@
 
 pub mod bench_pq;
 pub mod codebook;
+pub mod cuda_check;
 pub mod evaluate;
 pub mod extract_codes;
 pub mod fit_pq;

@@ -322,7 +322,8 @@ pub fn run_vqa_stream(
         train_codes,
         val_codes,
         features: inputs.question_features,
-        pq,
+        // Decoding happens where training does (see `Decoder::decode`).
+        pq: pq.to_device(device)?,
         code_shape,
         plan,
         device,

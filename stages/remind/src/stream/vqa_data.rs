@@ -151,6 +151,8 @@ pub struct Decoder<'a> {
 
 impl Decoder<'_> {
     /// `codes` holds whole items back to back; returns `[B, C, H, W]` float on the device.
+    /// A quantizer on a GPU decodes there: the codes travel (one byte per sub-vector, not
+    /// d/M floats) and the maps are never transposed on the CPU.
     pub fn decode(&self, codes: &[u8]) -> Result<Tensor> {
         let [h, w, m] = self.code_shape;
         let per_item = h * w * m;
@@ -160,9 +162,17 @@ impl Decoder<'_> {
         );
         let b = codes.len() / per_item;
         let c = self.pq.dim();
-        let mut values = vec![0f32; b * h * w * c];
-        self.pq.decode_into(codes, &mut values)?;
-        let mut x = Tensor::from_slice(&values).view([b as i64, h as i64, w as i64, c as i64]);
+        let shape = [b as i64, h as i64, w as i64, c as i64];
+        let mut x = if self.pq.device() == Device::Cpu {
+            let mut values = vec![0f32; b * h * w * c];
+            self.pq.decode_into(codes, &mut values)?;
+            Tensor::from_slice(&values).view(shape)
+        } else {
+            let codes = Tensor::from_slice(codes)
+                .view([(b * h * w) as i64, m as i64])
+                .to_device(self.pq.device());
+            self.pq.decode(&codes)?.view(shape)
+        };
         if self.l2_normalize {
             x = &x
                 / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)

@@ -7,6 +7,9 @@ use tch::{Device, Kind, Tensor};
 
 use super::{ModelConfig, QuestionInput, Questions};
 
+/// cuDNN's RNN mode number of an LSTM.
+const CUDNN_LSTM: i64 = 2;
+
 /// Word embeddings (padding index 0) and a one-layer bidirectional LSTM over packed
 /// sequences, so each direction sees exactly a question's own tokens: the forward
 /// direction ends at the last token, the backward direction starts there and ends at the
@@ -103,6 +106,17 @@ impl QuestionEncoder {
             lstm.push(lp.var(&format!("weight_hh_l0{suffix}"), &[4 * h, h], init));
             lstm.push(lp.var(&format!("bias_ih_l0{suffix}"), &[4 * h], init));
             lstm.push(lp.var(&format!("bias_hh_l0{suffix}"), &[4 * h], init));
+        }
+        if path.device().is_cuda() {
+            // cuDNN wants the LSTM's weights as views of one buffer (else it warns and
+            // compacts them on every call); this copies them there and makes the variables
+            // such views. Loading and optimiser steps write in place, so they stay views.
+            // The returned buffer lives on through the views.
+            let _buffer = tch::no_grad(|| {
+                Tensor::f_internal_cudnn_rnn_flatten_weight(
+                    &lstm, 4, e, CUDNN_LSTM, h, 0, 1, true, true,
+                )
+            })?;
         }
         Ok(Self {
             lstm,

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# The GPU check, in two halves:
+#   scripts/gpu-check.sh pack BIN_DIR [PROBE_BIN_DIR]
+#                                       (here) strip and gzip the binaries it needs, built
+#                                       against the GPU machine's libtorch, into .gpu/bin;
+#                                       take the ABI probe's hashes with PROBE_BIN_DIR's
+#                                       (default BIN_DIR), binaries that run here
+#   scripts/gpu-check.sh run [STEP...]  (on the GPU machine) CUDA against the CPU
+#                                       (remind-cuda-check), then GPU timings: PQ against
+#                                       faiss-cpu, the classification and VQA updates
+#                                       against their bare steps, the clevr-qtype chain
+#                                       (steps: cuda-check cuda-check-fp32 bench-pq
+#                                       bench-pq-cpu bench-classify bench-vqa clevr-qtype).
+# `run` uses the machine's PyTorch for libtorch (python3 -c 'import torch'), faiss-cpu from
+# .whl/ when present, and writes logs and JSON under $OUT (default artifacts/gpu).
+set -uo pipefail
+BINS="remind-cuda-check remind-synth-features remind-bench-pq remind-bench-classify
+remind-bench-vqa remind-generate-clevr remind-import-questions remind-train-backbone
+remind-extract-features remind-fit-pq remind-extract-codes remind-stream-train remind-evaluate"
+
+# Seeded features and a CPU PQ fit on them (2 threads): bit-identical on any machine that
+# runs the same code on the same libtorch ABI, so the hashes taken here at pack time,
+# compared on the GPU machine, check that the binaries work against its libtorch.
+abi_probe() {
+    local bin=$1 dir=$2
+    rm -rf "$dir" && mkdir -p "$dir"
+    REMIND_QUIET=1 "$bin/remind-synth-features" --out "$dir/f" --items 300 --height 7 --width 7 \
+        --channels 64 --seed 3 --run-dir "$dir" >/dev/null 2>&1 || return 1
+    REMIND_QUIET=1 "$bin/remind-fit-pq" --features "$dir/f" --out "$dir/codebook.arrow" --device cpu \
+        --threads 2 --run-dir "$dir" --num-subspaces 8 >/dev/null 2>&1 || return 1
+    (cd "$dir" && sha256sum f/part-00000-of-00001.arrow codebook.arrow)
+}
+
+pack() {
+    local src=${1:?usage: gpu-check.sh pack BIN_DIR}
+    rm -rf .gpu/bin && mkdir -p .gpu/bin
+    for b in $BINS; do
+        strip -o ".gpu/bin/$b" "$src/$b" && gzip -9 ".gpu/bin/$b" || exit 1
+    done
+    cp "$(command -v make)" .gpu/bin/make
+    abi_probe "${2:-$src}" /tmp/gpu-abi >.gpu/abi.sha256 || exit 1
+    du -sh .gpu
+}
+
+# step NAME LIMIT_S CMD...: runs CMD under a time limit, output under $OUT/NAME.{out,err}.
+step() {
+    local name=$1 limit=$2 start=$SECONDS rc
+    shift 2
+    echo "== $name"
+    timeout "$limit" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+    rc=$?
+    echo "-- $name: rc=$rc in $((SECONDS - start)) s"
+    tail -n 25 "$OUT/$name.err"
+    head -c 4000 "$OUT/$name.out"
+    echo
+}
+
+run() {
+    OUT=${OUT:-artifacts/gpu}
+    mkdir -p "$OUT" /tmp/gpu-bin
+    for f in .gpu/bin/*.gz; do gunzip -c "$f" >"/tmp/gpu-bin/$(basename "$f" .gz)"; done
+    chmod +x /tmp/gpu-bin/*
+    command -v make >/dev/null || export PATH=$PWD/.gpu/bin:$PATH
+    local bin=/tmp/gpu-bin lib
+    lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+    export LD_LIBRARY_PATH=$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} REMIND_QUIET=1
+    if ls .whl/*.whl >/dev/null 2>&1; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl
+        export PYTHONPATH=/tmp/site
+    fi
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    python3 -c 'import torch; print("torch", torch.__version__, "cpus", __import__("os").cpu_count())'
+    if abi_probe "$bin" /tmp/gpu-abi >"$OUT/abi.sha256" && cmp -s "$OUT/abi.sha256" .gpu/abi.sha256; then
+        echo "abi probe: the same bytes as on the packing machine"
+    else
+        echo "abi probe: DIFFERENT bytes from the packing machine"; cat "$OUT/abi.sha256" .gpu/abi.sha256
+    fi
+    local steps=${*:-cuda-check cuda-check-fp32 bench-pq bench-classify bench-vqa clevr-qtype}
+    for s in $steps; do
+        case $s in
+        cuda-check) step cuda-check 120 "$bin/remind-cuda-check" --threads 16 ;;
+        cuda-check-fp32) step cuda-check-fp32 120 env NVIDIA_TF32_OVERRIDE=0 "$bin/remind-cuda-check" --threads 16 ;;
+        bench-pq) step bench-pq 150 python3 scripts/bench_pq.py --bin-dir "$bin" --out "$OUT/pq.json" \
+            --threads 16 --device cuda --work /tmp/bench ;;
+        bench-pq-cpu) step bench-pq-cpu 150 python3 scripts/bench_pq.py --bin-dir "$bin" \
+            --out "$OUT/pq-cpu.json" --threads 16 --device cpu --work /tmp/bench ;;
+        bench-classify) step bench-classify 60 "$bin/remind-bench-classify" --device cuda --iters 30 ;;
+        bench-vqa) step bench-vqa 40 "$bin/remind-bench-vqa" --device cuda --dim 512 --in-channels 1024 \
+            --map 14 --steps 12 --iters 30 ;;
+        clevr-qtype) step clevr-qtype 200 make clevr-qtype SETUP= BIN="$bin" ART=/tmp/art STAGE_THREADS=16 ;;
+        *) echo "unknown step $s" ;;
+        esac
+    done
+    [ -d /tmp/art/clevr-qtype ] || return 0
+    python3 - "$OUT" <<'EOF'
+import json, sys, os
+art = "/tmp/art/clevr-qtype"
+out = {}
+for m in ("remind", "finetune", "offline"):
+    p = f"{art}/stream/{m}/complete.json"
+    if os.path.exists(p):
+        out[m] = json.load(open(p)).get("update_rate")
+if os.path.exists(f"{art}/metrics.json"):
+    out["metrics"] = json.load(open(f"{art}/metrics.json"))
+json.dump(out, open(os.path.join(sys.argv[1], "clevr-qtype.json"), "w"), indent=1)
+print(json.dumps(out)[:3000])
+EOF
+}
+
+case "${1:-}" in
+pack) pack "${2:-}" "${3:-}" ;;
+run) shift; run "$@" ;;
+*) echo "usage: scripts/gpu-check.sh pack BIN_DIR [PROBE_BIN_DIR] | run [STEP...]" >&2; exit 2 ;;
+esac
