@@ -27,6 +27,9 @@ struct Cli {
     nbits: u32,
     #[arg(long, default_value_t = 1)]
     repeats: usize,
+    /// Seed of the training subsample and the k-means initialisation.
+    #[arg(long, default_value_t = PqParams::default().seed)]
+    seed: u64,
 }
 
 fn main() -> ExitCode {
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
         let params = PqParams {
             num_subspaces: cli.num_subspaces,
             nbits: cli.nbits,
+            seed: cli.seed,
             ..PqParams::default()
         };
         let r = bench_pq(

@@ -56,39 +56,29 @@ fn fit_subspaces_cpu(x: &Tensor, p: &PqParams) -> Result<KmeansFit> {
     .to_kind(Kind::Float)
     .contiguous();
     let nt = train.size()[0] as usize;
-    let xv: Vec<f32> = Vec::<f32>::try_from(&train.view([-1]))?;
+    // Sub-space major ([M][nt][dsub]): each sub-space's vectors contiguous for both steps.
+    let xt: Vec<f32> = Vec::<f32>::try_from(
+        &train
+            .view([nt as i64, m as i64, dsub as i64])
+            .transpose(0, 1)
+            .contiguous()
+            .view([-1]),
+    )?;
     let init: Vec<usize> = sample(&mut rng, nt, k).into_vec();
     let mut cent = vec![0f32; m * k * dsub];
     for s in 0..m {
         for (c, &row) in init.iter().enumerate() {
-            cent[(s * k + c) * dsub..(s * k + c + 1) * dsub]
-                .copy_from_slice(&xv[row * d + s * dsub..row * d + (s + 1) * dsub]);
+            let at = (s * nt + row) * dsub;
+            cent[(s * k + c) * dsub..(s * k + c + 1) * dsub].copy_from_slice(&xt[at..at + dsub]);
         }
     }
     let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
     let mut codes = vec![0u8; nt * m];
     let mut splits = 0;
     for _ in 0..p.iterations {
-        KernelCodebook::new(&cent, m, k, dsub).assign(&xv, &mut codes, threads);
-        let mut sums = vec![0f64; m * k * dsub];
+        KernelCodebook::new(&cent, m, k, dsub).assign_subspace_major(&xt, &mut codes, threads);
         let mut counts = vec![0f64; m * k];
-        for (row, code) in xv.chunks_exact(d).zip(codes.chunks_exact(m)) {
-            for s in 0..m {
-                let c = s * k + code[s] as usize;
-                counts[c] += 1.0;
-                let dst = &mut sums[c * dsub..(c + 1) * dsub];
-                for (acc, &v) in dst.iter_mut().zip(&row[s * dsub..(s + 1) * dsub]) {
-                    *acc += f64::from(v);
-                }
-            }
-        }
-        for c in 0..m * k {
-            if counts[c] > 0.0 {
-                for j in 0..dsub {
-                    cent[c * dsub + j] = (sums[c * dsub + j] / counts[c]) as f32;
-                }
-            }
-        }
+        update_centroids(&xt, &codes, &mut cent, &mut counts, m, k, dsub, threads);
         if counts.contains(&0.0) {
             splits += split_empty(&mut cent, &mut counts, m, k, dsub, nt, p.seed);
         }
@@ -99,6 +89,61 @@ fn fit_subspaces_cpu(x: &Tensor, p: &PqParams) -> Result<KmeansFit> {
         train,
         splits,
     })
+}
+
+/// The k-means update: every centroid becomes the mean of the vectors assigned to it
+/// (centroids of empty clusters are left as they are; `counts` gets the cluster sizes).
+/// `xt` is sub-space major (`[M][n][dsub]`); threads take whole sub-spaces, one at a time
+/// so its sums (K x dsub) stay in cache, and sum in row order in f64: the result does not
+/// depend on the thread count.
+#[allow(clippy::too_many_arguments)]
+fn update_centroids(
+    xt: &[f32],
+    codes: &[u8],
+    cent: &mut [f32],
+    counts: &mut [f64],
+    m: usize,
+    k: usize,
+    dsub: usize,
+    threads: usize,
+) {
+    let n = codes.len() / m;
+    let run = |s0: usize, cent: &mut [f32], counts: &mut [f64]| {
+        let mut sums = vec![0f64; k * dsub];
+        for (t, (cent, counts)) in cent
+            .chunks_exact_mut(k * dsub)
+            .zip(counts.chunks_exact_mut(k))
+            .enumerate()
+        {
+            let s = s0 + t;
+            sums.fill(0.0);
+            let block = &xt[s * n * dsub..(s + 1) * n * dsub];
+            for (i, src) in block.chunks_exact(dsub).enumerate() {
+                let c = codes[i * m + s] as usize;
+                counts[c] += 1.0;
+                for (acc, &v) in sums[c * dsub..(c + 1) * dsub].iter_mut().zip(src) {
+                    *acc += f64::from(v);
+                }
+            }
+            for (c, &count) in counts.iter().enumerate() {
+                if count > 0.0 {
+                    for j in 0..dsub {
+                        cent[c * dsub + j] = (sums[c * dsub + j] / count) as f32;
+                    }
+                }
+            }
+        }
+    };
+    let per = m.div_ceil(threads.clamp(1, m));
+    std::thread::scope(|scope| {
+        for (i, (cent, counts)) in cent
+            .chunks_mut(per * k * dsub)
+            .zip(counts.chunks_mut(per * k))
+            .enumerate()
+        {
+            scope.spawn(move || run(i * per, cent, counts));
+        }
+    });
 }
 
 /// Batched-GEMM k-means with tch (for CUDA).

@@ -5,6 +5,8 @@
 //! M sub-spaces at once as batched matrix products. Knows nothing of datasets or files
 //! beyond the faiss interchange format.
 
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod cpu;
 mod faiss;
 mod kmeans;
@@ -288,8 +290,7 @@ impl ProductQuantizer {
         let x = self.rotate(&x.to_device(self.device()).to_kind(Kind::Float));
         let n = size[0];
         if let Some(kernel) = &self.kernel {
-            let flat = Vec::<f32>::try_from(&x.contiguous().view([-1]))?;
-            let codes = self.encode_slice_with(kernel, &flat);
+            let codes = with_f32_slice(&x, |flat| self.encode_slice_with(kernel, flat));
             return Ok(Tensor::from_slice(&codes).view([n, self.m as i64]));
         }
         let chunk = chunk_rows(self.m, self.ksub());
@@ -371,6 +372,7 @@ impl ProductQuantizer {
             // SAFETY: `out` is a fresh contiguous float32 CPU tensor of exactly `len` values,
             // owned here and not aliased until this function returns it.
             let dst = unsafe { std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, len) };
+            advise_huge_pages(dst);
             self.decode_into(&codes, dst)?;
             return Ok(out);
         }
@@ -458,6 +460,46 @@ impl ProductQuantizer {
             None => Ok(None),
         }
     }
+}
+
+/// Asks Linux to back a large fresh buffer with transparent huge pages: decoding writes
+/// hundreds of megabytes into new memory, and faulting it in 4 KiB pages cost more than
+/// the decoding itself. Only whole 2 MiB pages inside the buffer are advised; a no-op
+/// elsewhere or when the kernel declines.
+fn advise_huge_pages(buf: &mut [f32]) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (start, end) = (buf.as_ptr() as usize, buf.as_ptr() as usize + buf.len() * 4);
+        let (first, last) = (start.next_multiple_of(HUGE), end / HUGE * HUGE);
+        if last > first {
+            // SAFETY: [first, last) lies inside `buf`, which this process owns; MADV_HUGEPAGE
+            // only changes how the kernel backs the pages, not their contents.
+            unsafe {
+                libc::madvise(
+                    first as *mut libc::c_void,
+                    last - first,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
+    }
+}
+
+/// Runs `f` on the values of the float32 CPU tensor `x`, read in place when it is
+/// contiguous (encoding 100,000 vectors of d=512 would otherwise first copy 200 MB).
+fn with_f32_slice<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
+    debug_assert!(x.kind() == Kind::Float && x.device() == Device::Cpu);
+    let x = x.contiguous();
+    let len = x.numel();
+    if len == 0 {
+        return f(&[]);
+    }
+    // SAFETY: `x` is a contiguous float32 CPU tensor of `len` values (its data pointer is
+    // non-null since it is not empty); it is owned here and outlives the borrow, and nothing
+    // writes to it while `f` runs.
+    let values = unsafe { std::slice::from_raw_parts(x.data_ptr() as *const f32, len) };
+    f(values)
 }
 
 /// Index of the first vector of `x` (`[n, d]`) holding NaN or Inf, if any.
