@@ -10,13 +10,15 @@
 #                                       faiss-cpu, the classification and VQA updates
 #                                       against their bare steps, the clevr-qtype chain
 #                                       (steps: cuda-check cuda-check-fp32 bench-pq
-#                                       bench-pq-cpu bench-classify bench-vqa clevr-qtype).
+#                                       bench-pq-cpu bench-classify bench-vqa clevr-qtype
+#                                       fashion-mnist).
 # `run` uses the machine's PyTorch for libtorch (python3 -c 'import torch'), faiss-cpu from
 # .whl/ when present, and writes logs and JSON under $OUT (default artifacts/gpu).
 set -uo pipefail
 BINS="remind-cuda-check remind-synth-features remind-bench-pq remind-bench-classify
 remind-bench-vqa remind-generate-clevr remind-import-questions remind-train-backbone
-remind-extract-features remind-fit-pq remind-extract-codes remind-stream-train remind-evaluate"
+remind-extract-features remind-fit-pq remind-extract-codes remind-stream-train remind-evaluate
+remind-import-images remind-train-classifier"
 
 # Seeded features and a CPU PQ fit on them (2 threads): bit-identical on any machine that
 # runs the same code on the same libtorch ABI, so the hashes taken here at pack time,
@@ -38,6 +40,11 @@ pack() {
         strip -o ".gpu/bin/$b" "$src/$b" && gzip -9 ".gpu/bin/$b" || exit 1
     done
     cp "$(command -v make)" .gpu/bin/make
+    # GPU_FASHION=1: take Fashion-MNIST along for the fashion-mnist step (30 MB; leave the
+    # faiss wheel behind then: a call carries at most 64 MiB).
+    if [ -n "${GPU_FASHION:-}" ]; then
+        mkdir -p .gpu/fashion && cp /usr/share/datasets/fashion-mnist/*.gz .gpu/fashion/
+    fi
     abi_probe "${2:-$src}" /tmp/gpu-abi >.gpu/abi.sha256 || exit 1
     du -sh .gpu
 }
@@ -88,6 +95,8 @@ run() {
         bench-vqa) step bench-vqa 40 "$bin/remind-bench-vqa" --device cuda --dim 512 --in-channels 1024 \
             --map 14 --steps 12 --iters 30 ;;
         clevr-qtype) step clevr-qtype 200 make clevr-qtype SETUP= BIN="$bin" ART=/tmp/art STAGE_THREADS=16 ;;
+        fashion-mnist) step fashion-mnist 240 make fashion-mnist SETUP= BIN="$bin" ART=/tmp/art \
+            FASHION_DIR="$PWD/.gpu/fashion" ;;
         *) echo "unknown step $s" ;;
         esac
     done

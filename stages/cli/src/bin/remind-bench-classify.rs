@@ -13,6 +13,7 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use remind::buffer::{Eviction, ReplayBuffer};
+use remind::classify::augment::{draw_crop, resize_crops_batched, resize_crops_grouped, Crop};
 use remind::classify::stream::{ClassifySettings, Updater};
 use remind::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
 use remind::pq::ProductQuantizer;
@@ -193,6 +194,39 @@ fn run(cli: &Cli) -> Result<()> {
         }
     }
     let (fm, om, wm) = (median(&mut floor), median(&mut ours), median(&mut own));
+    // Pieces of REMIND's update on their own (median ms, device synchronised): decoding 2r
+    // replayed items, and their crops resized per crop size or in one batch.
+    let sync = || {
+        if let tch::Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let piece = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
+        let mut t = Vec::new();
+        for i in 0..cli.warmup + cli.iters {
+            sync();
+            let start = Instant::now();
+            f()?;
+            sync();
+            if i >= cli.warmup {
+                t.push(start.elapsed().as_secs_f64());
+            }
+        }
+        Ok(1e3 * median(&mut t))
+    };
+    let slots = buffer.sample(2 * cli.replay, &mut rng);
+    let mut gathered = Vec::new();
+    let decode_ms = piece(&mut || {
+        buffer.gather(&slots, &mut gathered);
+        let _ = updater.decoder.decode(&gathered)?;
+        Ok(())
+    })?;
+    let maps = updater.decoder.decode(&gathered)?;
+    let crops: Vec<Crop> = (0..maps.size()[0])
+        .map(|_| draw_crop(h, w, &mut rng))
+        .collect();
+    let grouped_ms = piece(&mut || resize_crops_grouped(&maps, &crops).map(|_| ()))?;
+    let batched_ms = piece(&mut || resize_crops_batched(&maps, &crops).map(|_| ()))?;
     let json = serde_json::json!({
         "bench": "classification_update",
         "device": format!("{device:?}"),
@@ -207,10 +241,13 @@ fn run(cli: &Cli) -> Result<()> {
         "remind_updates_per_s": 1.0 / om,
         "remind_over_floor": fm / om,
         "floor_with_own_optimizer_ms": 1e3 * wm,
+        "decode_2r_ms": decode_ms,
+        "crops_grouped_ms": grouped_ms,
+        "crops_batched_ms": batched_ms,
     });
     println!("{json}");
     eprintln!(
-        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |",
+        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}",
         h, w, c, cli.replay, tch::get_num_threads(), 1.0 / fm, 1.0 / wm, 1.0 / om, fm / om
     );
     Ok(())

@@ -58,14 +58,27 @@ pub fn draw_crop<R: Rng + ?Sized>(h: i64, w: i64, rng: &mut R) -> Crop {
 }
 
 /// Applies one drawn crop per map of `maps` (`[N, C, H, W]`), each resized back to `H x W`
-/// with bilinear interpolation (align_corners = false). Maps whose crop is the whole map
-/// are left as they are (the resize would be the identity). Crops of the same size are
-/// resized together, so a batch costs one interpolation per distinct crop size, not one
-/// per map.
+/// with bilinear interpolation (align_corners = false). On the CPU crops of the same size
+/// are resized together ([`resize_crops_grouped`], exactly `upsample_bilinear2d` of each
+/// window); on a GPU all maps are resized in a few batched gathers
+/// ([`resize_crops_batched`]), since one small kernel launch per crop size cost more there
+/// than the whole network step.
 pub fn random_resized_crops<R: Rng + ?Sized>(maps: &Tensor, rng: &mut R) -> Result<Tensor> {
     let size = maps.size();
     let (n, h, w) = (size[0], size[2], size[3]);
     let crops: Vec<Crop> = (0..n).map(|_| draw_crop(h, w, rng)).collect();
+    if maps.device().is_cuda() {
+        resize_crops_batched(maps, &crops)
+    } else {
+        resize_crops_grouped(maps, &crops)
+    }
+}
+
+/// Crop `crops[i]` of map i resized back to the map's size, one `upsample_bilinear2d` per
+/// distinct crop size. Maps whose crop is the whole map are left as they are.
+pub fn resize_crops_grouped(maps: &Tensor, crops: &[Crop]) -> Result<Tensor> {
+    let size = maps.size();
+    let (h, w) = (size[2], size[3]);
     let mut groups: std::collections::BTreeMap<(i64, i64), Vec<i64>> = Default::default();
     for (i, c) in crops.iter().enumerate() {
         if c.height != h || c.width != w {
@@ -94,6 +107,68 @@ pub fn random_resized_crops<R: Rng + ?Sized>(maps: &Tensor, rng: &mut R) -> Resu
         let _ = out.f_index_copy_(0, &idx, &resized)?;
     }
     Ok(out)
+}
+
+/// Bilinear taps of one axis for every map: output position o of map i reads positions
+/// `lo[i][o]` and `hi[i][o]` of the input with weight `frac[i][o]` on `hi`, sampling the
+/// window `start..start + len` as `upsample_bilinear2d` (align_corners = false) does:
+/// source `max((o + 0.5) len / out - 0.5, 0)` within the window.
+fn axis_taps(windows: &[(i64, i64)], out: i64) -> (Vec<i64>, Vec<i64>, Vec<f32>) {
+    let cap = windows.len() * out as usize;
+    let (mut lo, mut hi, mut frac) = (
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+        Vec::with_capacity(cap),
+    );
+    for &(start, len) in windows {
+        let scale = len as f32 / out as f32;
+        for o in 0..out {
+            let src = (scale * (o as f32 + 0.5) - 0.5).max(0.0);
+            let i0 = (src as i64).min(len - 1);
+            let step = i64::from(i0 < len - 1);
+            lo.push(start + i0);
+            hi.push(start + i0 + step);
+            frac.push(src - i0 as f32);
+        }
+    }
+    (lo, hi, frac)
+}
+
+/// The same resize as [`resize_crops_grouped`] for all maps at once: rows, then columns,
+/// each two gathers and a blend. Equal to it up to float rounding (the blends are
+/// associated differently).
+pub fn resize_crops_batched(maps: &Tensor, crops: &[Crop]) -> Result<Tensor> {
+    let size = maps.size();
+    let (n, c, h, w) = (size[0], size[1], size[2], size[3]);
+    anyhow::ensure!(
+        crops.len() as i64 == n,
+        "{} crops for {n} maps",
+        crops.len()
+    );
+    let dev = maps.device();
+    let rows: Vec<(i64, i64)> = crops.iter().map(|k| (k.top, k.height)).collect();
+    let cols: Vec<(i64, i64)> = crops.iter().map(|k| (k.left, k.width)).collect();
+    let (r0, r1, fr) = axis_taps(&rows, h);
+    let (c0, c1, fc) = axis_taps(&cols, w);
+    let index = |v: &[i64], shape: [i64; 4]| {
+        Tensor::from_slice(v)
+            .view(shape)
+            .to_device(dev)
+            .expand([n, c, h, w], false)
+    };
+    let weight = |v: &[f32], shape: [i64; 4]| Tensor::from_slice(v).view(shape).to_device(dev);
+    let (rs, cs) = ([n, 1, h, 1], [n, 1, 1, w]);
+    let blend = |a: Tensor, b: Tensor, f: Tensor| &a + (b - &a) * f;
+    let y = blend(
+        maps.f_gather(2, &index(&r0, rs), false)?,
+        maps.f_gather(2, &index(&r1, rs), false)?,
+        weight(&fr, rs),
+    );
+    Ok(blend(
+        y.f_gather(3, &index(&c0, cs), false)?,
+        y.f_gather(3, &index(&c1, cs), false)?,
+        weight(&fc, cs),
+    ))
 }
 
 /// Draws mixup's lambda ~ Beta(alpha, alpha).
@@ -146,6 +221,26 @@ mod tests {
             let got = out.narrow(0, i, 1);
             assert_eq!(f64::try_from((got - want).abs().max()).unwrap(), 0.0);
         }
+    }
+
+    /// The batched resize (the GPU path) against the grouped one, on the CPU.
+    #[test]
+    fn batched_crops_match_grouped_crops() {
+        let _rng = crate::testing::tch_rng_lock();
+        tch::manual_seed(4);
+        let maps = Tensor::randn([300, 3, 7, 7], (Kind::Float, Device::Cpu));
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let crops: Vec<Crop> = (0..300).map(|_| draw_crop(7, 7, &mut rng)).collect();
+        let a = resize_crops_grouped(&maps, &crops).unwrap();
+        let b = resize_crops_batched(&maps, &crops).unwrap();
+        let diff = f64::try_from((a - b).abs().max()).unwrap();
+        assert!(diff < 1e-5, "max difference {diff}");
+        // Also on a non-square map with crops of every size.
+        let maps = Tensor::randn([40, 2, 5, 9], (Kind::Float, Device::Cpu));
+        let crops: Vec<Crop> = (0..40).map(|_| draw_crop(5, 9, &mut rng)).collect();
+        let a = resize_crops_grouped(&maps, &crops).unwrap();
+        let b = resize_crops_batched(&maps, &crops).unwrap();
+        assert!(f64::try_from((a - b).abs().max()).unwrap() < 1e-5);
     }
 
     #[test]
