@@ -4,10 +4,9 @@
 //! --resume-from) to the same probabilities as an uninterrupted one; bad inputs refused.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use remind_e2e::{run_fail, run_ok, scratch, stage};
+use remind_e2e::{kill_once_exists, run_fail, run_ok, scratch, stage};
 
 const SIDE: usize = 12;
 const CLASSES: usize = 4;
@@ -276,25 +275,10 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
 
     // Kill a remind run once its first streamed increment is checkpointed, then resume.
     let out2 = run.p("stream-killed");
-    let mut child = run
-        .train("remind", &out2)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !out2.join("remind/boundary-001/state.json").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !out2.join("remind/complete.json").exists(),
-        "the run finished before it was killed"
+    kill_once_exists(
+        &mut run.train("remind", &out2),
+        &out2.join("remind/boundary-001/state.json"),
+        &out2.join("remind/complete.json"),
     );
     run_ok(run.train("remind", &out2).arg("--resume"));
     for k in 0..3 {

@@ -4,11 +4,9 @@
 //! predictions as an uninterrupted one.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::{Duration, Instant};
 
 use remind::artifact::Table;
-use remind_e2e::{prepare_mini_clevr, run_fail, run_ok, scratch, stage};
+use remind_e2e::{kill_once_exists, prepare_mini_clevr, run_fail, run_ok, scratch, stage};
 
 const CONFIG: &str = "
 stream:
@@ -121,24 +119,10 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
 
     // Kill a remind run once its second checkpoint exists, then resume it.
     let out2 = dir.join("stream-killed");
-    let mut child = train_cmd(&dir, &cfg, "remind", &out2)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !out2.join("remind/boundary-001/state.json").exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !out2.join("remind/complete.json").exists(),
-        "the run finished before it was killed"
+    kill_once_exists(
+        &mut train_cmd(&dir, &cfg, "remind", &out2),
+        &out2.join("remind/boundary-001/state.json"),
+        &out2.join("remind/complete.json"),
     );
     run_ok(train_cmd(&dir, &cfg, "remind", &out2).arg("--resume"));
     assert_eq!(

@@ -163,3 +163,32 @@ pub fn prepare_mini_clevr(dir: &Path) {
         );
     }
 }
+
+/// Starts `cmd` (output discarded) and kills it as soon as `marker` exists (a checkpoint,
+/// within 120 s), then checks that it had not finished: `done` must not exist yet. For the
+/// kill-and-resume tests.
+pub fn kill_once_exists(cmd: &mut Command, marker: &Path, done: &Path) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "{} did not appear",
+            marker.display()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("kill the run");
+    child.wait().expect("reap the run");
+    assert!(
+        !done.exists(),
+        "the run finished before it was killed ({} exists)",
+        done.display()
+    );
+}

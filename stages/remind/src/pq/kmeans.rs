@@ -19,6 +19,14 @@ pub(super) struct KmeansFit {
     pub splits: usize,
 }
 
+/// M codebooks of K centroids of `dsub` floats: the shape of the flat centroid arrays.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    m: usize,
+    k: usize,
+    dsub: usize,
+}
+
 /// Relative perturbation applied when an empty cluster is re-seeded from a large one.
 const SPLIT_EPS: f32 = 1.0 / 1024.0;
 
@@ -75,12 +83,13 @@ fn fit_subspaces_cpu(x: &Tensor, p: &PqParams) -> Result<KmeansFit> {
     let threads = usize::try_from(tch::get_num_threads()).unwrap_or(1).max(1);
     let mut codes = vec![0u8; nt * m];
     let mut splits = 0;
+    let shape = Shape { m, k, dsub };
     for _ in 0..p.iterations {
         KernelCodebook::new(&cent, m, k, dsub).assign_subspace_major(&xt, &mut codes, threads);
         let mut counts = vec![0f64; m * k];
-        update_centroids(&xt, &codes, &mut cent, &mut counts, m, k, dsub, threads);
+        update_centroids(&xt, &codes, &mut cent, &mut counts, shape, threads);
         if counts.contains(&0.0) {
-            splits += split_empty(&mut cent, &mut counts, m, k, dsub, nt, p.seed);
+            splits += split_empty(&mut cent, &mut counts, shape, nt, p.seed);
         }
     }
     let centroids = Tensor::from_slice(&cent).view([m as i64, k as i64, dsub as i64]);
@@ -96,17 +105,15 @@ fn fit_subspaces_cpu(x: &Tensor, p: &PqParams) -> Result<KmeansFit> {
 /// `xt` is sub-space major (`[M][n][dsub]`); threads take whole sub-spaces, one at a time
 /// so its sums (K x dsub) stay in cache, and sum in row order in f64: the result does not
 /// depend on the thread count.
-#[allow(clippy::too_many_arguments)]
 fn update_centroids(
     xt: &[f32],
     codes: &[u8],
     cent: &mut [f32],
     counts: &mut [f64],
-    m: usize,
-    k: usize,
-    dsub: usize,
+    shape: Shape,
     threads: usize,
 ) {
+    let Shape { m, k, dsub } = shape;
     let n = codes.len() / m;
     let run = |s0: usize, cent: &mut [f32], counts: &mut [f64]| {
         let mut sums = vec![0f64; k * dsub];
@@ -209,7 +216,7 @@ fn fit_subspaces_tch(x: &Tensor, p: &PqParams) -> Result<KmeansFit> {
                 .into_iter()
                 .map(|v| v as f64)
                 .collect();
-            splits += split_empty(&mut cent, &mut cnt, m, k, dsub, nt, p.seed);
+            splits += split_empty(&mut cent, &mut cnt, Shape { m, k, dsub }, nt, p.seed);
             c = Tensor::from_slice(&cent)
                 .view([m as i64, k as i64, dsub as i64])
                 .to_device(device);
@@ -225,15 +232,8 @@ fn fit_subspaces_tch(x: &Tensor, p: &PqParams) -> Result<KmeansFit> {
 /// Re-seeds each empty cluster from a cluster chosen with probability growing with its
 /// size, perturbing the two copies symmetrically so they separate on the next iteration.
 /// Returns how many clusters were re-seeded.
-fn split_empty(
-    cent: &mut [f32],
-    cnt: &mut [f64],
-    m: usize,
-    k: usize,
-    dsub: usize,
-    n: usize,
-    seed: u64,
-) -> usize {
+fn split_empty(cent: &mut [f32], cnt: &mut [f64], shape: Shape, n: usize, seed: u64) -> usize {
+    let Shape { m, k, dsub } = shape;
     use rand::Rng;
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_5b17);
     let mut splits = 0;

@@ -327,24 +327,15 @@ fn classifier_checks(device: Device, limit: f64, out: &mut Vec<Check>) -> Result
         "gradients of F's training loss (batch-norm in training mode), worst variable",
     );
     // One SGD step on each: the updated weights stay together.
-    let mut sgd_cpu = nn::OptimizerConfig::build(
-        nn::Sgd {
+    let sgd = |vs: &VarStore| {
+        let config = nn::Sgd {
             momentum: 0.9,
             wd: 1e-5,
             ..Default::default()
-        },
-        &vs_cpu,
-        0.1,
-    )?;
-    let mut sgd_gpu = nn::OptimizerConfig::build(
-        nn::Sgd {
-            momentum: 0.9,
-            wd: 1e-5,
-            ..Default::default()
-        },
-        &vs_gpu,
-        0.1,
-    )?;
+        };
+        nn::OptimizerConfig::build(config, vs, 0.1)
+    };
+    let (mut sgd_cpu, mut sgd_gpu) = (sgd(&vs_cpu)?, sgd(&vs_gpu)?);
     sgd_cpu.step();
     sgd_gpu.step();
     let after_cpu = tch::no_grad(|| f_cpu.forward_t(&x, false));
