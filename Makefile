@@ -230,32 +230,37 @@ $$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
 
 $$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | $$(SETUP)
-	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@
+	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@ $$(THREADS_ARG)
 
 $$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | $$(SETUP)
 	rm -rf $$(@D)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D) $$(THREADS_ARG)
 
 $$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | $$(SETUP)
-	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@
+	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@ $$(THREADS_ARG)
 
 $$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | $$(SETUP)
 	rm -rf $$(@D)
-	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D)
+	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D) $$(THREADS_ARG)
 
 $$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
-		--out $$($(1)_RUN)/stream --resume --restart-stale
+		--out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
 
 $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
 
-.PHONY: $(1)
+.PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
 	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+
+# The same chain as Slurm jobs (pipelines/slurm/submit-classify.sh).
+slurm-$(1): | $$(SETUP)
+	bash pipelines/slurm/submit-classify.sh CONFIG=$$($(1)_CONFIG) RUN=$$($(1)_RUN) IMPORT="$(3)" \
+		IMAGES=$(4) BASE_WEIGHTS=$$(BASE_WEIGHTS) SHARDS=$$(SHARDS) BIN=$$(BIN) METHODS="$$(METHODS)"
 endef
 
 FASHION_NAME := $(if $(FULL),fashion-mnist-full,fashion-mnist)
@@ -264,11 +269,13 @@ ifneq ($(FULL),)
 .PHONY: fashion-mnist
 fashion-mnist: fashion-mnist-full
 endif
+# fashion-tiny: the smallest classification chain (make test-slurm).
+$(eval $(call class_pipeline,fashion-tiny,pipelines/fashion-tiny.yaml,--idx $(FASHION_DIR),$(ART)/fashion-tiny/data/images))
 $(eval $(call class_pipeline,imagenet,pipelines/imagenet.yaml,--folder $(IMAGENET_DIR) $(if $(CLASS_ORDER),--class-order $(CLASS_ORDER)),$(IMAGENET_DIR)))
 
 imagenet-check:
 	@test -n "$(IMAGENET_DIR)" || { echo "make imagenet needs IMAGENET_DIR=/path/with/train/and/val" >&2; exit 2; }
-imagenet: imagenet-check
+imagenet slurm-imagenet: imagenet-check
 
 clean:
 	rm -rf $(ART)/*/ target

@@ -14,6 +14,8 @@
 #     the check job fails naming it, the next job never starts, resubmitting completes the
 #     dataset); shards resubmitted with other parameters (refused); N changed between
 #     submissions (refused, the check names the cause);
+#  4. the tiny classification chain (pipelines/fashion-tiny.yaml) without Slurm and through
+#     `make slurm-fashion-tiny SHARDS=3 WAIT=1`, compared as in step 2;
 # and stops the daemons it started. Needs root (slurmd); one to a few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -84,37 +86,22 @@ start=$SECONDS
 bash scripts/slurm-local.sh start "$CLUSTER"
 export SLURM_CONF=$CLUSTER/slurm.conf
 
-# --- 1. the tiny chain without Slurm -----------------------------------------------------------
-say "1. the tiny chain without Slurm (make clevr-tiny)"
-mk clevr-tiny STAGE_THREADS=1 QUIET=1 >"$LOGS/local.log" 2>&1 ||
-    { tail -n 30 "$LOGS/local.log" >&2; fail "make clevr-tiny"; }
-mv "$ART" "$T/local"
-say "   done at $((SECONDS - start)) s"
-
-# --- 2. the same chain through Slurm, 3 shards -------------------------------------------------
-say "2. the same chain as Slurm jobs (make slurm-clevr-tiny SHARDS=3)"
-mk slurm-clevr-tiny SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm.log" 2>&1 ||
-    { cat "$LOGS/slurm.log" >&2; fail "make slurm-clevr-tiny"; }
-grep -q "^features-train " "$RUN/slurm/jobs.txt" || fail "no features array in $RUN/slurm/jobs.txt"
-for ds in features/train features/val codes/train codes/val; do
-    for k in 0 1 2; do
-        [ -f "$RUN/$ds/part-0000$k-of-00003.arrow" ] || fail "$ds: part $k/3 missing"
-    done
-done
-say "   done at $((SECONDS - start)) s; comparing with the run without Slurm"
-
-"$PY" - "$T/local" "$ART" "$BIN" <<'EOF'
+# compare_runs LOCAL SLURM NAME "DATASETS" "MUST": every artifact under the two roots (both
+# runs wrote the same paths) byte for byte, reports but for their timings, the sharded
+# DATASETS (under NAME) row by row by id, and the MUST files (under NAME) byte-identical.
+compare_runs() {
+    "$PY" - "$1" "$2" "$BIN" "$3" "$4" "$5" <<'EOF'
 import json, os, subprocess, sys
 
-local, slurm, bin_dir = sys.argv[1:4]
-DATASETS = ["clevr-tiny/features/train", "clevr-tiny/features/val",
-            "clevr-tiny/codes/train", "clevr-tiny/codes/val"]
+local, slurm, bin_dir, run_name = sys.argv[1:5]
+DATASETS = [f"{run_name}/{d}" for d in sys.argv[5].split()]
+MUST = [f"{run_name}/{f}" for f in sys.argv[6].split()]
 
 def listing(root):
     out = set()
     for dirpath, _, names in os.walk(root):
         rel_dir = os.path.relpath(dirpath, root)
-        if rel_dir == "clevr-tiny/slurm" or rel_dir.startswith("clevr-tiny/slurm/"):
+        if rel_dir == f"{run_name}/slurm" or rel_dir.startswith(f"{run_name}/slurm/"):
             continue  # the Slurm run's job list and logs
         for name in names:
             if name in ("manifest.json", ".manifest.lock"):
@@ -146,9 +133,7 @@ for f in sorted(a & b):
         same_but_timings.append(f)
     else:
         problems.append(f"differs: {f}")
-for must in ["clevr-tiny/metrics.json", "clevr-tiny/metrics.parquet",
-             "clevr-tiny/pq/codebook.arrow", "clevr-tiny/backbone/weights.safetensors",
-             "clevr-tiny/stream/remind/predictions/boundary-004.parquet"]:
+for must in MUST:
     if must not in same_bytes:
         problems.append(f"not byte-identical: {must}")
 for ds in DATASETS:
@@ -167,6 +152,29 @@ print(f"test-slurm:    {len(same_bytes)} files byte-identical, {len(same_but_tim
 if problems:
     sys.exit("test-slurm: FAILED: the runs differ:\n  " + "\n  ".join(problems))
 EOF
+}
+
+# --- 1. the tiny chain without Slurm -----------------------------------------------------------
+say "1. the tiny chain without Slurm (make clevr-tiny)"
+mk clevr-tiny STAGE_THREADS=1 QUIET=1 >"$LOGS/local.log" 2>&1 ||
+    { tail -n 30 "$LOGS/local.log" >&2; fail "make clevr-tiny"; }
+mv "$ART" "$T/local"
+say "   done at $((SECONDS - start)) s"
+
+# --- 2. the same chain through Slurm, 3 shards -------------------------------------------------
+say "2. the same chain as Slurm jobs (make slurm-clevr-tiny SHARDS=3)"
+mk slurm-clevr-tiny SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm.log" 2>&1 ||
+    { cat "$LOGS/slurm.log" >&2; fail "make slurm-clevr-tiny"; }
+grep -q "^features-train " "$RUN/slurm/jobs.txt" || fail "no features array in $RUN/slurm/jobs.txt"
+for ds in features/train features/val codes/train codes/val; do
+    for k in 0 1 2; do
+        [ -f "$RUN/$ds/part-0000$k-of-00003.arrow" ] || fail "$ds: part $k/3 missing"
+    done
+done
+say "   done at $((SECONDS - start)) s; comparing with the run without Slurm"
+
+compare_runs "$T/local" "$ART" clevr-tiny "features/train features/val codes/train codes/val" \
+    "metrics.json metrics.parquet pq/codebook.arrow backbone/weights.safetensors stream/remind/predictions/boundary-004.parquet"
 
 # --- 3a. a lost part: named by the check, redone alone --------------------------------------------
 say "3a. a lost part of codes/val: the check names it, a resubmission redoes only it"
@@ -255,5 +263,18 @@ codes_job=$(awk '$1 == "codes-train" {print $2}' "$RUN/slurm/jobs.txt")
 [ -z "$(states "$codes_job" | grep -v CANCELLED)" ] || fail "codes-train ran after a failed check: $(states "$codes_job")"
 "$BIN/remind-artifact" check-complete "$RUN/features/train" --shards 3 >/dev/null ||
     fail "the refused submission damaged features/train"
+
+# --- 4. the classification chain, without Slurm and through it --------------------------------------
+say "4. the tiny classification chain without Slurm and as Slurm jobs (fashion-tiny, SHARDS=3)"
+mk fashion-tiny STAGE_THREADS=1 QUIET=1 >"$LOGS/local-classify.log" 2>&1 ||
+    { tail -n 30 "$LOGS/local-classify.log" >&2; fail "make fashion-tiny"; }
+mkdir -p "$T/local-classify"
+mv "$ART/fashion-tiny" "$T/local-classify/"
+mk slurm-fashion-tiny SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm-classify.log" 2>&1 ||
+    { cat "$LOGS/slurm-classify.log" >&2; fail "make slurm-fashion-tiny"; }
+mkdir -p "$T/slurm-classify"
+mv "$ART/fashion-tiny" "$T/slurm-classify/"
+compare_runs "$T/local-classify" "$T/slurm-classify" fashion-tiny "features codes" \
+    "metrics.json metrics.parquet data/labels.parquet base/weights.safetensors pq/codebook.arrow stream/remind/probabilities/eval-004.arrow"
 
 say "passed in $((SECONDS - start)) s"

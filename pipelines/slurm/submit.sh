@@ -50,19 +50,9 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-for arg in "$@"; do
-    case $arg in
-        [A-Z]*=*) export "${arg%%=*}=${arg#*=}" ;;
-        -h | --help)
-            sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
-            exit 0
-            ;;
-        *)
-            echo "submit.sh: unknown argument '$arg' (settings are KEY=VALUE; see --help)" >&2
-            exit 2
-            ;;
-    esac
-done
+# shellcheck source=pipelines/slurm/lib.sh
+source "$here/lib.sh"
+parse_settings "${BASH_SOURCE[0]}" "$@"
 
 CONFIG=${CONFIG:-pipelines/clevr-qtype.yaml}
 NAME=$(basename "$CONFIG" .yaml)
@@ -87,98 +77,11 @@ DEVICE=${DEVICE:-}
 WAIT=${WAIT:-}
 DRY_RUN=${DRY_RUN:-}
 
-die() {
-    echo "submit.sh: $*" >&2
-    exit 2
-}
-[ -f "$CONFIG" ] || die "no pipeline config $CONFIG"
-[[ $SHARDS =~ ^[1-9][0-9]*$ ]] || die "SHARDS must be a positive number, found '$SHARDS'"
-[ -x "$BIN/remind-artifact" ] || die "no stage binaries in $BIN (make build)"
-if [ -z "$DRY_RUN" ]; then
-    command -v sbatch >/dev/null || die "sbatch not found: run on a Slurm submit host"
-fi
-BIN=$(cd "$BIN" && pwd)
 [ -n "$GEN_CONFIG" ] || [ -d "$DATA" ] || die "no data set at $DATA (and no GEN_CONFIG to generate one)"
 [ "$IMPORT_FLAG" = --clevr-dir ] || [ -n "$BACKBONE_WEIGHTS" ] ||
     die "BACKBONE_WEIGHTS is needed: train-backbone learns from CLEVR scene annotations only"
 [[ $IMAGES == *"{split}"* ]] || die "IMAGES must contain {split}, found '$IMAGES'"
-
-LOGS=$RUN/slurm/logs
-JOBS_FILE=$RUN/slurm/jobs.txt
-if [ -n "$DRY_RUN" ]; then
-    JOBS_FILE=/dev/null
-else
-    mkdir -p "$LOGS"
-    : >"$JOBS_FILE"
-fi
-ALL_JOBS=()
-fake_id=1000
-
-# sbatch flags for step $1: resources, partition, logs, dependencies $2 (job ids, ':'-joined).
-step_flags() {
-    local step=$1 deps=$2 kind=$3
-    local v cpus mem time gpus
-    v=${step}_CPUS && cpus=${!v:-${CPUS:-1}}
-    v=${step}_MEM && mem=${!v:-${MEM:-}}
-    v=${step}_TIME && time=${!v:-${TIME:-04:00:00}}
-    v=${step}_GPUS && gpus=${!v:-${GPUS:-0}}
-    FLAGS=(--parsable --kill-on-invalid-dep=yes --cpus-per-task="$cpus" --time="$time")
-    [ -n "$mem" ] && FLAGS+=(--mem="$mem")
-    [ "$gpus" != 0 ] && FLAGS+=(--gres="gpu:$gpus")
-    [ -n "${PARTITION:-}" ] && FLAGS+=(--partition="$PARTITION")
-    [ -n "${ACCOUNT:-}" ] && FLAGS+=(--account="$ACCOUNT")
-    [ -n "${QOS:-}" ] && FLAGS+=(--qos="$QOS")
-    if [ -n "$deps" ]; then
-        FLAGS+=(--dependency="$kind:$deps")
-    fi
-    # shellcheck disable=SC2206
-    [ -n "${SBATCH_EXTRA:-}" ] && FLAGS+=($SBATCH_EXTRA)
-    THREADS=$cpus
-    return 0
-}
-
-# submit <label> <sbatch flags...> <template> <args...>: names the job <name>-<label>, logs
-# it under $LOGS, records its id in $JOBS_FILE and sets JOB.
-submit() {
-    local label=$1
-    shift
-    local log="$LOGS/%x-%j.out"
-    [[ " $* " == *" --array="* ]] && log="$LOGS/%x-%A_%a.out"
-    local cmd=(sbatch --job-name="$NAME-$label" --output="$log" "$@")
-    if [ -n "$DRY_RUN" ]; then
-        fake_id=$((fake_id + 1))
-        JOB=$fake_id
-        printf '%q ' "${cmd[@]}" >&2
-        echo >&2
-    else
-        JOB=$("${cmd[@]}")
-        JOB=${JOB%%;*}
-    fi
-    ALL_JOBS+=("$JOB")
-    printf '%-24s %s\n' "$label" "$JOB" | tee -a "$JOBS_FILE"
-}
-
-# Joins job ids (skipping empty ones) with ':'.
-deps() {
-    local out="" id
-    for id in "$@"; do
-        [ -n "$id" ] && out=${out:+$out:}$id
-    done
-    echo "$out"
-}
-
-# Whether every part of dataset folder $1 written for $SHARDS shards exists (by name).
-parts_present() {
-    local k
-    for ((k = 0; k < SHARDS; k++)); do
-        [ -f "$(printf '%s/part-%05d-of-%05d.arrow' "$1" "$k" "$SHARDS")" ] || return 1
-    done
-}
-
-export REMIND_BIN=$BIN REMIND_QUIET=1
-COMMON=(--config "$CONFIG" --run-dir "$RUN")
-device_flag=()
-[ -n "$DEVICE" ] && device_flag=(--device "$DEVICE")
+init_chain
 
 # --- data -------------------------------------------------------------------------------
 gen=""
@@ -271,43 +174,4 @@ if [ ${#streams[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
         --question-types "$RUN/questions/question_types.parquet" --stream-dir "$RUN/stream" --out "$RUN"
 fi
 
-if [ ${#ALL_JOBS[@]} -eq 0 ]; then
-    echo "submit.sh: $RUN is complete, nothing to submit" >&2
-    exit 0
-fi
-echo "submit.sh: ${#ALL_JOBS[@]} job(s) submitted for $NAME; logs in $LOGS" >&2
-[ -z "$WAIT" ] || [ -n "$DRY_RUN" ] && exit 0
-
-# --- WAIT=1: until no job of the chain is pending or running, then their outcome -----------
-ids=$(
-    IFS=,
-    echo "${ALL_JOBS[*]}"
-)
-# squeue lists the chain's jobs still pending or running; a failed call is retried, unless it
-# only says that the ids are unknown (jobs purged after MinJobAge: finished).
-while true; do
-    if active=$(squeue -h -j "$ids" -o %i 2>"$RUN/slurm/.squeue.err"); then
-        [ -z "$active" ] && break
-    elif grep -q "Invalid job id" "$RUN/slurm/.squeue.err"; then
-        break
-    fi
-    sleep "${WAIT_POLL:-2}"
-done
-rm -f "$RUN/slurm/.squeue.err"
-failed=0
-while read -r label id; do
-    states=$(scontrol -o show job "$id" 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 | sort | uniq -c | xargs)
-    if [ -z "$states" ]; then
-        echo "  $label ($id): no longer known to slurmctld" >&2
-    elif [[ $states =~ ^[0-9]+\ COMPLETED$ ]]; then
-        echo "  $label ($id): $states" >&2
-    else
-        echo "  $label ($id): $states  (logs: $LOGS/$NAME-$label-$id*.out)" >&2
-        failed=1
-    fi
-done <"$JOBS_FILE"
-if [ $failed -ne 0 ] || [ ! -e "$RUN/metrics.json" ]; then
-    echo "submit.sh: $NAME did not complete; fix the cause and run it again (only the missing work is redone)" >&2
-    exit 1
-fi
-echo "submit.sh: $NAME complete: $RUN/metrics.json" >&2
+finish_chain
