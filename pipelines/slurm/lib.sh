@@ -1,7 +1,7 @@
 # What the Slurm drivers (submit.sh: streaming VQA, submit-classify.sh: image
-# classification) share: KEY=VALUE settings, sbatch flags per step, submission with job ids
-# recorded, dependencies, and WAIT=1. Sourced; the driver sets `here`, CONFIG, RUN, NAME,
-# SHARDS, BIN, DEVICE, WAIT and DRY_RUN before init_chain.
+# classification) share: KEY=VALUE and common settings, sbatch flags per step, submission with job ids
+# recorded, dependencies, and WAIT=1. Sourced; the driver sets `here` and calls
+# chain_settings before init_chain.
 
 # parse_settings <driver> <args...>: exports KEY=VALUE arguments; --help prints the driver's
 # header comment.
@@ -21,6 +21,21 @@ parse_settings() {
                 ;;
         esac
     done
+}
+
+# chain_settings <default config>: the settings every driver has (CONFIG, NAME, ART, RUN,
+# SHARDS, METHODS, BIN, DEVICE, WAIT, DRY_RUN), from the environment or their defaults.
+chain_settings() {
+    CONFIG=${CONFIG:-$1}
+    NAME=$(basename "$CONFIG" .yaml)
+    ART=${ART:-artifacts}
+    RUN=${RUN:-$ART/$NAME}
+    SHARDS=${SHARDS:-4}
+    METHODS=${METHODS:-offline remind finetune}
+    BIN=${BIN:-target/release}
+    DEVICE=${DEVICE:-}
+    WAIT=${WAIT:-}
+    DRY_RUN=${DRY_RUN:-}
 }
 
 die() {

@@ -38,18 +38,9 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 parse_settings "${BASH_SOURCE[0]}" "$@"
 
-CONFIG=${CONFIG:-pipelines/fashion-mnist.yaml}
-NAME=$(basename "$CONFIG" .yaml)
-ART=${ART:-artifacts}
-RUN=${RUN:-$ART/$NAME}
+chain_settings pipelines/fashion-mnist.yaml
 IMPORT=${IMPORT:---idx /usr/share/datasets/fashion-mnist}
 BASE_WEIGHTS=${BASE_WEIGHTS:-}
-SHARDS=${SHARDS:-4}
-METHODS=${METHODS:-offline remind finetune}
-BIN=${BIN:-target/release}
-DEVICE=${DEVICE:-}
-WAIT=${WAIT:-}
-DRY_RUN=${DRY_RUN:-}
 
 # shellcheck disable=SC2206
 import_flags=($IMPORT)

@@ -54,10 +54,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 parse_settings "${BASH_SOURCE[0]}" "$@"
 
-CONFIG=${CONFIG:-pipelines/clevr-qtype.yaml}
-NAME=$(basename "$CONFIG" .yaml)
-ART=${ART:-artifacts}
-RUN=${RUN:-$ART/$NAME}
+chain_settings pipelines/clevr-qtype.yaml
 CLEVR_DIR=${CLEVR_DIR:-}
 if [ -n "$CLEVR_DIR" ]; then
     DATA=${DATA:-$CLEVR_DIR}
@@ -69,13 +66,7 @@ fi
 IMPORT_FLAG=${IMPORT_FLAG:---clevr-dir}
 IMAGES=${IMAGES:-$DATA/images/\{split\}}
 BACKBONE_WEIGHTS=${BACKBONE_WEIGHTS:-}
-SHARDS=${SHARDS:-4}
 SPLITS=${SPLITS:-train val}
-METHODS=${METHODS:-offline remind finetune}
-BIN=${BIN:-target/release}
-DEVICE=${DEVICE:-}
-WAIT=${WAIT:-}
-DRY_RUN=${DRY_RUN:-}
 
 [ -n "$GEN_CONFIG" ] || [ -d "$DATA" ] || die "no data set at $DATA (and no GEN_CONFIG to generate one)"
 [ "$IMPORT_FLAG" = --clevr-dir ] || [ -n "$BACKBONE_WEIGHTS" ] ||

@@ -304,12 +304,15 @@ fn classifier_checks(device: Device, limit: f64, out: &mut Vec<Check>) -> Result
     let x = Tensor::randn([51, c, 7, 7], (Kind::Float, Device::Cpu)).relu();
     let y = Tensor::randint(1000, [51], (Kind::Int64, Device::Cpu));
     let xg = x.to_device(device);
-    let eval_cpu = tch::no_grad(|| f_cpu.forward_t(&x, false));
-    let eval_gpu = tch::no_grad(|| f_gpu.forward_t(&xg, false));
+    // Eval-mode logits of both copies of F on the same maps.
+    let eval_diff = || {
+        let cpu = tch::no_grad(|| f_cpu.forward_t(&x, false));
+        rel_diff(&cpu, &tch::no_grad(|| f_gpu.forward_t(&xg, false)))
+    };
     check(
         out,
         "classify.f.logits_rel_diff",
-        rel_diff(&eval_cpu, &eval_gpu),
+        eval_diff(),
         limit,
         "eval-mode logits of F (ResNet-18 layer4.1 + classifier), same weights and maps",
     );
@@ -338,12 +341,10 @@ fn classifier_checks(device: Device, limit: f64, out: &mut Vec<Check>) -> Result
     let (mut sgd_cpu, mut sgd_gpu) = (sgd(&vs_cpu)?, sgd(&vs_gpu)?);
     sgd_cpu.step();
     sgd_gpu.step();
-    let after_cpu = tch::no_grad(|| f_cpu.forward_t(&x, false));
-    let after_gpu = tch::no_grad(|| f_gpu.forward_t(&xg, false));
     check(
         out,
         "classify.f.after_step_logits_rel_diff",
-        rel_diff(&after_cpu, &after_gpu),
+        eval_diff(),
         limit,
         "eval-mode logits after one SGD step (momentum 0.9, lr 0.1) on each device",
     );
