@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 
 use remind::artifact::Table;
-use remind_e2e::{kill_once_exists, prepare_mini_clevr, run_fail, run_ok, scratch, stage};
+use remind_e2e::{
+    kill_once_exists, mini_clevr_stream_cmd, prepare_mini_clevr, run_fail, run_ok, scratch,
+};
 
 const CONFIG: &str = "
 stream:
@@ -38,26 +40,6 @@ fn prepare(dir: &Path) -> PathBuf {
     cfg
 }
 
-fn train_cmd(dir: &Path, cfg: &Path, method: &str, out: &Path) -> std::process::Command {
-    let mut c = stage("remind-stream-train");
-    c.arg("--config")
-        .arg(cfg)
-        .arg("--run-dir")
-        .arg(dir)
-        .args(["--method", method, "--threads", "1", "--device", "cpu"])
-        .arg("--questions")
-        .arg(dir.join("questions"))
-        .arg("--train-codes")
-        .arg(dir.join("codes/train"))
-        .arg("--val-codes")
-        .arg(dir.join("codes/val"))
-        .arg("--codebook")
-        .arg(dir.join("codebook.arrow"))
-        .arg("--out")
-        .arg(out);
-    c
-}
-
 fn predictions(out: &Path, method: &str) -> Vec<(u64, i64)> {
     let dir = out.join(method).join("predictions");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
@@ -86,7 +68,7 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
     let cfg = prepare(&dir);
     let out = dir.join("stream");
     for method in ["remind", "finetune", "offline"] {
-        run_ok(&mut train_cmd(&dir, &cfg, method, &out));
+        run_ok(&mut mini_clevr_stream_cmd(&dir, &cfg, method, &out));
         let done: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join(method).join("complete.json")).unwrap())
                 .unwrap();
@@ -120,11 +102,11 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
     // Kill a remind run once its second checkpoint exists, then resume it.
     let out2 = dir.join("stream-killed");
     kill_once_exists(
-        &mut train_cmd(&dir, &cfg, "remind", &out2),
+        &mut mini_clevr_stream_cmd(&dir, &cfg, "remind", &out2),
         &out2.join("remind/boundary-001/state.json"),
         &out2.join("remind/complete.json"),
     );
-    run_ok(train_cmd(&dir, &cfg, "remind", &out2).arg("--resume"));
+    run_ok(mini_clevr_stream_cmd(&dir, &cfg, "remind", &out2).arg("--resume"));
     assert_eq!(
         predictions(&out2, "remind"),
         uninterrupted,
@@ -134,10 +116,15 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
     // A resume under another configuration is refused.
     let other = dir.join("other.yaml");
     std::fs::write(&other, CONFIG.replace("replay: 8", "replay: 9")).unwrap();
-    let err = run_fail(train_cmd(&dir, &other, "remind", &out2).arg("--resume"));
+    let err = run_fail(mini_clevr_stream_cmd(&dir, &other, "remind", &out2).arg("--resume"));
     assert!(err.contains("another configuration"), "{err}");
     // Unknown config keys name the closest one.
     std::fs::write(&other, CONFIG.replace("replay: 8", "replays: 8")).unwrap();
-    let err = run_fail(&mut train_cmd(&dir, &other, "remind", &dir.join("x")));
+    let err = run_fail(&mut mini_clevr_stream_cmd(
+        &dir,
+        &other,
+        "remind",
+        &dir.join("x"),
+    ));
     assert!(err.contains("did you mean 'replay'"), "{err}");
 }

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 
 use remind::artifact::Table;
-use remind_e2e::{prepare_mini_clevr, run_fail, run_ok, run_python, scratch, stage};
+use remind_e2e::{
+    mini_clevr_stream_cmd, prepare_mini_clevr, run_fail, run_ok, run_python, scratch, stage,
+};
 
 /// Width of the sentence vectors.
 const D: usize = 32;
@@ -97,22 +99,7 @@ fn gensen(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
 }
 
 fn train_cmd(dir: &Path, cfg: &Path, method: &str, out: &Path, features: &[&Path]) -> Command {
-    let mut c = stage("remind-stream-train");
-    c.arg("--config")
-        .arg(cfg)
-        .arg("--run-dir")
-        .arg(dir)
-        .args(["--method", method, "--threads", "1", "--device", "cpu"])
-        .arg("--questions")
-        .arg(dir.join("questions"))
-        .arg("--train-codes")
-        .arg(dir.join("codes/train"))
-        .arg("--val-codes")
-        .arg(dir.join("codes/val"))
-        .arg("--codebook")
-        .arg(dir.join("codebook.arrow"))
-        .arg("--out")
-        .arg(out);
+    let mut c = mini_clevr_stream_cmd(dir, cfg, method, out);
     for f in features {
         c.arg("--question-features").arg(f);
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use remind::artifact::Table;
-use remind_e2e::{bin_dir, run_fail, run_ok, scratch, stage};
+use remind_e2e::{bin_dir, init_test_backbone, run_fail, run_ok, scratch, stage};
 
 const CONFIG: &str = "
 extract_features:
@@ -81,20 +81,7 @@ fn make_tdiuc_qtype_runs_the_tdiuc_chain() {
         assert!(tdiuc.join(f).exists(), "{f} missing");
     }
     let weights = dir.join("bb.safetensors");
-    run_ok(
-        stage("remind-backbone")
-            .args([
-                "init",
-                "--arch",
-                "resnet18",
-                "--width",
-                "8",
-                "--num-classes",
-                "4",
-            ])
-            .arg("--out")
-            .arg(&weights),
-    );
+    init_test_backbone(&weights);
     let cfg = dir.join("tdiuc-tiny.yaml");
     std::fs::write(&cfg, CONFIG).unwrap();
     let art = dir.join("art");

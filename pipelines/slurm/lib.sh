@@ -131,6 +131,24 @@ parts_present() {
     done
 }
 
+# submit_streams <deps> <stream-train args...>: one stream-train job per method of METHODS
+# whose $RUN/stream/<method>/complete.json is missing, after <deps>, resuming what a
+# killed job left; their ids go to STREAMS.
+submit_streams() {
+    local after=$1 method
+    shift
+    STREAMS=()
+    for method in $METHODS; do
+        if [ ! -e "$RUN/stream/$method/complete.json" ]; then
+            step_flags STREAM "$after" afterok
+            submit "stream-$method" "${FLAGS[@]}" "$here/job.sbatch" stream-train "${COMMON[@]}" \
+                --method "$method" "$@" --out "$RUN/stream" --resume --restart-stale \
+                --threads "$THREADS" "${device_flag[@]}"
+            STREAMS+=("$JOB")
+        fi
+    done
+}
+
 # After the last submission: says what was submitted and, with WAIT=1, waits for the chain
 # and reports each job's outcome (exit 1 unless all completed and $RUN/metrics.json exists).
 finish_chain() {

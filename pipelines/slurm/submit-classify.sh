@@ -111,20 +111,11 @@ if ! parts_present "$codes"; then
 fi
 
 # --- streaming: one job per method, then the evaluation ---------------------------------------------
-streams=()
-for method in $METHODS; do
-    if [ ! -e "$RUN/stream/$method/complete.json" ]; then
-        step_flags STREAM "$(deps "$imp" "$base" "$pq" "$code")" afterok
-        submit "stream-$method" "${FLAGS[@]}" \
-            "$here/job.sbatch" stream-train "${COMMON[@]}" --task classification --method "$method" \
-            --labels "$labels" --codes "$codes" --codebook "$codebook" --base-weights "$weights" \
-            --out "$RUN/stream" --resume --restart-stale --threads "$THREADS" "${device_flag[@]}"
-        streams+=("$JOB")
-    fi
-done
+submit_streams "$(deps "$imp" "$base" "$pq" "$code")" --task classification --labels "$labels" \
+    --codes "$codes" --codebook "$codebook" --base-weights "$weights"
 
-if [ ${#streams[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
-    step_flags EVALUATE "$(deps "$imp" "${streams[@]}")" afterok
+if [ ${#STREAMS[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
+    step_flags EVALUATE "$(deps "$imp" "${STREAMS[@]}")" afterok
     submit evaluate "${FLAGS[@]}" \
         "$here/job.sbatch" evaluate "${COMMON[@]}" --task classification --labels "$labels" \
         --stream-dir "$RUN/stream" --out "$RUN"

@@ -145,21 +145,12 @@ for split in $SPLITS; do
 done
 
 # --- streaming: one job per method ------------------------------------------------------------
-streams=()
-for method in $METHODS; do
-    if [ ! -e "$RUN/stream/$method/complete.json" ]; then
-        step_flags STREAM "$(deps "$imp" "$pq" "${codes_ready[@]}")" afterok
-        submit "stream-$method" "${FLAGS[@]}" \
-            "$here/job.sbatch" stream-train "${COMMON[@]}" --method "$method" --questions "$RUN/questions" \
-            --train-codes "$RUN/codes/train" --val-codes "$RUN/codes/val" --codebook "$codebook" \
-            --out "$RUN/stream" --resume --restart-stale --threads "$THREADS" "${device_flag[@]}"
-        streams+=("$JOB")
-    fi
-done
+submit_streams "$(deps "$imp" "$pq" "${codes_ready[@]}")" --questions "$RUN/questions" \
+    --train-codes "$RUN/codes/train" --val-codes "$RUN/codes/val" --codebook "$codebook"
 
 # --- evaluation ---------------------------------------------------------------------------------
-if [ ${#streams[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
-    step_flags EVALUATE "$(deps "$imp" "${streams[@]}")" afterok
+if [ ${#STREAMS[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
+    step_flags EVALUATE "$(deps "$imp" "${STREAMS[@]}")" afterok
     submit evaluate "${FLAGS[@]}" \
         "$here/job.sbatch" evaluate "${COMMON[@]}" --questions "$RUN/questions/questions.parquet" \
         --question-types "$RUN/questions/question_types.parquet" --stream-dir "$RUN/stream" --out "$RUN"

@@ -99,20 +99,7 @@ pub fn prepare_mini_clevr(dir: &Path) {
             .arg(dir),
     );
     let w = dir.join("bb.safetensors");
-    run_ok(
-        stage("remind-backbone")
-            .args([
-                "init",
-                "--arch",
-                "resnet18",
-                "--width",
-                "8",
-                "--num-classes",
-                "4",
-            ])
-            .arg("--out")
-            .arg(&w),
-    );
+    init_test_backbone(&w);
     for split in ["train", "val"] {
         run_ok(
             stage("remind-extract-features")
@@ -162,6 +149,46 @@ pub fn prepare_mini_clevr(dir: &Path) {
                 .arg(dir),
         );
     }
+}
+
+/// Writes a randomly initialised ResNet-18 of width 8 (4 classes): the tests' backbone.
+pub fn init_test_backbone(out: &Path) {
+    run_ok(
+        stage("remind-backbone")
+            .args([
+                "init",
+                "--arch",
+                "resnet18",
+                "--width",
+                "8",
+                "--num-classes",
+                "4",
+            ])
+            .arg("--out")
+            .arg(out),
+    );
+}
+
+/// `remind-stream-train` of `method` under config `cfg` on what [`prepare_mini_clevr`]
+/// made in `dir` (one thread, CPU), into `out`.
+pub fn mini_clevr_stream_cmd(dir: &Path, cfg: &Path, method: &str, out: &Path) -> Command {
+    let mut c = stage("remind-stream-train");
+    c.arg("--config")
+        .arg(cfg)
+        .arg("--run-dir")
+        .arg(dir)
+        .args(["--method", method, "--threads", "1", "--device", "cpu"])
+        .arg("--questions")
+        .arg(dir.join("questions"))
+        .arg("--train-codes")
+        .arg(dir.join("codes/train"))
+        .arg("--val-codes")
+        .arg(dir.join("codes/val"))
+        .arg("--codebook")
+        .arg(dir.join("codebook.arrow"))
+        .arg("--out")
+        .arg(out);
+    c
 }
 
 /// Starts `cmd` (output discarded) and kills it as soon as `marker` exists (a checkpoint,
