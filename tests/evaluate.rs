@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int32Array, Int64Array, ListArray, StringArray, UInt64Array};
 use arrow::datatypes::Int32Type;
 use remind::artifact::{write_table, Producer};
-use remind::stream::order::StreamPlan;
+use remind::stream::plan::StreamPlan;
 use remind_e2e::{run_fail, run_ok, run_python, scratch, stage};
 use serde_json::Value;
 
@@ -116,6 +116,8 @@ fn make_stream(dir: &Path) {
         items: (0..120).collect(),
         boundaries: POSITIONS.to_vec(),
         segment_groups: vec![Some(0), Some(1), Some(2)],
+        seen_classes: Vec::new(),
+        positions_count_base: true,
     };
     std::fs::write(dir.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
 }

@@ -10,8 +10,8 @@ use std::process::Command;
 use arrow::array::{Int64Array, StringArray, UInt64Array};
 use remind::artifact::table::read_id_column;
 use remind::artifact::Table;
-use remind::classify_data::idx::{encode_images, encode_labels};
-use remind::features::images::{list_images, IdFrom};
+use remind::backbone::features::images::{list_images, IdFrom};
+use remind::data::images::idx::{encode_images, encode_labels};
 use remind_e2e::{run_fail, run_ok, scratch, stage};
 use serde_json::Value;
 

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use remind::artifact::dataset::write_single_part;
 use remind::artifact::{DType, Payload, Producer, TensorDataset, TensorSpec};
-use remind::stages::codebook::load_codebook;
+use remind::codes::codebook::load_codebook;
 use remind_e2e::{run_fail, run_ok, run_python, scratch, stage};
 use tch::Tensor;
 

@@ -112,6 +112,26 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
         uninterrupted,
         "a resumed run must predict exactly as an uninterrupted one"
     );
+    // --resume-from an earlier boundary replays the rest to the same predictions, and drops
+    // the later checkpoints of the abandoned continuation first.
+    let from = std::fs::read(out2.join("remind/boundary-002/state.json")).unwrap();
+    run_ok(mini_clevr_stream_cmd(&dir, &cfg, "remind", &out2).args(["--resume-from", "1"]));
+    assert_eq!(
+        predictions(&out2, "remind"),
+        uninterrupted,
+        "a run resumed from boundary 1 must predict exactly as an uninterrupted one"
+    );
+    assert_eq!(
+        std::fs::read(out2.join("remind/boundary-002/state.json")).unwrap(),
+        from,
+        "the re-made checkpoint of boundary 2 is the same"
+    );
+    let err =
+        run_fail(mini_clevr_stream_cmd(&dir, &cfg, "remind", &out2).args(["--resume-from", "9"]));
+    assert!(
+        err.contains("--resume-from 9") && err.contains("0..4"),
+        "{err}"
+    );
 
     // A resume under another configuration is refused.
     let other = dir.join("other.yaml");

@@ -1,45 +1,41 @@
-//! remind: the library behind the remind-rs stage binaries.
+//! remind: the library behind the remind-rs stage binaries, in pipeline order. Foundations
+//! first (they know no task), then one module per pipeline step, each holding the bodies of
+//! the stage binaries named in its docs.
 //!
+//! Foundations:
 //! - [`artifact`]: every artifact file, read and written (Arrow IPC tensors, Parquet tables,
-//!   atomic writes, the run manifest).
-//! - [`run`]: what stage runs share (pipeline configs, sharding, devices, progress).
-//! - [`clevr`]: the mini-CLEVR data-set generator (images, questions, scenes).
-//! - [`vqa_data`]: question import (CLEVR, TDIUC): tokens, vocabulary, answer table;
-//!   gensen sentence features (HDF5 or .npy) per question.
-//! - [`classify_data`]: image-classification import (IDX files such as Fashion-MNIST, or
-//!   ImageNet-style folders): labels table, class order, base-initialisation split.
-//! - [`models`]: networks (the ResNet backbone, split into G and F) and their weights.
-//! - [`backbone_train`]: training the frozen backbone G on CLEVR scene annotations (the
-//!   stand-in for ImageNet pre-training).
-//! - [`features`]: feature extraction, images to feature maps through a frozen backbone.
-//! - [`pq`]: product quantization (fit, encode, decode, faiss format).
+//!   safetensors weights, atomic writes, the run manifest).
+//! - [`run`]: what stage runs share: pipeline configs, sharding, devices, progress.
+//! - [`pq`]: product quantization (fit, encode, decode, OPQ, the faiss format).
 //! - [`buffer`]: the replay buffer (codes, labels, class index, eviction, sampling).
-//! - [`classify`]: image classification (label table, base initialisation, the
-//!   class-incremental stream).
-//! - [`vqa`]: VQA models (question encoder, S-MAC, UpDown).
+//! - [`models`]: networks and their weights: ResNet (split into G and F), the VQA models.
+//! - [`train`]: optimisers with checkpointable state and learning-rate schedules.
 //! - [`plot`]: line charts drawn to PNG (evaluation plots).
-//! - [`stream`]: the streaming loop: orders, in-memory data, metrics, checkpoints.
-//! - [`train`]: optimisers with checkpointable state.
-//! - [`stages`]: the stage bodies the binaries call.
-//! - [`synth`]: synthetic feature maps for tests and benchmarks.
+//!
+//! The pipeline:
+//! 1. [`data`]: imports: mini-CLEVR generator, questions, gensen features, images and labels.
+//! 2. [`backbone`]: G: trained on CLEVR scenes or as a base-initialised classifier; feature
+//!    extraction.
+//! 3. [`codes`]: fit PQ, extract codes, the codebook artifact.
+//! 4. [`stream`]: REMIND and its baselines: the one driver, the plan, the run-folder
+//!    layout, checkpoints; each task's maths in [`stream::vqa`] and [`stream::classify`].
+//! 5. [`evaluate`]: scores, Omega, tables and plots of a streaming run.
+//!
+//! And [`diag`]: the CUDA check, benchmarks and synthetic data.
 
 pub mod artifact;
-pub mod backbone_train;
+pub mod backbone;
 pub mod buffer;
-pub mod classify;
-pub mod classify_data;
-pub mod clevr;
-pub mod features;
+pub mod codes;
+pub mod data;
+pub mod diag;
+pub mod evaluate;
 pub mod models;
 pub mod plot;
 pub mod pq;
 pub mod run;
-pub mod stages;
 pub mod stream;
-pub mod synth;
 pub mod train;
-pub mod vqa;
-pub mod vqa_data;
 
 /// Helpers for the unit tests.
 #[cfg(test)]

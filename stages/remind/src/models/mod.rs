@@ -4,9 +4,11 @@
 //!
 //! - [`resnet`]: the ResNet family with torchvision names, split into G and F at a cut.
 //! - [`tools`]: random initial weights, and running a part on a tensor file.
+//! - [`vqa`]: the VQA models (S-MAC, UpDown) and their question encoder.
 
 pub mod resnet;
 pub mod tools;
+pub mod vqa;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

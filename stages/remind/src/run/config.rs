@@ -37,16 +37,67 @@ pub fn load_section<T: DeserializeOwned + Default>(
     config: Option<&Path>,
     section: &str,
 ) -> Result<T> {
-    let Some(path) = config else {
-        return Ok(T::default());
+    load_section_over(config, section, &())
+}
+
+/// Reads section `section` of the pipeline file `config` into `T` with `flags` laid over
+/// it: the one place where command-line flags and the config meet. `flags` serialises to a
+/// map of the flags the user gave (a `None` field, null, is skipped, so the config's value, else
+/// `T`'s default, stands); each replaces the key of the same name before `T` is
+/// deserialised, so defaults live only in `T::default()` and every value is checked once.
+/// `()` lays nothing over. Errors name the file, the section and the key.
+pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
+    config: Option<&Path>,
+    section: &str,
+    flags: &F,
+) -> Result<T> {
+    let given = match serde_yaml::to_value(flags)
+        .with_context(|| format!("cannot represent the flags of section '{section}'"))?
+    {
+        serde_yaml::Value::Mapping(m) => m,
+        serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+        other => bail!("flags of section '{section}' must form a map, not {other:?}"),
     };
+    let (origin, value) = match config {
+        None => ("the command line".to_string(), serde_yaml::Value::Null),
+        Some(path) => (path.display().to_string(), read_section(path, section)?),
+    };
+    let mut map = match value {
+        serde_yaml::Value::Null => {
+            if given.is_empty() {
+                return Ok(T::default());
+            }
+            serde_yaml::Mapping::new()
+        }
+        serde_yaml::Value::Mapping(m) => m,
+        // Not a map: let serde say what it expected.
+        other => {
+            return serde_yaml::from_value(other)
+                .map_err(|e| anyhow!("{origin}: section '{section}': {e}"))
+        }
+    };
+    for (k, v) in given {
+        if !v.is_null() {
+            map.insert(k, v);
+        }
+    }
+    serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
+        let msg = e.to_string();
+        let hint = unknown_field_hint(&msg);
+        anyhow!("{origin}: section '{section}': {msg}{hint}")
+    })
+}
+
+/// Section `section` of the pipeline file at `path` (`Null` when absent), after checking
+/// that every top-level key is a known section.
+fn read_section(path: &Path, section: &str) -> Result<serde_yaml::Value> {
     let p = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {p}"))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
-    let serde_yaml::Value::Mapping(map) = doc else {
+    let serde_yaml::Value::Mapping(mut map) = doc else {
         if doc.is_null() {
-            return Ok(T::default());
+            return Ok(serde_yaml::Value::Null);
         }
         bail!("{p}: expected a mapping of sections at the top level");
     };
@@ -61,14 +112,7 @@ pub fn load_section<T: DeserializeOwned + Default>(
             );
         }
     }
-    match map.get(section) {
-        None | Some(serde_yaml::Value::Null) => Ok(T::default()),
-        Some(value) => serde_yaml::from_value(value.clone()).map_err(|e| {
-            let msg = e.to_string();
-            let hint = unknown_field_hint(&msg);
-            anyhow!("{p}: section '{section}': {msg}{hint}")
-        }),
-    }
+    Ok(map.remove(section).unwrap_or(serde_yaml::Value::Null))
 }
 
 /// Short stable hash of a resolved config, recorded by every artifact it produces.
@@ -183,6 +227,25 @@ mod tests {
         assert!(!section_sets(Some(&path), "fit_pq", "iterations").unwrap());
         assert!(!section_sets(Some(&path), "stream", "nbits").unwrap());
         assert!(!section_sets(None, "fit_pq", "nbits").unwrap());
+        // Flags lay over the section; a flag not given leaves the file's value.
+        #[derive(Serialize)]
+        struct Flags {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            iterations: Option<u32>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            nbits: Option<u32>,
+        }
+        let given = Flags {
+            iterations: Some(7),
+            nbits: None,
+        };
+        let d: Demo = load_section_over(Some(&path), "fit_pq", &given).unwrap();
+        assert_eq!((d.nbits, d.iterations), (4, 7));
+        let d: Demo = load_section_over(None, "fit_pq", &given).unwrap();
+        assert_eq!((d.nbits, d.iterations), (0, 7));
+        std::fs::write(&path, "stream: {}\n").unwrap();
+        let d: Demo = load_section_over(Some(&path), "fit_pq", &given).unwrap();
+        assert_eq!((d.nbits, d.iterations), (0, 7));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

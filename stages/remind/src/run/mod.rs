@@ -5,7 +5,7 @@ pub mod device;
 pub mod progress;
 pub mod shard;
 
-pub use config::{config_hash, load_section};
+pub use config::{config_hash, load_section, load_section_over};
 pub use device::DeviceChoice;
 pub use progress::Progress;
 pub use shard::Shard;

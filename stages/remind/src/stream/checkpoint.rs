@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::layout::{checkpoint_index, MethodDir};
 use crate::artifact::atomic::{write_bytes, TEMP_PREFIX};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,17 +28,13 @@ pub struct CheckpointState {
     pub counters: Vec<u64>,
 }
 
-pub fn checkpoint_dir(method_dir: &Path, boundary: usize) -> PathBuf {
-    method_dir.join(format!("boundary-{boundary:03}"))
-}
-
 /// Writes a checkpoint: `fill` writes the tensor files into the folder it is given.
 pub fn write_checkpoint(
     method_dir: &Path,
     state: &CheckpointState,
     fill: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
-    let final_dir = checkpoint_dir(method_dir, state.boundary);
+    let final_dir = MethodDir::at(method_dir).checkpoint(state.boundary);
     let tmp = method_dir.join(format!(
         "{TEMP_PREFIX}boundary-{:03}.{}",
         state.boundary,
@@ -70,10 +67,7 @@ pub fn latest_checkpoint(method_dir: &Path) -> Result<Option<(PathBuf, Checkpoin
     let mut best: Option<(usize, PathBuf)> = None;
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(k) = name
-            .strip_prefix("boundary-")
-            .and_then(|k| k.parse::<usize>().ok())
-        {
+        if let Some(k) = checkpoint_index(&name) {
             if best.as_ref().is_none_or(|(b, _)| k > *b) {
                 best = Some((k, e.path()));
             }

@@ -1,7 +1,62 @@
-//! The streaming loop and what it is made of: stream orders, VQA data in memory, metrics.
+//! Pipeline step 4: REMIND and its baselines over PQ codes (stage `remind-stream-train`).
+//!
+//! - [`driver`]: the one place that knows the order of a REMIND update, the evaluation
+//!   points, checkpoints and resume, the divergence check and progress; each task plugs in
+//!   through its [`Learner`].
+//! - [`plan`]: stream orders and the one plan type (items, evaluation boundaries).
+//! - [`layout`]: every file name of a run folder.
+//! - [`checkpoint`]: checkpoint folders, written atomically, and their acceptance on resume.
+//! - [`decode`]: PQ codes to feature maps, on the training device.
+//! - [`metrics`]: VQA accuracy (overall, per type, mean-per-type).
+//! - [`vqa`]: the VQA task (S-MAC / UpDown over CLEVR or TDIUC codes).
+//! - [`classify`]: the class-incremental image-classification task (REMIND's ImageNet
+//!   protocol: F over decoded maps, mixup, crops, per-class learning rates).
 
 pub mod checkpoint;
+pub mod classify;
+pub mod decode;
+pub mod driver;
+pub mod layout;
 pub mod metrics;
-pub mod order;
+pub mod plan;
 pub mod vqa;
-pub mod vqa_data;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+pub use driver::{Learner, Net, Replay, Resume, Step};
+
+/// A streaming method (paper, section 4: REMIND against its lower bound, fine-tuning one
+/// example at a time, and its upper bound, offline training on everything seen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// One step on the new example plus r replayed ones, then the new one is stored.
+    Remind,
+    /// One step on the new example alone (no buffer).
+    Finetune,
+    /// At every evaluation point, a model trained from the start on everything seen.
+    Offline,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Remind => "remind",
+            Method::Finetune => "finetune",
+            Method::Offline => "offline",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "remind" => Ok(Method::Remind),
+            "finetune" => Ok(Method::Finetune),
+            "offline" => Ok(Method::Offline),
+            other => bail!("unknown method '{other}' (expected remind, finetune or offline)"),
+        }
+    }
+}

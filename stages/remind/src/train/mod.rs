@@ -1,3 +1,5 @@
-//! Training machinery shared by the streaming loops: optimisers with checkpointable state.
+//! Training machinery shared by every stage that trains: optimisers with checkpointable
+//! state ([`optim`]) and learning-rate schedules ([`schedule`]).
 
 pub mod optim;
+pub mod schedule;

@@ -10,7 +10,6 @@ use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray, UInt64
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::{Table, TensorDataset};
-use crate::pq::ProductQuantizer;
 
 /// Questions of one split.
 #[derive(Debug, Default)]
@@ -137,49 +136,6 @@ pub fn load_split(
     }
     ensure!(!out.is_empty(), "{p}: no usable '{split}' questions");
     Ok(out)
-}
-
-/// Turns batches of codes into feature-map tensors.
-pub struct Decoder<'a> {
-    pub pq: &'a ProductQuantizer,
-    /// `[H, W, M]` of one item's codes.
-    pub code_shape: [usize; 3],
-    pub device: Device,
-    /// L2-normalise every spatial position's vector (TDIUC).
-    pub l2_normalize: bool,
-}
-
-impl Decoder<'_> {
-    /// `codes` holds whole items back to back; returns `[B, C, H, W]` float on the device.
-    /// A quantizer on a GPU decodes there: the codes travel (one byte per sub-vector, not
-    /// d/M floats) and the maps are never transposed on the CPU.
-    pub fn decode(&self, codes: &[u8]) -> Result<Tensor> {
-        let [h, w, m] = self.code_shape;
-        let per_item = h * w * m;
-        ensure!(
-            codes.len().is_multiple_of(per_item),
-            "codes are not whole items of {per_item} bytes"
-        );
-        let b = codes.len() / per_item;
-        let c = self.pq.dim();
-        let shape = [b as i64, h as i64, w as i64, c as i64];
-        let mut x = if self.pq.device() == Device::Cpu {
-            let mut values = vec![0f32; b * h * w * c];
-            self.pq.decode_into(codes, &mut values)?;
-            Tensor::from_slice(&values).view(shape)
-        } else {
-            let codes = Tensor::from_slice(codes)
-                .view([(b * h * w) as i64, m as i64])
-                .to_device(self.pq.device());
-            self.pq.decode(&codes)?.view(shape)
-        };
-        if self.l2_normalize {
-            x = &x
-                / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
-                    .clamp_min(1e-12);
-        }
-        Ok(x.permute([0, 3, 1, 2]).contiguous().to_device(self.device))
-    }
 }
 
 /// Padded token tensor `[B, T]` and lengths `[B]` of the given items.
@@ -386,7 +342,7 @@ mod tests {
     use super::*;
     use crate::artifact::tensor::write_tensor;
     use crate::artifact::{DType, Payload, Producer, TensorSpec};
-    use crate::vqa_data::gensen::{DIM_KEY, SOURCE_FORMAT_KEY, SOURCE_KEY};
+    use crate::data::gensen::{DIM_KEY, SOURCE_FORMAT_KEY, SOURCE_KEY};
 
     /// A question_features file with rows `ids`, row i being `[id, id + 0.5, ...]` (D wide).
     fn features(path: &Path, ids: &[u64], d: usize) -> PathBuf {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 
 use super::Split;
-use crate::features::images::{list_images, IdFrom};
+use crate::backbone::features::images::{list_images, IdFrom};
 
 /// One image of the folder.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,8 +17,8 @@
 //!   binary cross-entropy summed over the 39 labels; the object count as one of 0..=10 with
 //!   cross-entropy, weighted by `count_weight`. Summing the binary losses (rather than
 //!   averaging them) keeps the presence labels from being drowned by the count loss.
-//! - **Preprocessing**: exactly feature extraction's ([`crate::features::decode_image`],
-//!   bicubic resize to `image_size`, [`crate::features::normalise_images`]); augmentation is
+//! - **Preprocessing**: exactly feature extraction's ([`crate::backbone::features::decode_image`],
+//!   bicubic resize to `image_size`, [`crate::backbone::features::normalise_images`]); augmentation is
 //!   a random horizontal flip, which keeps presence and count labels valid.
 //! - **Optimiser**: Adam (beta 0.9/0.999, optional L2 weight decay) with a learning rate
 //!   set explicitly per step: linear warm-up over the first 5% of steps, then cosine decay
@@ -39,6 +39,7 @@
 pub mod metrics;
 pub mod targets;
 
+use crate::train::schedule::lr_at;
 use std::collections::{BTreeMap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -55,7 +56,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::weights::file_sha256;
 use crate::artifact::Producer;
-use crate::features::{decode_image, normalise_images};
+use crate::backbone::features::{decode_image, normalise_images};
 use crate::models::{save_weights, Arch, Cut, ResNet, ResNetConfig, Stem};
 use crate::run::{config_hash, Progress};
 use metrics::{mean_defined, roc_auc};
@@ -297,18 +298,6 @@ struct OutputParams<'a> {
     heldout_fraction: f64,
     flip: bool,
     seed: u64,
-}
-
-/// Linear warm-up over the first 5% of `total` steps (at least one), then cosine decay
-/// from `base` to zero; `step` is 0-based.
-pub fn lr_at(step: usize, total: usize, base: f64) -> f64 {
-    let warm = (total / 20).max(1);
-    if step < warm {
-        return base * (step + 1) as f64 / warm as f64;
-    }
-    let span = total.saturating_sub(warm).max(1) as f64;
-    let t = ((step - warm) as f64 / span).min(1.0);
-    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 /// The network being trained: G and the two heads on its pooled output.
@@ -712,7 +701,8 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Result<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clevr::{generate, GenerateClevrConfig};
+    use crate::data::clevr::{generate, GenerateClevrConfig};
+    use crate::train::schedule::lr_at;
 
     #[test]
     fn lr_warms_up_then_decays_to_zero() {

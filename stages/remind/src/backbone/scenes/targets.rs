@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Deserialize;
 
-use crate::clevr::attributes::{Attr, COLORS, MATERIALS, SHAPES, SIZES};
+use crate::data::clevr::attributes::{Attr, COLORS, MATERIALS, SHAPES, SIZES};
 
 /// Counts are classified into 0..=MAX_COUNT (CLEVR's count answers).
 pub const MAX_COUNT: usize = 10;

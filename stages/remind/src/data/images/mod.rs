@@ -28,6 +28,7 @@
 pub mod class_order;
 pub mod folder;
 pub mod idx;
+pub mod labels;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::BufWriter;
@@ -43,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{write_table, Producer};
-use crate::features::images::{list_images, IdFrom};
+use crate::backbone::features::images::{list_images, IdFrom};
 use crate::run::{config_hash, Progress};
 
 const LOG: &str = "remind-import-images";

@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::artifact::atomic::TEMP_PREFIX;
 use crate::artifact::schema::require_meta;
 use crate::artifact::Table;
+use crate::stream::layout::{predictions_index, MethodDir, RunLayout};
 use crate::stream::metrics::{omega, vqa_score, VqaScore};
-use crate::stream::order::StreamPlan;
+use crate::stream::plan::StreamPlan;
 
 /// Metadata key of a predictions file holding its boundary's stream position.
 pub const POSITION_KEY: &str = "remind.stream_position";
@@ -213,7 +214,13 @@ fn read_type_names(path: &Path) -> Result<HashMap<i64, String>> {
 
 /// Method folders under `stream_dir` (those with a `predictions` folder): the usual
 /// methods first (remind, finetune), the baseline last, others by name between.
-pub fn discover_methods(stream_dir: &Path, baseline: &str) -> Result<Vec<String>> {
+/// A method folder is one holding `outputs(folder)` (its predictions or probabilities
+/// folder, as [`RunLayout`] names them).
+pub fn discover_methods(
+    stream_dir: &Path,
+    baseline: &str,
+    outputs: impl Fn(&MethodDir) -> PathBuf,
+) -> Result<Vec<String>> {
     let d = stream_dir.display();
     let mut found = Vec::new();
     for entry in
@@ -223,13 +230,15 @@ pub fn discover_methods(stream_dir: &Path, baseline: &str) -> Result<Vec<String>
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if !name.starts_with('.') && entry.path().join("predictions").is_dir() {
+        if !name.starts_with('.') && outputs(&MethodDir::at(&entry.path())).is_dir() {
             found.push(name);
         }
     }
+    let example = outputs(&MethodDir::at(Path::new("<method>")));
     ensure!(
         !found.is_empty(),
-        "{d}: no method folders (<method>/predictions/) found"
+        "{d}: no method folders ({}/) found",
+        example.display()
     );
     let rank = |n: &str| match n {
         "remind" => 0,
@@ -241,26 +250,9 @@ pub fn discover_methods(stream_dir: &Path, baseline: &str) -> Result<Vec<String>
     Ok(found)
 }
 
-/// Boundary index of a predictions file name `boundary-KKK.parquet`.
-fn boundary_of(name: &str) -> Option<usize> {
-    let digits = name.strip_prefix("boundary-")?.strip_suffix(".parquet")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// The name vqa.rs gives boundary `k`'s predictions of a method.
-pub fn predictions_path(stream_dir: &Path, method: &str, k: usize) -> PathBuf {
-    stream_dir
-        .join(method)
-        .join("predictions")
-        .join(format!("boundary-{k:03}.parquet"))
-}
-
 /// Boundary index -> file of one method's predictions folder.
 fn boundary_files(stream_dir: &Path, method: &str) -> Result<BTreeMap<usize, PathBuf>> {
-    let dir = stream_dir.join(method).join("predictions");
+    let dir = RunLayout::new(stream_dir).method(method).predictions_dir();
     let d = dir.display();
     ensure!(dir.is_dir(), "method '{method}': {d} does not exist");
     let mut files = BTreeMap::new();
@@ -270,7 +262,7 @@ fn boundary_files(stream_dir: &Path, method: &str) -> Result<BTreeMap<usize, Pat
         if name.starts_with(TEMP_PREFIX) {
             continue;
         }
-        if let Some(k) = boundary_of(&name) {
+        if let Some(k) = predictions_index(&name) {
             if let Some(other) = files.insert(k, entry.path()) {
                 bail!("{d}: {} and {name} both hold boundary {k}", other.display());
             }
@@ -349,7 +341,7 @@ fn score_file(
 }
 
 fn read_plan(stream_dir: &Path) -> Result<Option<StreamPlan>> {
-    let path = stream_dir.join("plan.json");
+    let path = RunLayout::new(stream_dir).plan();
     if !path.exists() {
         return Ok(None);
     }
@@ -383,7 +375,7 @@ pub fn evaluate_vqa(inputs: &VqaEvalInputs, s: &EvaluateSettings) -> Result<VqaE
             }
             m.clone()
         }
-        None => discover_methods(dir, &s.baseline)?,
+        None => discover_methods(dir, &s.baseline, MethodDir::predictions_dir)?,
     };
     for m in &methods {
         ensure!(
@@ -422,7 +414,13 @@ pub fn evaluate_vqa(inputs: &VqaEvalInputs, s: &EvaluateSettings) -> Result<VqaE
         if !missing.is_empty() {
             let paths: Vec<String> = missing
                 .iter()
-                .map(|&k| predictions_path(dir, m, k).display().to_string())
+                .map(|&k| {
+                    RunLayout::new(dir)
+                        .method(m)
+                        .predictions(k)
+                        .display()
+                        .to_string()
+                })
                 .collect();
             gaps.push(format!(
                 "method '{m}' lacks boundaries {} (missing {})",
@@ -609,20 +607,6 @@ fn compute_omega(results: &mut [MethodResult], baseline: &str, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn boundary_file_names() {
-        assert_eq!(boundary_of("boundary-000.parquet"), Some(0));
-        assert_eq!(boundary_of("boundary-012.parquet"), Some(12));
-        assert_eq!(boundary_of("boundary-1234.parquet"), Some(1234));
-        assert_eq!(boundary_of("boundary-.parquet"), None);
-        assert_eq!(boundary_of("boundary-0x1.parquet"), None);
-        assert_eq!(boundary_of("boundary-001.arrow"), None);
-        assert_eq!(
-            predictions_path(Path::new("s"), "remind", 3),
-            Path::new("s/remind/predictions/boundary-003.parquet")
-        );
-    }
 
     #[test]
     fn omega_against_the_baseline_at_common_boundaries() {

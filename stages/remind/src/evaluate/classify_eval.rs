@@ -18,11 +18,12 @@ use serde_json::{json, Map, Value};
 use super::classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
 };
-use super::EvaluateSettings;
+use super::{discover_methods, EvaluateSettings};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{write_table, Producer, TensorFile};
-use crate::classify::labels::LabelSet;
+use crate::data::images::labels::LabelSet;
 use crate::plot::{self, Axes, Canvas, Marker, Rect, Series};
+use crate::stream::layout::{probabilities_index, MethodDir, RunLayout};
 
 /// One method's scores.
 #[derive(Debug, Clone)]
@@ -45,31 +46,10 @@ pub struct ClassEvaluation {
 
 /// Method folders holding probabilities: remind, finetune, others, the baseline last.
 fn methods_of(stream_dir: &Path, s: &EvaluateSettings) -> Result<Vec<String>> {
-    if let Some(m) = &s.methods {
-        return Ok(m.clone());
+    match &s.methods {
+        Some(m) => Ok(m.clone()),
+        None => discover_methods(stream_dir, &s.baseline, MethodDir::probabilities_dir),
     }
-    let d = stream_dir.display();
-    let mut found = Vec::new();
-    for e in fs::read_dir(stream_dir).with_context(|| format!("cannot list {d}"))? {
-        let e = e.with_context(|| format!("cannot list {d}"))?;
-        if let Some(name) = e.file_name().to_str() {
-            if !name.starts_with('.') && e.path().join("probabilities").is_dir() {
-                found.push(name.to_string());
-            }
-        }
-    }
-    ensure!(
-        !found.is_empty(),
-        "{d}: no method folders (<method>/probabilities/) found"
-    );
-    let rank = |n: &str| match n {
-        "remind" => 0,
-        "finetune" => 1,
-        b if b == s.baseline => 3,
-        _ => 2,
-    };
-    found.sort_by(|a, b| (rank(a), a).cmp(&(rank(b), b)));
-    Ok(found)
 }
 
 /// Evaluation index -> file, for one method.
@@ -78,11 +58,7 @@ fn point_files(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
     for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
         let e = e?;
         let name = e.file_name().to_string_lossy().into_owned();
-        let k = name
-            .strip_prefix("eval-")
-            .and_then(|r| r.strip_suffix(".arrow"))
-            .and_then(|d| d.parse::<usize>().ok());
-        if let Some(k) = k {
+        if let Some(k) = probabilities_index(&name) {
             out.push((k, e.path()));
         }
     }
@@ -151,7 +127,8 @@ pub fn evaluate_classification(
         .collect();
     let mut methods = Vec::new();
     for name in methods_of(stream_dir, s)? {
-        let dir = stream_dir.join(&name).join("probabilities");
+        let method_dir = RunLayout::new(stream_dir).method(&name);
+        let dir = method_dir.probabilities_dir();
         let files = point_files(&dir)?;
         ensure!(
             !files.is_empty(),
@@ -163,7 +140,7 @@ pub fn evaluate_classification(
                 .filter(|k| !files.iter().any(|(i, _)| i == k))
                 .collect();
             ensure!(
-                missing.is_empty() && stream_dir.join(&name).join("complete.json").is_file(),
+                missing.is_empty() && method_dir.complete().is_file(),
                 "{}: the run of '{name}' is incomplete (missing points {missing:?} or complete.json); \
                  finish it or pass --allow-partial",
                 stream_dir.display()

@@ -7,7 +7,7 @@
 //! safetensors checkpoints via `VarStore::save` / `load`). Models know nothing of files.
 //!
 //! ```no_run
-//! # use remind::vqa::{ModelConfig, VqaModel, Questions};
+//! # use remind::models::vqa::{ModelConfig, VqaModel, Questions};
 //! # fn main() -> anyhow::Result<()> {
 //! let vs = tch::nn::VarStore::new(tch::Device::Cpu);
 //! let cfg: ModelConfig = serde_yaml::from_str("{kind: smac, in_channels: 256, dim: 128, steps: 4, vocab_size: 100, num_answers: 28}")?;

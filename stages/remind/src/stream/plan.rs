@@ -1,4 +1,5 @@
-//! Stream orders: which training item comes when, and where the evaluation boundaries fall.
+//! The stream plan, one type for every task: which training item comes when, and where the
+//! evaluation boundaries fall.
 //! `iid`: one seeded shuffle, a boundary after every 10% of the stream. `qtype` (and the
 //! class-incremental order of image classification): items grouped by their group (question
 //! type or class) in a seeded shuffled or given order of groups, a boundary at each change.
@@ -37,6 +38,23 @@ pub struct StreamPlan {
     pub boundaries: Vec<usize>,
     /// The group of each segment (qtype order), for reports.
     pub segment_groups: Vec<Option<i64>>,
+    /// Class-incremental classification: the classes seen at each evaluation point (the
+    /// first is the base classes); empty for VQA.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seen_classes: Vec<usize>,
+    /// Whether a point's stream position counts the base-initialisation items (VQA, as the
+    /// reference's boundaries do) or only the items streamed after them (classification:
+    /// images streamed after the base classes).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub positions_count_base: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl StreamPlan {
@@ -68,6 +86,8 @@ impl StreamPlan {
                     items,
                     boundaries,
                     segment_groups,
+                    seen_classes: Vec::new(),
+                    positions_count_base: true,
                 })
             }
             Order::Qtype => {
@@ -109,6 +129,8 @@ impl StreamPlan {
                     items,
                     boundaries,
                     segment_groups,
+                    seen_classes: Vec::new(),
+                    positions_count_base: true,
                 })
             }
         }
@@ -117,6 +139,16 @@ impl StreamPlan {
     /// Number of base-initialisation items (the first segment).
     pub fn base_len(&self) -> usize {
         self.boundaries[0]
+    }
+
+    /// The stream position reported for evaluation point `k` (see
+    /// [`positions_count_base`](Self::positions_count_base)).
+    pub fn position(&self, k: usize) -> usize {
+        if self.positions_count_base {
+            self.boundaries[k]
+        } else {
+            self.boundaries[k] - self.boundaries[0]
+        }
     }
 }
 

@@ -16,10 +16,10 @@ use serde::Serialize;
 use tch::nn::{self, ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
+use crate::models::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
 use crate::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
 use crate::pq::{PqParams, ProductQuantizer};
-use crate::stream::vqa_data::Decoder;
-use crate::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
+use crate::stream::decode::Decoder;
 
 /// One comparison.
 #[derive(Debug, Clone, Serialize)]

@@ -1,4 +1,5 @@
-//! The per-class learning-rate schedule of REMIND's ImageNet runs ("step per class"),
+//! Learning-rate schedules: [`lr_at`] (warm-up then cosine decay, for epoch-based training)
+//! and [`LrSchedule`], the per-class learning-rate schedule of REMIND's ImageNet runs ("step per class"),
 //! computed in closed form: each class c keeps its own update counter n_c and an update on
 //! class c uses `start * gamma^floor(n_c / step)`, with
 //! `gamma = exp(step * ln(end / start) / decay_over)`, so the rate reaches `end` after
@@ -8,6 +9,18 @@
 
 use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
+
+/// Linear warm-up over the first 5% of `total` steps (at least one), then cosine decay
+/// from `base` to zero; `step` is 0-based.
+pub fn lr_at(step: usize, total: usize, base: f64) -> f64 {
+    let warm = (total / 20).max(1);
+    if step < warm {
+        return base * (step + 1) as f64 / warm as f64;
+    }
+    let span = total.saturating_sub(warm).max(1) as f64;
+    let t = ((step - warm) as f64 / span).min(1.0);
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -10,7 +10,7 @@
 //! - Augmentation: random horizontal flips and random translations (zero padding of `pad`
 //!   pixels, then a random crop back to the image size), as is standard for 28-32 px data.
 //! - Optimiser: SGD (momentum, weight decay) with the rate set per step: linear warm-up
-//!   then cosine decay ([`crate::backbone_train::lr_at`]).
+//!   then cosine decay ([`crate::backbone::scenes::lr_at`]).
 //! - Deterministic on the CPU for a seed and thread count.
 
 use std::path::{Path, PathBuf};
@@ -24,14 +24,14 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
-use super::labels::{Items, LabelSet};
 use crate::artifact::atomic::write_bytes;
-use crate::backbone_train::lr_at;
-use crate::features::{decode_image, normalise_images};
+use crate::backbone::features::{decode_image, normalise_images};
+use crate::data::images::labels::{Items, LabelSet};
 use crate::models::tools::weights_metadata;
 use crate::models::{save_weights, Arch, ResNet, ResNetConfig, Stem};
 use crate::run::{config_hash, Progress};
 use crate::train::optim::{OptimKind, Optimizer};
+use crate::train::schedule::lr_at;
 
 /// Config section `train_classifier`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use super::format::QuestionsFile;
 use crate::artifact::atomic::write_bytes;
-use crate::features::images::clevr_index;
-use crate::vqa_data::sources::{CLEVR_SPLIT_OFFSETS, TDIUC_TYPES};
+use crate::backbone::features::images::clevr_index;
+use crate::data::questions::sources::{CLEVR_SPLIT_OFFSETS, TDIUC_TYPES};
 
 /// Added to a val image's index to make its (COCO-style) image id.
 pub const VAL_IMAGE_OFFSET: u64 = 1_000_000;

@@ -28,9 +28,7 @@
 //! Everything is read and checked before anything is written; each file is written
 //! atomically.
 
-pub mod gensen;
 pub mod glove;
-pub mod npy;
 pub mod sources;
 pub mod tokenize;
 
@@ -244,7 +242,7 @@ pub fn build(
     }
     if dataset == Dataset::Clevr && cfg.clevr_all_answers {
         let have: HashSet<String> = answers.iter().map(|(a, _)| a.clone()).collect();
-        let mut missing: Vec<String> = crate::clevr::attributes::answer_vocabulary()
+        let mut missing: Vec<String> = crate::data::clevr::attributes::answer_vocabulary()
             .into_iter()
             .filter(|a| !have.contains(a))
             .collect();

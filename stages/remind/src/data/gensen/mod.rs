@@ -31,11 +31,13 @@ use arrow::array::{Array, StringArray, UInt64Array};
 use hdf5_reader::{Dataset, Datatype, Hdf5File, OpenOptions, SliceInfo, SliceInfoElem};
 use serde::{Deserialize, Serialize};
 
-use super::npy::{NpyArray, NpyDType};
+pub mod npy;
+
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::tensor::TensorWriter;
 use crate::artifact::{DType, Payload, Producer, Table, TensorSpec};
 use crate::run::config_hash;
+use npy::{NpyArray, NpyDType};
 
 /// Metadata key of the artifact: the file the features were read from.
 pub const SOURCE_KEY: &str = "remind.source";

@@ -1,0 +1,717 @@
+//! Class-incremental streaming image classification (REMIND's ImageNet protocol) over PQ
+//! codes: F (the network after the cut) starts from the base-initialisation weights, the
+//! buffer from the base classes' codes; then the stream shows the other classes' training
+//! images one at a time, class by class, and every `increment` classes the model is scored
+//! on the validation images of every class seen so far.
+//!
+//! - `remind`: per image, one SGD step on [the image] + r replayed items (2r drawn with
+//!   mixup, mixed pairwise with lambda ~ Beta(alpha, alpha)), replayed maps randomly
+//!   crop-resized; the per-class learning-rate schedule ([`LrSchedule`]); the image's codes
+//!   then join the buffer (capacity-bounded, a random item of the largest class evicted).
+//! - `finetune`: the same step on the image alone (no replay): the lower bound.
+//! - `offline`: at each evaluation point, F from the base weights trained for several
+//!   shuffled epochs on the codes of every training item of the classes seen so far: the
+//!   upper bound Omega divides by.
+//!
+//! Every evaluation point writes the probabilities (artifact `probabilities`) and a
+//! checkpoint (F, optimiser, buffer, RNG position, per-class counters) from which a run
+//! resumes to the same result.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{ModuleT, VarStore};
+use tch::{Device, Kind, Tensor};
+
+pub mod augment;
+
+use crate::artifact::weights::read_weights;
+use crate::artifact::{DType, Payload, Producer, TensorDataset, TensorSpec, TensorWriter};
+use crate::buffer::Eviction;
+use crate::data::images::labels::{Items, LabelSet};
+use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
+use crate::run::{config_hash, Progress};
+use crate::stream::decode::{Decoder, StreamCodes};
+use crate::stream::driver::{self, Learner, Net, Replay, Resume, RunSpec, Step};
+use crate::stream::layout::MethodDir;
+use crate::stream::plan::StreamPlan;
+use crate::stream::Method;
+use crate::train::optim::{OptimKind, Optimizer};
+use crate::train::schedule::{lr_at, LrSchedule};
+use augment::{draw_lambda, random_resized_crops};
+
+/// Config section `classify_stream`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifySettings {
+    /// Where G ends (F = the rest); must match the features the codes were made from.
+    pub cut: Cut,
+    /// The network, for base weights without `remind.*` metadata (torchvision files).
+    pub arch: Arch,
+    pub width: i64,
+    pub stem: Stem,
+    /// Classes per evaluation point after the base classes.
+    pub increment: usize,
+    /// r: replayed items per update.
+    pub replay: usize,
+    /// Mixup's alpha (0 turns mixup off).
+    pub mixup_alpha: f64,
+    pub random_crops: bool,
+    /// Buffer capacity in items (None: unbounded).
+    pub buffer_capacity: Option<usize>,
+    pub eviction: Eviction,
+    pub lr: LrSchedule,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// Stream at most this many training images per class (seeded choice); None: all.
+    pub max_train_per_class: Option<usize>,
+    pub offline_epochs: usize,
+    pub offline_batch: usize,
+    pub offline_lr: f64,
+    pub eval_batch: usize,
+    pub seed: u64,
+}
+
+impl Default for ClassifySettings {
+    fn default() -> Self {
+        Self {
+            cut: Cut {
+                stage: 4,
+                block: Some(0),
+            },
+            arch: Arch::ResNet18,
+            width: 64,
+            stem: Stem::ImageNet,
+            increment: 100,
+            replay: 50,
+            mixup_alpha: 0.1,
+            random_crops: true,
+            buffer_capacity: Some(959_665),
+            eviction: Eviction::Random,
+            lr: LrSchedule::default(),
+            momentum: 0.9,
+            weight_decay: 1e-5,
+            max_train_per_class: None,
+            offline_epochs: 10,
+            offline_batch: 128,
+            offline_lr: 0.05,
+            eval_batch: 512,
+            seed: 0,
+        }
+    }
+}
+
+impl ClassifySettings {
+    fn validate(&self) -> Result<()> {
+        ensure!(
+            self.increment >= 1,
+            "classify_stream.increment must be at least 1"
+        );
+        ensure!(
+            self.mixup_alpha >= 0.0 && self.mixup_alpha.is_finite(),
+            "classify_stream.mixup_alpha must be >= 0"
+        );
+        ensure!(
+            self.offline_batch >= 1 && self.eval_batch >= 1,
+            "classify_stream batches must be positive"
+        );
+        ensure!(
+            self.buffer_capacity != Some(0),
+            "classify_stream.buffer_capacity must be positive (or absent)"
+        );
+        self.lr.validate()
+    }
+}
+
+/// The class-incremental plan (REMIND's ImageNet protocol, paper section 4.1): the base
+/// classes' training items first (in id order: the base-initialisation set, stored in the
+/// buffer before the stream), then the other classes one after another, each class's items
+/// in a seeded shuffle, at most `max_train_per_class` of them; an evaluation point after the
+/// base classes and after every `increment` classes (and after the last class). Positions
+/// count the streamed images only.
+pub fn class_plan(set: &LabelSet, s: &ClassifySettings) -> Result<StreamPlan> {
+    let (b, k) = (set.base_classes, set.num_classes());
+    let mut by_class: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    for (row, &y) in set.train.labels.iter().enumerate() {
+        by_class.entry(y).or_default().push(row);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ 0x636c_6173);
+    let mut base = Vec::new();
+    let mut stream = Vec::new();
+    let mut ends = Vec::new();
+    let mut seen_classes = vec![b];
+    for c in 0..k {
+        let mut rows = by_class.remove(&(c as i64)).unwrap_or_default();
+        ensure!(
+            !rows.is_empty(),
+            "{}: class {c} ('{}') has no training images",
+            set.path.display(),
+            set.class_names[c]
+        );
+        rows.shuffle(&mut rng);
+        if c < b {
+            base.extend(rows);
+            continue;
+        }
+        if let Some(cap) = s.max_train_per_class {
+            rows.truncate(cap.max(1));
+        }
+        stream.extend(rows);
+        if (c + 1 - b) % s.increment == 0 || c + 1 == k {
+            ends.push(stream.len());
+            seen_classes.push(c + 1);
+        }
+    }
+    base.sort_unstable();
+    let n = base.len();
+    let mut boundaries = vec![n];
+    boundaries.extend(ends.iter().map(|e| n + e));
+    let mut items = base;
+    items.extend(stream);
+    Ok(StreamPlan {
+        items,
+        segment_groups: vec![None; boundaries.len()],
+        boundaries,
+        seen_classes,
+        positions_count_base: false,
+    })
+}
+
+/// Input artifacts of a run.
+pub struct ClassifyInputs<'a> {
+    pub labels: &'a Path,
+    /// Codes of every item (training and validation).
+    pub codes: &'a Path,
+    pub codebook: &'a Path,
+    /// The base-initialisation weights of the whole network (F is read from them).
+    pub base_weights: &'a Path,
+}
+
+struct Ctx<'a> {
+    s: &'a ClassifySettings,
+    set: LabelSet,
+    codes: TensorDataset,
+    /// Row in `codes` of each training / validation item.
+    train_rows: Vec<usize>,
+    val_rows: Vec<usize>,
+    net: ResNetConfig,
+    base_weights: &'a Path,
+    num_classes: usize,
+    run: RunSpec,
+    device: Device,
+}
+
+impl Ctx<'_> {
+    fn decode(&self, codes: &[u8]) -> Result<Tensor> {
+        self.run.codes.decode(codes)
+    }
+    fn updater(&self) -> Updater<'_> {
+        Updater {
+            s: self.s,
+            decoder: self.run.codes.decoder(),
+        }
+    }
+}
+
+/// The network shape of the base weights: from their `remind.*` metadata (weights written
+/// here), else the config's `arch`/`width`/`stem` with `fc.weight`'s rows as the classes
+/// (torchvision-format checkpoints).
+fn net_config(weights: &Path, s: &ClassifySettings) -> Result<ResNetConfig> {
+    let file = read_weights(weights)?;
+    let meta = &file.metadata;
+    let p = weights.display();
+    let mut cfg = ResNetConfig::new(s.arch, s.width, s.stem);
+    if let Some(arch) = meta.get("remind.arch") {
+        cfg.arch = arch.parse()?;
+    }
+    if let Some(stem) = meta.get("remind.stem") {
+        cfg.stem = stem.parse()?;
+    }
+    if let Some(w) = meta.get("remind.width") {
+        cfg.width = w
+            .parse()
+            .with_context(|| format!("{p}: remind.width '{w}' is not a number"))?;
+    }
+    let fc = file
+        .tensors
+        .iter()
+        .find(|(n, _)| n == "fc.weight" || n == "module.fc.weight")
+        .with_context(|| format!("{p}: no fc.weight: F needs the whole network's weights"))?;
+    cfg.num_classes = fc.1.size()[0];
+    Ok(cfg)
+}
+
+/// Rows of `codes` holding `items`' ids.
+fn rows_of(
+    items: &Items,
+    codes: &TensorDataset,
+    all_ids: &[u64],
+    labels: &Path,
+) -> Result<Vec<usize>> {
+    let mut out = Vec::with_capacity(items.len());
+    let mut missing = Vec::new();
+    for &id in &items.ids {
+        match codes.find(id, all_ids) {
+            Some(r) => out.push(r),
+            None => missing.push(id),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "{}: {} item(s) of {} have no codes (first ids: {:?}): extract the codes of every image",
+            codes.root().display(),
+            missing.len(),
+            labels.display(),
+            &missing[..missing.len().min(5)]
+        );
+    }
+    Ok(out)
+}
+
+/// Runs `method` over the stream, writing under `<out>/<method>/`.
+pub fn run_classify_stream(
+    s: &ClassifySettings,
+    inputs: &ClassifyInputs,
+    out: &Path,
+    method: Method,
+    device: Device,
+    resume: Resume,
+) -> Result<()> {
+    s.validate()?;
+    let set = LabelSet::read(inputs.labels)?;
+    let codes = TensorDataset::open(inputs.codes, "codes")?;
+    let stream_codes = StreamCodes::open(inputs.codebook, &[&codes], device, false)?;
+    let pq = &stream_codes.pq;
+    let codebook_hash = &stream_codes.codebook_hash;
+    let net = net_config(inputs.base_weights, s)?;
+    ensure!(
+        net.num_classes as usize == set.num_classes(),
+        "{}: the network has {} outputs but {} has {} classes",
+        inputs.base_weights.display(),
+        net.num_classes,
+        inputs.labels.display(),
+        set.num_classes()
+    );
+    let channels = net.channels_after(s.cut)? as usize;
+    ensure!(
+        channels == pq.dim(),
+        "F after cut {} takes {channels} channels but the codebook {} has d = {}: the cut differs from the features'",
+        s.cut,
+        inputs.codebook.display(),
+        pq.dim()
+    );
+    let all_ids = codes.ids()?;
+    let train_rows = rows_of(&set.train, &codes, &all_ids, inputs.labels)?;
+    let val_rows = rows_of(&set.val, &codes, &all_ids, inputs.labels)?;
+    let plan = class_plan(&set, s)?;
+    let num_classes = set.num_classes();
+    let weights_sha = crate::artifact::weights::file_sha256(inputs.base_weights)?;
+    let hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
+    eprintln!(
+        "stream-train[{}]: {} base images of {} classes, {} streamed images of {} more classes, {} evaluation points",
+        method.name(),
+        plan.base_len(),
+        set.base_classes,
+        plan.items.len() - plan.base_len(),
+        set.num_classes() - set.base_classes,
+        plan.boundaries.len()
+    );
+    let ctx = Ctx {
+        s,
+        set,
+        codes,
+        train_rows,
+        val_rows,
+        num_classes,
+        net,
+        base_weights: inputs.base_weights,
+        run: RunSpec {
+            task: "classification",
+            plan,
+            config_hash: hash,
+            codes: stream_codes,
+            seed: s.seed,
+            buffer_capacity: s.buffer_capacity,
+            eviction: s.eviction,
+            lr_key: "classify_stream.lr.start",
+        },
+        device,
+    };
+    driver::run(&ctx, out, method, resume, serde_json::json!({}))
+}
+
+/// F with the base weights, and its optimiser.
+fn new_f(ctx: &Ctx) -> Result<Net<ResNet>> {
+    let vs = VarStore::new(ctx.device);
+    let f = ResNet::f(&vs.root(), ctx.net, ctx.s.cut)?;
+    load_weights(&vs, ctx.base_weights, Unexpected::Ignore)
+        .with_context(|| format!("cannot load F from {}", ctx.base_weights.display()))?;
+    let opt = Optimizer::new(
+        &vs,
+        OptimKind::Sgd {
+            momentum: ctx.s.momentum,
+            weight_decay: ctx.s.weight_decay,
+        },
+    );
+    Ok(Net {
+        vs,
+        model: f,
+        opt,
+        counters: vec![0; ctx.num_classes],
+    })
+}
+
+/// Scores the validation items of the first `seen` classes; returns their ids and the
+/// softmax probabilities (row-major, all classes).
+fn predict(ctx: &Ctx, f: &ResNet, seen: usize) -> Result<(Vec<u64>, Vec<f32>)> {
+    let _g = tch::no_grad_guard();
+    let rows = LabelSet::among(&ctx.set.val, seen);
+    let mut probs = Vec::with_capacity(rows.len() * ctx.num_classes);
+    let mut codes = Vec::new();
+    for chunk in rows.chunks(ctx.s.eval_batch) {
+        codes.clear();
+        for &r in chunk {
+            codes.extend_from_slice(ctx.codes.row_u8(ctx.val_rows[r])?);
+        }
+        let x = ctx.decode(&codes)?;
+        let p = f
+            .forward_t(&x, false)
+            .softmax(-1, Kind::Float)
+            .to_device(Device::Cpu)
+            .flatten(0, -1);
+        probs.extend(Vec::<f32>::try_from(&p)?);
+    }
+    let ids = rows.iter().map(|&r| ctx.set.val.ids[r]).collect();
+    Ok((ids, probs))
+}
+
+/// Top-1 on the seen classes, for the log line.
+fn top1(ctx: &Ctx, ids: &[u64], probs: &[f32]) -> f64 {
+    let k = ctx.num_classes;
+    let label: std::collections::HashMap<u64, i64> = ctx
+        .set
+        .val
+        .ids
+        .iter()
+        .copied()
+        .zip(ctx.set.val.labels.iter().copied())
+        .collect();
+    let correct = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, id)| {
+            let row = &probs[i * k..(i + 1) * k];
+            let best = (0..k).fold(0, |b, c| if row[c] > row[b] { c } else { b });
+            label.get(id) == Some(&(best as i64))
+        })
+        .count();
+    correct as f64 / ids.len().max(1) as f64
+}
+
+/// Writes the probabilities of evaluation point `k` on the validation items of the classes
+/// seen, and logs their top-1.
+fn write_probabilities(
+    ctx: &Ctx,
+    net: &Net<ResNet>,
+    k: usize,
+    dir: &MethodDir,
+    method: Method,
+) -> Result<()> {
+    let seen = ctx.run.plan.seen_classes[k];
+    let (ids, probs) = predict(ctx, &net.model, seen)?;
+    eprintln!(
+        "stream-train[{}]: {seen} classes seen (position {}): top-1 {:.2}% on {} validation images",
+        method.name(),
+        ctx.run.plan.position(k),
+        100.0 * top1(ctx, &ids, &probs),
+        ids.len()
+    );
+    let producer = Producer::new("stream-train", &ctx.run.config_hash)
+        .param("method", method.name())
+        .param("evaluation", k)
+        .param("seen_classes", seen)
+        .param("position", ctx.run.plan.position(k));
+    let spec = TensorSpec::new(
+        "probabilities",
+        &[ctx.num_classes],
+        "K",
+        DType::F32,
+        producer,
+    );
+    let mut w = TensorWriter::create(&dir.probabilities(k), spec)?;
+    w.write(&ids, Payload::F32(&probs), vec![])?;
+    w.finish()?;
+    Ok(())
+}
+
+/// What one streaming update needs besides the model: the settings and the decoder.
+pub struct Updater<'a> {
+    pub s: &'a ClassifySettings,
+    pub decoder: Decoder<'a>,
+}
+
+impl Updater<'_> {
+    /// Items drawn from the buffer per update: r, or 2r when mixup pairs them.
+    pub fn replay_draws(&self) -> usize {
+        if self.s.mixup_alpha > 0.0 {
+            2 * self.s.replay
+        } else {
+            self.s.replay
+        }
+    }
+
+    /// One SGD step of F on a new item (`codes`, label `y`) and the replayed items drawn
+    /// for it ([`replay_draws`](Self::replay_draws) of them; with mixup, mixed pairwise
+    /// into r items with lambda ~ Beta(alpha, alpha)), replayed maps crop-augmented (paper,
+    /// section 3.3). Uses and advances class `y`'s learning-rate counter in `counters`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update(
+        &self,
+        f: &ResNet,
+        opt: &mut Optimizer,
+        codes: &[u8],
+        y: i64,
+        replay: Option<Replay<'_>>,
+        rng: &mut ChaCha8Rng,
+        counters: &mut [u64],
+    ) -> Result<Step> {
+        let s = self.s;
+        let device = self.decoder.device;
+        let (mut ya, mut yb) = (vec![y], vec![y]);
+        let mut lambda = 1.0;
+        let x = match replay {
+            Some(Replay { buffer: b, slots }) if !slots.is_empty() => {
+                let mixup = s.mixup_alpha > 0.0;
+                let mut slots = slots.to_vec();
+                if mixup && slots.len() % 2 == 1 && slots.len() > 1 {
+                    slots.pop();
+                }
+                let mut scratch = Vec::new();
+                b.gather(&slots, &mut scratch);
+                let labels = b.labels_of(&slots);
+                let mut replay = self.decoder.decode(&scratch)?;
+                if s.random_crops {
+                    replay = random_resized_crops(&replay, rng)?;
+                }
+                if mixup && slots.len() >= 2 {
+                    let r = slots.len() / 2;
+                    lambda = draw_lambda(s.mixup_alpha, rng)?;
+                    let a = replay.narrow(0, 0, r as i64);
+                    let bb = replay.narrow(0, r as i64, r as i64);
+                    replay = a * lambda + bb * (1.0 - lambda);
+                    ya.extend_from_slice(&labels[..r]);
+                    yb.extend_from_slice(&labels[r..]);
+                } else {
+                    ya.extend_from_slice(&labels);
+                    yb.extend_from_slice(&labels);
+                }
+                Tensor::cat(&[self.decoder.decode(codes)?, replay], 0)
+            }
+            _ => self.decoder.decode(codes)?,
+        };
+        let logits = f.forward_t(&x, true);
+        let target = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        let loss = if lambda < 1.0 {
+            logits.cross_entropy_for_logits(&target(&ya)) * lambda
+                + logits.cross_entropy_for_logits(&target(&yb)) * (1.0 - lambda)
+        } else {
+            logits.cross_entropy_for_logits(&target(&ya))
+        };
+        let counter = &mut counters[y as usize];
+        let lr = s.lr.rate(*counter);
+        *counter += 1;
+        opt.backward_step(&loss, lr);
+        Ok(Step {
+            loss: loss.double_value(&[]),
+            batch: x.size()[0] as usize,
+        })
+    }
+}
+
+/// The codes of training item `row` of the label table.
+fn train_codes<'c>(ctx: &'c Ctx, row: usize) -> Result<&'c [u8]> {
+    ctx.codes.row_u8(ctx.train_rows[row])
+}
+
+impl Learner for Ctx<'_> {
+    type Model = ResNet;
+
+    fn spec(&self) -> &RunSpec {
+        &self.run
+    }
+
+    fn fresh(&self) -> Result<Net<ResNet>> {
+        new_f(self)
+    }
+
+    /// F already holds the base initialisation (`remind-train-classifier`'s weights).
+    fn base_init(&self, _net: &mut Net<ResNet>, _method: Method) -> Result<()> {
+        Ok(())
+    }
+
+    fn replay_draws(&self) -> usize {
+        self.updater().replay_draws()
+    }
+
+    /// The image's id, label and codes.
+    fn buffer_item(&self, row: usize) -> Result<(u64, i64, &[u8])> {
+        Ok((
+            self.set.train.ids[row],
+            self.set.train.labels[row],
+            train_codes(self, row)?,
+        ))
+    }
+
+    fn describe(&self, row: usize) -> String {
+        format!("training item id {}", self.set.train.ids[row])
+    }
+
+    fn update(
+        &self,
+        net: &mut Net<ResNet>,
+        _pos: usize,
+        row: usize,
+        replay: Option<Replay<'_>>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Step> {
+        self.updater().update(
+            &net.model,
+            &mut net.opt,
+            train_codes(self, row)?,
+            self.set.train.labels[row],
+            replay,
+            rng,
+            &mut net.counters,
+        )
+    }
+
+    /// F from the base weights, trained for `offline_epochs` shuffled epochs on the codes
+    /// of every training item of the classes seen at point `k`.
+    fn train_offline(&self, net: &mut Net<ResNet>, k: usize) -> Result<()> {
+        let mut rows = self.run.plan.items[..self.run.plan.boundaries[k]].to_vec();
+        let n = rows.len();
+        let b = self.s.offline_batch;
+        let total = self.s.offline_epochs * n.div_ceil(b);
+        let mut order_rng = ChaCha8Rng::seed_from_u64(self.s.seed ^ ((k as u64 + 1) << 40));
+        let mut progress = Progress::new(
+            &format!("offline, {} classes", self.run.plan.seen_classes[k]),
+            (self.s.offline_epochs * n) as u64,
+        );
+        let mut codes = Vec::new();
+        let mut step = 0;
+        for _ in 0..self.s.offline_epochs {
+            rows.shuffle(&mut order_rng);
+            for chunk in rows.chunks(b) {
+                codes.clear();
+                for &r in chunk {
+                    codes.extend_from_slice(train_codes(self, r)?);
+                }
+                let mut x = self.decode(&codes)?;
+                if self.s.random_crops {
+                    x = random_resized_crops(&x, &mut order_rng)?;
+                }
+                let y: Vec<i64> = chunk.iter().map(|&r| self.set.train.labels[r]).collect();
+                let loss = net
+                    .model
+                    .forward_t(&x, true)
+                    .cross_entropy_for_logits(&Tensor::from_slice(&y).to_device(self.device));
+                let lr = lr_at(step, total, self.s.offline_lr);
+                net.opt.backward_step(&loss, lr);
+                step += 1;
+                progress.inc(chunk.len() as u64);
+            }
+        }
+        progress.finish();
+        Ok(())
+    }
+
+    fn evaluate(&self, net: &Net<ResNet>, k: usize, dir: &MethodDir, method: Method) -> Result<()> {
+        write_probabilities(self, net, k, dir, method)
+    }
+
+    /// The SGD step of F on the first `batch` streamed images, decoded once.
+    fn bare_step<'a>(
+        &'a self,
+        net: &'a mut Net<ResNet>,
+        batch: usize,
+    ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
+        let rows: Vec<usize> = self.run.plan.items.iter().copied().take(batch).collect();
+        let mut codes = Vec::new();
+        for &r in &rows {
+            codes.extend_from_slice(train_codes(self, r)?);
+        }
+        let x = self.decode(&codes)?;
+        let y: Vec<i64> = rows.iter().map(|&r| self.set.train.labels[r]).collect();
+        let y = Tensor::from_slice(&y).to_device(self.device);
+        let lr = self.s.lr.start;
+        Ok(Box::new(move || {
+            let loss = net.model.forward_t(&x, true).cross_entropy_for_logits(&y);
+            net.opt.backward_step(&loss, lr);
+            let _ = loss.double_value(&[]);
+            Ok(())
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn positions(p: &StreamPlan) -> Vec<usize> {
+        (0..p.boundaries.len()).map(|k| p.position(k)).collect()
+    }
+
+    fn set(labels_train: &[i64], base: usize, k: usize) -> LabelSet {
+        let items = |labels: &[i64]| Items {
+            ids: (0..labels.len() as u64).collect(),
+            labels: labels.to_vec(),
+            sources: vec![String::new(); labels.len()],
+        };
+        LabelSet {
+            path: PathBuf::from("labels.parquet"),
+            train: items(labels_train),
+            val: items(&[0]),
+            class_names: (0..k).map(|c| c.to_string()).collect(),
+            base_classes: base,
+            image_root: None,
+        }
+    }
+
+    #[test]
+    fn plan_streams_classes_in_order_with_increments() {
+        let labels = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 2, 4];
+        let s = ClassifySettings {
+            increment: 2,
+            ..Default::default()
+        };
+        let p = class_plan(&set(&labels, 1, 5), &s).unwrap();
+        assert_eq!(p.items[..p.base_len()], [0, 5]);
+        assert_eq!(p.seen_classes, vec![1, 3, 5]);
+        // Classes 1,2 (2 + 3 images), then 3,4 (2 + 3 images).
+        assert_eq!(positions(&p), vec![0, 5, 10]);
+        assert_eq!(p.boundaries, vec![2, 7, 12]);
+        let stream_labels: Vec<i64> = p.items[2..].iter().map(|&r| labels[r]).collect();
+        assert_eq!(stream_labels, vec![1, 1, 2, 2, 2, 3, 3, 4, 4, 4]);
+        let capped = ClassifySettings {
+            increment: 3,
+            max_train_per_class: Some(1),
+            ..Default::default()
+        };
+        let p = class_plan(&set(&labels, 1, 5), &capped).unwrap();
+        // A last, partial increment still gets an evaluation point.
+        assert_eq!(p.seen_classes, vec![1, 4, 5]);
+        assert_eq!(positions(&p), vec![0, 3, 4]);
+    }
+
+    #[test]
+    fn plan_refuses_a_class_without_images() {
+        let e = class_plan(&set(&[0, 1, 3], 1, 4), &ClassifySettings::default()).unwrap_err();
+        assert!(e.to_string().contains("class 2"), "{e}");
+    }
+}

@@ -1,0 +1,467 @@
+//! The one REMIND driver: the order of a streaming run, for every task.
+//!
+//! The driver owns the order; a task owns the maths through its [`Learner`] (in the spirit
+//! of ripgrep's `Searcher`, which drives, and the `Sink` its caller implements). For
+//! `remind` and `finetune` ([`run`] with a streaming method):
+//!
+//! 1. a fresh network ([`Learner::fresh`]), then base initialisation
+//!    ([`Learner::base_init`]) and, for `remind`, every base item into the replay buffer;
+//!    evaluation point 0 (predictions and a checkpoint);
+//! 2. per streamed item, in plan order (paper, section 3.3 and Algorithm 1): draw
+//!    [`Learner::replay_draws`] items from the buffer (`remind` only), one update on the new
+//!    item plus the drawn ones ([`Learner::update`]), a divergence check on its loss, then
+//!    store the new item (evicting when the buffer is full);
+//! 3. at every boundary of the plan, an evaluation point ([`Learner::evaluate`]) and a
+//!    checkpoint (network, optimiser, per-class counters, buffer, RNG position) from which a
+//!    resumed run continues to the same bytes.
+//!
+//! For `offline`, at every evaluation point a fresh network trained on everything seen so far
+//! ([`Learner::train_offline`]), then the same evaluation point.
+//!
+//! All draws of the stream (replay, augmentation, eviction) come from one ChaCha8 generator
+//! seeded from the task's seed, whose word position is checkpointed.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tch::nn::VarStore;
+
+use super::checkpoint::{
+    accept_checkpoint, latest_checkpoint, read_state, write_checkpoint, CheckpointState,
+};
+use super::decode::StreamCodes;
+use super::layout::{MethodDir, RunLayout};
+use super::plan::StreamPlan;
+use super::Method;
+use crate::artifact::atomic::write_bytes;
+use crate::buffer::{Eviction, ReplayBuffer};
+use crate::run::Progress;
+use crate::train::optim::Optimizer;
+
+/// A network being trained: its variables, the model over them, the optimiser and the
+/// per-class update counters of the learning-rate schedule (empty where the rate is fixed).
+/// Everything here is checkpointed.
+pub struct Net<M> {
+    pub vs: VarStore,
+    pub model: M,
+    pub opt: Optimizer,
+    pub counters: Vec<u64>,
+}
+
+/// The replay part of one update: the buffer and the slots drawn from it (with the order
+/// of the draws).
+pub struct Replay<'a> {
+    pub buffer: &'a ReplayBuffer,
+    pub slots: &'a [usize],
+}
+
+/// What one update reports.
+pub struct Step {
+    /// The loss of the step (checked for divergence).
+    pub loss: f64,
+    /// Items in the step's batch (the new one and the replayed ones after mixing).
+    pub batch: usize,
+}
+
+/// What the driver needs to know of a run, besides the maths; each task's context owns one.
+pub struct RunSpec {
+    pub task: &'static str,
+    pub plan: StreamPlan,
+    /// Hash of everything the results depend on; checkpoints of another hash are stale.
+    pub config_hash: String,
+    /// The codebook the codes (and so the buffer) were made with, and the codes' shape.
+    pub codes: StreamCodes,
+    /// Seed of the stream's generator (replay, augmentation, eviction).
+    pub seed: u64,
+    pub buffer_capacity: Option<usize>,
+    pub eviction: Eviction,
+    /// The config key to lower when an update diverges (for the error message).
+    pub lr_key: &'static str,
+}
+
+/// A task's side of a streaming run. The driver calls, in order: [`fresh`](Self::fresh),
+/// then [`base_init`](Self::base_init) (or a checkpoint's weights), then per streamed item
+/// [`update`](Self::update) and [`buffer_item`](Self::buffer_item), and
+/// [`evaluate`](Self::evaluate) at every boundary; for `offline`, [`fresh`](Self::fresh),
+/// [`train_offline`](Self::train_offline) and [`evaluate`](Self::evaluate) per boundary.
+pub trait Learner {
+    type Model;
+    fn spec(&self) -> &RunSpec;
+    /// A network in its starting state (seeded, or the base weights): every method of a run
+    /// starts from the same one.
+    fn fresh(&self) -> Result<Net<Self::Model>>;
+    /// Base initialisation before the stream (a no-op where `fresh` already holds it).
+    fn base_init(&self, net: &mut Net<Self::Model>, method: Method) -> Result<()>;
+    /// Items drawn from the buffer per update (r, or 2r when mixup pairs them).
+    fn replay_draws(&self) -> usize;
+    /// Item `item`'s entry in the buffer: id, label, codes.
+    fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])>;
+    /// How errors name item `item` (e.g. "item id 17").
+    fn describe(&self, item: usize) -> String;
+    /// One update at stream position `pos` on `item` and, with `remind`, the replayed
+    /// items; advances the per-class counters it uses.
+    fn update(
+        &self,
+        net: &mut Net<Self::Model>,
+        pos: usize,
+        item: usize,
+        replay: Option<Replay<'_>>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Step>;
+    /// Trains a fresh network on everything the stream has shown up to boundary `k`.
+    fn train_offline(&self, net: &mut Net<Self::Model>, k: usize) -> Result<()>;
+    /// Scores the network at boundary `k`, writing its predictions under `dir`.
+    fn evaluate(
+        &self,
+        net: &Net<Self::Model>,
+        k: usize,
+        dir: &MethodDir,
+        method: Method,
+    ) -> Result<()>;
+    /// One bare training step (forward, backward, optimiser step) on a prepared batch of
+    /// `batch` items for `net`: the compute floor the streamed updates are timed against.
+    fn bare_step<'a>(
+        &'a self,
+        net: &'a mut Net<Self::Model>,
+        batch: usize,
+    ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>>;
+}
+
+/// Where a run starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// From scratch (existing checkpoints are overwritten as the run passes them).
+    No,
+    /// The latest checkpoint; one made under another configuration is refused.
+    Latest,
+    /// The latest checkpoint when it matches this configuration, else discard the method's
+    /// folder and start afresh (what `make` uses after a config change).
+    RestartStale,
+    /// The checkpoint of this evaluation point (0 = after base initialisation).
+    From(usize),
+}
+
+/// Wall time of the streamed updates against the bare compute floor, both measured in this
+/// process with the same threads: the floor is a fresh network's forward, backward and
+/// optimiser step on a prepared batch of the last update's size (after the stream, so the
+/// run itself is untouched).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateRate {
+    pub updates: usize,
+    pub batch: usize,
+    pub updates_per_s: f64,
+    pub floor_updates_per_s: f64,
+    pub update_over_floor: f64,
+}
+
+/// Steps of the floor measurement.
+const FLOOR_STEPS: usize = 50;
+
+/// Runs `method` of a task, writing under `out` (see [`super::layout`]); `extra` joins the
+/// completion marker (e.g. what loading dropped).
+pub fn run<L: Learner>(
+    learner: &L,
+    out: &Path,
+    method: Method,
+    resume: Resume,
+    extra: serde_json::Value,
+) -> Result<()> {
+    let spec = learner.spec();
+    let layout = RunLayout::new(out);
+    write_bytes(&layout.plan(), &serde_json::to_vec(&spec.plan)?)?;
+    let dir = layout.method(method.name());
+    let started = Instant::now();
+    let rate = match method {
+        Method::Offline => {
+            run_offline(learner, &dir, resume)?;
+            None
+        }
+        Method::Remind | Method::Finetune => run_streaming(learner, &dir, method, resume)?,
+    };
+    let plan = &spec.plan;
+    let positions: Vec<usize> = (0..plan.boundaries.len())
+        .map(|k| plan.position(k))
+        .collect();
+    let mut done = serde_json::json!({
+        "task": spec.task,
+        "method": method.name(),
+        "boundaries": positions,
+        "config_hash": spec.config_hash,
+        "seconds": started.elapsed().as_secs_f64(),
+        "update_rate": rate,
+    });
+    if !plan.seen_classes.is_empty() {
+        done["seen_classes"] = serde_json::json!(plan.seen_classes);
+    }
+    if let (Some(o), serde_json::Value::Object(e)) = (done.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    // Written last: its presence means every boundary is done.
+    write_bytes(&dir.complete(), &serde_json::to_vec_pretty(&done)?)?;
+    Ok(())
+}
+
+/// The checkpoint a run continues from, per `resume`.
+fn resume_point(
+    dir: &MethodDir,
+    resume: Resume,
+    hash: &str,
+    points: usize,
+) -> Result<Option<(std::path::PathBuf, CheckpointState)>> {
+    let found = match resume {
+        Resume::No => return Ok(None),
+        Resume::From(k) => {
+            ensure!(
+                k < points,
+                "--resume-from {k}: this run has evaluation points 0..{}",
+                points - 1
+            );
+            let ckpt = dir.checkpoint(k);
+            if !ckpt.join("state.json").is_file() {
+                let have = latest_checkpoint(dir.path())?
+                    .map(|(_, st)| format!("the latest is {}", st.boundary))
+                    .unwrap_or_else(|| "there is none".into());
+                bail!(
+                    "--resume-from {k}: {} holds no checkpoint of evaluation point {k} ({have})",
+                    dir.path().display()
+                );
+            }
+            let state = read_state(&ckpt)?;
+            Some((ckpt, state))
+        }
+        Resume::Latest | Resume::RestartStale => latest_checkpoint(dir.path())?,
+    };
+    accept_checkpoint(dir.path(), found, hash, resume == Resume::RestartStale)
+}
+
+/// Everything a checkpoint holds: the network, the buffer (`remind`) and the stream's
+/// generator.
+struct State<M> {
+    net: Net<M>,
+    buffer: Option<ReplayBuffer>,
+    rng: ChaCha8Rng,
+}
+
+/// Evaluation point `k`: the task's predictions, then a checkpoint of `state`.
+fn evaluation_point<L: Learner>(
+    learner: &L,
+    dir: &MethodDir,
+    method: Method,
+    k: usize,
+    state: &State<L::Model>,
+) -> Result<()> {
+    let spec = learner.spec();
+    let State { net, buffer, rng } = state;
+    learner.evaluate(net, k, dir, method)?;
+    let state = CheckpointState {
+        method: method.name().into(),
+        boundary: k,
+        position: spec.plan.position(k),
+        config_hash: spec.config_hash.clone(),
+        rng_word_pos: rng.get_word_pos(),
+        counters: net.counters.clone(),
+    };
+    write_checkpoint(dir.path(), &state, |ckpt| {
+        net.vs
+            .save(ckpt.join("model.safetensors"))
+            .context("cannot save the model")?;
+        net.opt.save(&ckpt.join("optim.safetensors"))?;
+        if let Some(b) = buffer {
+            b.save(
+                &ckpt.join("buffer.arrow"),
+                &spec.codes.codebook_hash,
+                &spec.codes.code_shape,
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Loads checkpoint `ckpt` (whose state is `saved`) into `state`.
+fn restore<M>(
+    ckpt: &Path,
+    saved: &CheckpointState,
+    spec: &RunSpec,
+    state: &mut State<M>,
+) -> Result<()> {
+    let State { net, buffer, rng } = state;
+    net.vs
+        .load(ckpt.join("model.safetensors"))
+        .with_context(|| format!("cannot load {}", ckpt.display()))?;
+    net.opt.load(&ckpt.join("optim.safetensors"))?;
+    if let Some(b) = buffer {
+        let loaded = ReplayBuffer::load(&ckpt.join("buffer.arrow"))?;
+        ensure!(
+            loaded.codebook_hash == spec.codes.codebook_hash,
+            "{}: buffer codes were made with another codebook",
+            ckpt.display()
+        );
+        *b = loaded.buffer;
+    }
+    rng.set_word_pos(saved.rng_word_pos);
+    ensure!(
+        saved.counters.len() == net.counters.len(),
+        "{}: {} learning-rate counters, the run has {}",
+        ckpt.display(),
+        saved.counters.len(),
+        net.counters.len()
+    );
+    net.counters.copy_from_slice(&saved.counters);
+    Ok(())
+}
+
+fn run_streaming<L: Learner>(
+    learner: &L,
+    dir: &MethodDir,
+    method: Method,
+    resume: Resume,
+) -> Result<Option<UpdateRate>> {
+    let spec = learner.spec();
+    let plan = &spec.plan;
+    let points = plan.boundaries.len();
+    let mut state = State {
+        net: learner.fresh()?,
+        buffer: match method {
+            Method::Remind => Some(ReplayBuffer::new(
+                spec.codes.code_shape.iter().product(),
+                spec.buffer_capacity,
+                spec.eviction,
+            )?),
+            _ => None,
+        },
+        rng: ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7265_6d69_6e64),
+    };
+    let start = match resume_point(dir, resume, &spec.config_hash, points)? {
+        Some((ckpt, saved)) => {
+            restore(&ckpt, &saved, spec, &mut state)?;
+            eprintln!(
+                "stream-train[{}]: resumed from {} (position {})",
+                method.name(),
+                ckpt.display(),
+                saved.position
+            );
+            // Later checkpoints belong to the abandoned continuation: drop them.
+            for k in saved.boundary + 1..points {
+                let d = dir.checkpoint(k);
+                if d.exists() {
+                    std::fs::remove_dir_all(&d)
+                        .with_context(|| format!("cannot remove {}", d.display()))?;
+                }
+            }
+            saved.boundary + 1
+        }
+        None => {
+            learner.base_init(&mut state.net, method)?;
+            if let Some(b) = state.buffer.as_mut() {
+                let base = &plan.items[..plan.base_len()];
+                b.reserve(base.len());
+                for &item in base {
+                    let (id, label, codes) = learner.buffer_item(item)?;
+                    b.insert(id, label, codes, &mut state.rng)?;
+                }
+            }
+            evaluation_point(learner, dir, method, 0, &state)?;
+            1
+        }
+    };
+    let remaining = plan.items.len() - plan.boundaries[start - 1];
+    let mut progress = Progress::new(method.name(), remaining as u64);
+    let draws = learner.replay_draws();
+    let (mut updates, mut seconds, mut batch) = (0usize, 0.0f64, 0usize);
+    for k in start..points {
+        for pos in plan.boundaries[k - 1]..plan.boundaries[k] {
+            let t = Instant::now();
+            let item = plan.items[pos];
+            let State { net, buffer, rng } = &mut state;
+            let slots = match buffer.as_ref() {
+                Some(b) if draws > 0 && !b.is_empty() => b.sample(draws, rng),
+                _ => Vec::new(),
+            };
+            let replay = buffer.as_ref().map(|b| Replay {
+                buffer: b,
+                slots: &slots,
+            });
+            let step = learner
+                .update(net, pos, item, replay, rng)
+                .with_context(|| {
+                    format!(
+                        "update at stream position {pos} ({})",
+                        learner.describe(item)
+                    )
+                })?;
+            ensure!(
+                step.loss.is_finite(),
+                "the network diverged on {} (loss {}); lower {}",
+                learner.describe(item),
+                step.loss,
+                spec.lr_key
+            );
+            if let Some(b) = buffer.as_mut() {
+                let (id, label, codes) = learner.buffer_item(item)?;
+                b.insert(id, label, codes, rng)?;
+            }
+            seconds += t.elapsed().as_secs_f64();
+            updates += 1;
+            batch = step.batch;
+            progress.inc(1);
+        }
+        evaluation_point(learner, dir, method, k, &state)?;
+    }
+    progress.finish();
+    if updates == 0 {
+        return Ok(None);
+    }
+    let floor = floor_seconds(learner, batch)?;
+    let per_update = seconds / updates as f64;
+    let rate = UpdateRate {
+        updates,
+        batch,
+        updates_per_s: 1.0 / per_update,
+        floor_updates_per_s: 1.0 / floor,
+        update_over_floor: floor / per_update,
+    };
+    eprintln!(
+        "stream-train[{}]: {:.1} updates/s over {} updates of batch {}; bare forward+backward+step on a prepared batch: {:.1}/s (ratio {:.3})",
+        method.name(), rate.updates_per_s, updates, rate.batch, rate.floor_updates_per_s, rate.update_over_floor
+    );
+    Ok(Some(rate))
+}
+
+/// Seconds of one bare step on a fresh network (one warm-up step, then the mean of
+/// [`FLOOR_STEPS`]).
+fn floor_seconds<L: Learner>(learner: &L, batch: usize) -> Result<f64> {
+    let mut net = learner.fresh()?;
+    let mut step = learner.bare_step(&mut net, batch)?;
+    step()?;
+    let t = Instant::now();
+    for _ in 0..FLOOR_STEPS {
+        step()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / FLOOR_STEPS as f64)
+}
+
+fn run_offline<L: Learner>(learner: &L, dir: &MethodDir, resume: Resume) -> Result<()> {
+    let spec = learner.spec();
+    let points = spec.plan.boundaries.len();
+    let start = match resume_point(dir, resume, &spec.config_hash, points)? {
+        Some((_, saved)) => saved.boundary + 1,
+        None => 0,
+    };
+    for k in start..points {
+        let mut net = learner.fresh()?;
+        learner.train_offline(&mut net, k)?;
+        // Offline draws nothing from the stream's generator: its position stays 0.
+        let state = State {
+            net,
+            buffer: None,
+            rng: ChaCha8Rng::seed_from_u64(spec.seed),
+        };
+        evaluation_point(learner, dir, Method::Offline, k, &state)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,551 @@
+//! The streaming VQA experiment: base initialisation, then one question at a time with
+//! `remind` (replay of r PQ-coded questions), `finetune` (no replay) or, at each boundary,
+//! `offline` (several shuffled epochs over everything seen so far, from scratch). At every
+//! boundary: predictions on the evaluation split and a resumable checkpoint.
+//!
+//! Questions reach the model as tokens or, when the model config says `question_input:
+//! gensen`, as imported sentence vectors ([`QuestionFeatures`]) joined by question id;
+//! replayed questions are looked up by their index in the training split, so they get
+//! their own vectors too.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Result};
+use arrow::array::{ArrayRef, Int64Array, StringArray, UInt64Array};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+use tch::{Device, Kind, Tensor};
+
+use crate::artifact::{write_table, Producer, TensorDataset};
+use crate::buffer::Eviction;
+use crate::models::vqa::{ModelConfig, QuestionInput, Questions, VqaModel};
+use crate::run::{config_hash, Progress};
+use crate::stream::decode::StreamCodes;
+use crate::stream::driver::{self, Learner, Net, Replay, Resume, RunSpec, Step};
+use crate::stream::layout::MethodDir;
+use crate::stream::metrics::vqa_score;
+use crate::stream::plan::{Order, StreamPlan};
+use crate::stream::Method;
+use crate::train::optim::{OptimKind, Optimizer};
+
+pub mod data;
+
+use data::{
+    answer_batch, gather_codes, load_split, question_batch, LoadReport, QuestionFeatures, VqaItems,
+};
+
+/// Streaming settings shared by the methods (config section `stream`, minus the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSettings {
+    pub order: Order,
+    pub seed: u64,
+    /// Segments of an iid stream (a boundary after each).
+    pub iid_segments: usize,
+    /// r: replayed questions per update.
+    pub replay: usize,
+    /// Buffer capacity in questions (None: unbounded, as in the paper's VQA runs).
+    pub buffer_capacity: Option<usize>,
+    pub eviction: Eviction,
+    pub lr: f64,
+    /// Epochs of base initialisation (and of each offline model).
+    pub base_epochs: usize,
+    pub offline_epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch: usize,
+    pub max_question_len: usize,
+    pub l2_normalize_features: bool,
+    /// Gensen input: divide each sentence vector by its L2 norm (the reference's `qnorm`).
+    /// Left out of the config hash while false, so token runs hash as before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub l2_normalize_questions: bool,
+    /// Gensen input: the `question_features` datasets of remind-import-gensen (one path or
+    /// a list, e.g. one per split). Paths are not hashed: the features' content is.
+    #[serde(skip_serializing, deserialize_with = "one_or_many")]
+    pub question_features: Vec<PathBuf>,
+    /// Use at most this many training questions per question type (seeded choice), to
+    /// size a stream to a time budget; None uses all.
+    pub max_per_type: Option<usize>,
+}
+
+impl Default for StreamSettings {
+    fn default() -> Self {
+        Self {
+            order: Order::Qtype,
+            seed: 0,
+            iid_segments: 10,
+            replay: 50,
+            buffer_capacity: None,
+            eviction: Eviction::Random,
+            lr: 3e-4,
+            base_epochs: 10,
+            offline_epochs: 10,
+            batch_size: 64,
+            eval_batch: 256,
+            max_question_len: 45,
+            l2_normalize_features: false,
+            l2_normalize_questions: false,
+            question_features: Vec::new(),
+            max_per_type: None,
+        }
+    }
+}
+
+/// A path or a list of paths.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Input artifacts of a run.
+pub struct VqaInputs<'a> {
+    pub questions: &'a Path,
+    pub train_codes: &'a Path,
+    pub val_codes: &'a Path,
+    pub codebook: &'a Path,
+    /// Sentence vectors per question: required when the model takes gensen input, refused
+    /// otherwise.
+    pub question_features: Option<&'a QuestionFeatures>,
+}
+
+/// Everything loaded once per run.
+struct Ctx<'a> {
+    s: &'a StreamSettings,
+    model: &'a ModelConfig,
+    train: VqaItems,
+    val: VqaItems,
+    train_codes: TensorDataset,
+    val_codes: TensorDataset,
+    features: Option<&'a QuestionFeatures>,
+    run: RunSpec,
+    device: Device,
+}
+
+impl Ctx<'_> {
+    fn decode(&self, codes: &[u8]) -> Result<Tensor> {
+        self.run.codes.decode(codes)
+    }
+
+    /// The question side of a batch of `items` (train or val) at `idx`.
+    fn questions(&self, items: &VqaItems, idx: &[usize]) -> Result<QuestionBatch> {
+        Ok(match self.features {
+            Some(f) => QuestionBatch::Sentences(f.batch(
+                items,
+                idx,
+                self.device,
+                self.s.l2_normalize_questions,
+            )?),
+            None => {
+                let (tokens, lengths) = question_batch(items, idx, self.device);
+                QuestionBatch::Tokens { tokens, lengths }
+            }
+        })
+    }
+}
+
+/// Owned question tensors of one batch.
+enum QuestionBatch {
+    Tokens { tokens: Tensor, lengths: Tensor },
+    Sentences(Tensor),
+}
+
+impl QuestionBatch {
+    fn view(&self) -> Questions<'_> {
+        match self {
+            QuestionBatch::Tokens { tokens, lengths } => Questions::Tokens { tokens, lengths },
+            QuestionBatch::Sentences(s) => Questions::Sentences(s),
+        }
+    }
+}
+
+/// Runs `method`, writing predictions and checkpoints under `out` (`<out>/<method>/`).
+pub fn run_vqa_stream(
+    s: &StreamSettings,
+    model: &ModelConfig,
+    inputs: &VqaInputs,
+    out: &Path,
+    method: Method,
+    device: Device,
+    resume: Resume,
+) -> Result<()> {
+    ensure!(
+        s.batch_size > 0 && s.eval_batch > 0,
+        "stream.batch_size and stream.eval_batch must be positive"
+    );
+    match (model.question_input, inputs.question_features) {
+        (QuestionInput::Gensen, None) => bail!(
+            "the model takes gensen sentence vectors (model.question_input: gensen): give the \
+             question features (--question-features, the output of remind-import-gensen)"
+        ),
+        (QuestionInput::Gensen, Some(f)) => ensure!(
+            f.dim() == model.gensen_dim,
+            "{}: sentence vectors are {} wide, but model.gensen_dim is {}",
+            f.paths()[0].display(),
+            f.dim(),
+            model.gensen_dim
+        ),
+        (QuestionInput::Tokens, Some(f)) => bail!(
+            "question features ({}) were given, but the model takes question tokens \
+             (model.question_input: tokens)",
+            f.paths()[0].display()
+        ),
+        (QuestionInput::Tokens, None) => {}
+    }
+    let questions = data::read_questions(inputs.questions)?;
+    let train_codes = TensorDataset::open(inputs.train_codes, "codes")?;
+    let val_codes = TensorDataset::open(inputs.val_codes, "codes")?;
+    let codes = StreamCodes::open(
+        inputs.codebook,
+        &[&train_codes, &val_codes],
+        device,
+        s.l2_normalize_features,
+    )?;
+    let codebook_hash = &codes.codebook_hash;
+    let mut report = LoadReport::default();
+    let mut train = load_split(
+        &questions,
+        "train",
+        &train_codes,
+        s.max_question_len,
+        true,
+        &mut report,
+    )?;
+    if let Some(cap) = s.max_per_type {
+        train = train.subset(&capped_per_type(&train.types, cap, s.seed));
+    }
+    let mut val = load_split(
+        &questions,
+        "val",
+        &val_codes,
+        s.max_question_len,
+        false,
+        &mut report,
+    )?;
+    if let Some(f) = inputs.question_features {
+        // Only the questions the stream uses need vectors (after max_per_type).
+        f.attach(&mut train, "train")?;
+        f.attach(&mut val, "val")?;
+    }
+    report.train_questions = train.len();
+    ensure!(
+        !train.is_empty(),
+        "{}: no training questions left",
+        inputs.questions.display()
+    );
+    report.val_questions = val.len();
+    let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
+    let hash = match inputs.question_features {
+        None => config_hash(&(s, model, codebook_hash))?,
+        Some(f) => config_hash(&(s, model, codebook_hash, f.fingerprint()?))?,
+    };
+    eprintln!(
+        "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
+        method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
+    );
+    let ctx = Ctx {
+        s,
+        model,
+        train,
+        val,
+        train_codes,
+        val_codes,
+        features: inputs.question_features,
+        run: RunSpec {
+            task: "vqa",
+            plan,
+            config_hash: hash,
+            codes,
+            seed: s.seed,
+            buffer_capacity: s.buffer_capacity,
+            eviction: s.eviction,
+            lr_key: "stream.lr",
+        },
+        device,
+    };
+    driver::run(
+        &ctx,
+        out,
+        method,
+        resume,
+        serde_json::json!({ "load": report }),
+    )
+}
+
+/// Indices keeping at most `cap` items of each group (a seeded choice), in their order.
+fn capped_per_type(types: &[i64], cap: usize, seed: u64) -> Vec<usize> {
+    let mut by_type: std::collections::BTreeMap<i64, Vec<usize>> = Default::default();
+    for (i, &t) in types.iter().enumerate() {
+        by_type.entry(t).or_default().push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xca9);
+    let mut keep: Vec<usize> = Vec::new();
+    for (_, mut members) in by_type {
+        members.shuffle(&mut rng);
+        members.truncate(cap);
+        keep.extend(members);
+    }
+    keep.sort_unstable();
+    keep
+}
+
+/// A freshly initialised model (seeded: every method starts from the same weights).
+fn new_model(ctx: &Ctx) -> Result<Net<VqaModel>> {
+    tch::manual_seed(ctx.s.seed as i64);
+    let vs = VarStore::new(ctx.device);
+    let model = VqaModel::new(&vs.root(), ctx.model, None)?;
+    let opt = Optimizer::new(&vs, OptimKind::adamax());
+    Ok(Net {
+        vs,
+        model,
+        opt,
+        counters: Vec::new(),
+    })
+}
+
+/// The loss of training items `idx` with their codes `codes` (dropout seeded by
+/// `dropout_seed`).
+fn loss(
+    ctx: &Ctx,
+    model: &VqaModel,
+    idx: &[usize],
+    codes: &[u8],
+    dropout_seed: u64,
+) -> Result<Tensor> {
+    tch::manual_seed(dropout_seed as i64);
+    let feats = ctx.decode(codes)?;
+    let questions = ctx.questions(&ctx.train, idx)?;
+    let target = answer_batch(&ctx.train, idx, ctx.device);
+    let logits = model.forward_t(&feats, &questions.view(), true)?;
+    Ok(logits.cross_entropy_for_logits(&target))
+}
+
+/// One optimiser step on items `idx` (train split) with their codes `codes`.
+fn step(
+    ctx: &Ctx,
+    net: &mut Net<VqaModel>,
+    idx: &[usize],
+    codes: &[u8],
+    dropout_seed: u64,
+) -> Result<f64> {
+    let loss = loss(ctx, &net.model, idx, codes, dropout_seed)?;
+    net.opt.backward_step(&loss, ctx.s.lr);
+    Ok(loss.double_value(&[]))
+}
+
+/// Shuffled mini-batch epochs over train items `items`, from the model's current state.
+fn train_epochs(
+    ctx: &Ctx,
+    net: &mut Net<VqaModel>,
+    items: &[usize],
+    epochs: usize,
+    seed: u64,
+    label: &str,
+) -> Result<()> {
+    let mut progress = Progress::new(label, (epochs * items.len()) as u64);
+    let mut codes = Vec::new();
+    for epoch in 0..epochs {
+        let mut order = items.to_vec();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            seed ^ ((epoch as u64 + 1) << 32),
+        ));
+        for (b, batch) in order.chunks(ctx.s.batch_size).enumerate() {
+            codes.clear();
+            gather_codes(&ctx.train, batch, &ctx.train_codes, &mut codes)?;
+            step(
+                ctx,
+                net,
+                batch,
+                &codes,
+                seed ^ ((epoch as u64) << 40) ^ b as u64,
+            )?;
+            progress.inc(batch.len() as u64);
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Predicted answers on the evaluation split.
+fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
+    let _guard = tch::no_grad_guard();
+    let mut out = Vec::with_capacity(ctx.val.len());
+    let mut codes = Vec::new();
+    let all: Vec<usize> = (0..ctx.val.len()).collect();
+    for batch in all.chunks(ctx.s.eval_batch) {
+        codes.clear();
+        gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
+        let feats = ctx.decode(&codes)?;
+        let questions = ctx.questions(&ctx.val, batch)?;
+        let logits = model.forward_t(&feats, &questions.view(), false)?;
+        let pred = logits.argmax(-1, false).to_device(Device::Cpu);
+        out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
+    }
+    Ok(out)
+}
+
+/// Writes the predictions of boundary `k` (atomically).
+fn write_predictions(
+    ctx: &Ctx,
+    dir: &MethodDir,
+    method: Method,
+    k: usize,
+    pred: &[i64],
+) -> Result<PathBuf> {
+    let n = pred.len();
+    let cols: Vec<ArrayRef> = vec![
+        std::sync::Arc::new(UInt64Array::from(ctx.val.question_ids.clone())),
+        std::sync::Arc::new(Int64Array::from(pred.to_vec())),
+        std::sync::Arc::new(Int64Array::from(vec![k as i64; n])),
+        std::sync::Arc::new(StringArray::from(vec![method.name(); n])),
+    ];
+    let mut meta = HashMap::new();
+    meta.insert(
+        "remind.stream_position".to_string(),
+        ctx.run.plan.position(k).to_string(),
+    );
+    let producer =
+        Producer::new("stream-train", &ctx.run.config_hash).param("method", method.name());
+    write_table(&dir.predictions(k), "predictions", &producer, cols, meta)
+}
+
+/// The PQ codes of training item `item`'s image (a slice of the memory-mapped dataset).
+fn item_codes<'c>(ctx: &'c Ctx, item: usize) -> Result<&'c [u8]> {
+    ctx.train_codes.row_u8(ctx.train.image_rows[item])
+}
+
+impl Learner for Ctx<'_> {
+    type Model = VqaModel;
+
+    fn spec(&self) -> &RunSpec {
+        &self.run
+    }
+
+    fn fresh(&self) -> Result<Net<VqaModel>> {
+        new_model(self)
+    }
+
+    /// Offline epochs on the first segment, the same for every method.
+    fn base_init(&self, net: &mut Net<VqaModel>, method: Method) -> Result<()> {
+        train_epochs(
+            self,
+            net,
+            &self.run.plan.items[..self.run.plan.base_len()],
+            self.s.base_epochs,
+            self.s.seed,
+            &format!("{} base init", method.name()),
+        )
+    }
+
+    fn replay_draws(&self) -> usize {
+        self.s.replay
+    }
+
+    /// The question's index in the training split, its answer and its image's codes.
+    fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])> {
+        Ok((
+            item as u64,
+            self.train.answers[item],
+            item_codes(self, item)?,
+        ))
+    }
+
+    fn describe(&self, item: usize) -> String {
+        format!("question id {}", self.train.question_ids[item])
+    }
+
+    /// One Adamax step on the new question and the replayed ones (no augmentation; dropout
+    /// seeded by the position).
+    fn update(
+        &self,
+        net: &mut Net<VqaModel>,
+        pos: usize,
+        item: usize,
+        replay: Option<Replay<'_>>,
+        _rng: &mut ChaCha8Rng,
+    ) -> Result<Step> {
+        let mut idx = vec![item];
+        let mut codes = item_codes(self, item)?.to_vec();
+        if let Some(r) = replay {
+            for &slot in r.slots {
+                idx.push(r.buffer.id(slot) as usize);
+                codes.extend_from_slice(r.buffer.codes(slot));
+            }
+        }
+        let loss = step(
+            self,
+            net,
+            &idx,
+            &codes,
+            self.s.seed ^ ((pos as u64) << 20) ^ 0x5354,
+        )?;
+        Ok(Step {
+            loss,
+            batch: idx.len(),
+        })
+    }
+
+    /// From scratch on everything the stream has shown up to boundary `k`.
+    fn train_offline(&self, net: &mut Net<VqaModel>, k: usize) -> Result<()> {
+        train_epochs(
+            self,
+            net,
+            &self.run.plan.items[..self.run.plan.boundaries[k]],
+            self.s.offline_epochs,
+            self.s.seed ^ (k as u64) << 48,
+            &format!("offline boundary {k}"),
+        )
+    }
+
+    fn evaluate(
+        &self,
+        net: &Net<VqaModel>,
+        k: usize,
+        dir: &MethodDir,
+        method: Method,
+    ) -> Result<()> {
+        let pred = predict(self, &net.model)?;
+        let acc = vqa_score(&pred, &self.val.answers, &self.val.types);
+        eprintln!(
+            "stream-train[{}]: boundary {k} at position {}: mean-per-type {:.2}%, overall {:.2}%",
+            method.name(),
+            self.run.plan.position(k),
+            100.0 * acc.mean_per_type,
+            100.0 * acc.overall
+        );
+        write_predictions(self, dir, method, k, &pred)?;
+        Ok(())
+    }
+
+    /// The step on the first `batch` items of the stream.
+    fn bare_step<'a>(
+        &'a self,
+        net: &'a mut Net<VqaModel>,
+        batch: usize,
+    ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
+        let idx: Vec<usize> = self.run.plan.items.iter().copied().take(batch).collect();
+        let mut codes = Vec::new();
+        gather_codes(&self.train, &idx, &self.train_codes, &mut codes)?;
+        let feats = self.decode(&codes)?;
+        let questions = self.questions(&self.train, &idx)?;
+        let target = answer_batch(&self.train, &idx, self.device);
+        Ok(Box::new(move || {
+            let logits = net.model.forward_t(&feats, &questions.view(), true)?;
+            let loss = logits.cross_entropy_for_logits(&target);
+            net.opt.backward_step(&loss, self.s.lr);
+            let _ = loss.double_value(&[]);
+            Ok(())
+        }))
+    }
+}
