@@ -4,8 +4,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Parser};
+use remind::models::{Arch, Cut, Stem};
 use remind::run::{DeviceChoice, Shard};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 /// Flags every stage takes.
 #[derive(Debug, Args)]
@@ -36,6 +39,71 @@ pub struct Compute {
     /// Intra-op threads for libtorch (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+}
+
+/// The network shape, shared by every stage that builds a ResNet. Each flag, when given,
+/// replaces the key of the same name in the stage's config section (see
+/// [`remind::run::load_section_over`]; a flag not given serialises as null and is skipped).
+#[derive(Debug, Args, Serialize)]
+pub struct NetworkShape {
+    /// resnet18, resnet34, resnet50, resnet101 or resnet152.
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Base channels (64 in torchvision's ResNets).
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// imagenet (7x7 stride-2 conv and max-pool, 224 px inputs) or small (3x3 stride-1 conv,
+    /// no pool, 28-32 px inputs).
+    #[arg(long)]
+    pub stem: Option<Stem>,
+    /// Where G ends: a stage (layer3) or a block of a stage (layer4.0).
+    #[arg(long)]
+    pub cut: Option<Cut>,
+    /// Input images are resized to this many pixels square.
+    #[arg(long)]
+    pub image_size: Option<usize>,
+}
+
+/// The defaults of a config section `T`, for [`parse_with_defaults`].
+pub fn defaults_of<T: Serialize + Default>() -> serde_yaml::Mapping {
+    match serde_yaml::to_value(T::default()) {
+        Ok(serde_yaml::Value::Mapping(m)) => m,
+        _ => serde_yaml::Mapping::new(),
+    }
+}
+
+/// Parses the command line of `C`, first appending `[default: V]` to the help of every flag
+/// named like a key of `defaults` (the config sections the binary reads): the defaults are
+/// written once, in the sections' `Default` impls, and `--help` shows them. A config file
+/// or flag still overrides them.
+pub fn parse_with_defaults<C: Parser>(defaults: &[serde_yaml::Mapping]) -> C {
+    let mut cmd = C::command();
+    for map in defaults {
+        for (key, value) in map {
+            let (Some(key), Some(shown)) = (key.as_str(), scalar(value)) else {
+                continue;
+            };
+            let id = key.to_string();
+            if cmd.get_arguments().any(|a| a.get_id() == id.as_str()) {
+                cmd = cmd.mut_arg(id, |a| {
+                    let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                    a.help(format!("{help} [default: {shown}]"))
+                });
+            }
+        }
+    }
+    let matches = cmd.get_matches();
+    C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// How `--help` shows a default: scalars as written in YAML; maps, lists and nulls not at all.
+fn scalar(v: &serde_yaml::Value) -> Option<String> {
+    match v {
+        serde_yaml::Value::Bool(b) => Some(b.to_string()),
+        serde_yaml::Value::Number(n) => Some(n.to_string()),
+        serde_yaml::Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
 }
 
 impl Compute {
@@ -76,6 +144,53 @@ pub fn tune_allocator() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
+}
+
+pub use serde_yaml;
+
+/// A stage binary whose config-backed flags lay over one config section; implemented with
+/// [`stage!`] by a `Cli` holding `common: Common` and the flags in `section`.
+pub trait Stage: Parser {
+    /// The config section its flags lay over (`fit_pq`, ...).
+    const SECTION: &'static str;
+    /// The section's type: its `Default` holds every default, which `--help` shows.
+    type Config: DeserializeOwned + Serialize + Default;
+    fn common(&self) -> &Common;
+    /// The flags laid over the section: a map, null for a flag not given.
+    fn flags(&self) -> anyhow::Result<serde_yaml::Value>;
+}
+
+/// Implements [`Stage`] for a `Cli` type: `stage!(Cli, "fit_pq", PqParams);`.
+#[macro_export]
+macro_rules! stage {
+    ($cli:ty, $section:literal, $config:ty) => {
+        impl $crate::Stage for $cli {
+            const SECTION: &'static str = $section;
+            type Config = $config;
+            fn common(&self) -> &$crate::Common {
+                &self.common
+            }
+            fn flags(&self) -> anyhow::Result<$crate::serde_yaml::Value> {
+                Ok($crate::serde_yaml::to_value(&self.section)?)
+            }
+        }
+    };
+}
+
+/// The entry point of a [`Stage`]: parses the command line (`--help` showing the section's
+/// defaults), lays the flags over the config section (the one place flags and config meet,
+/// [`remind::run::load_section_over`]) and runs `body` with both; an error is printed after
+/// `name` and the exit is non-zero.
+pub fn run_stage<S: Stage>(
+    name: &str,
+    body: impl FnOnce(S, S::Config) -> anyhow::Result<()>,
+) -> ExitCode {
+    let cli = parse_with_defaults::<S>(&[defaults_of::<S::Config>()]);
+    main_with(name, || {
+        let config = cli.common().config.clone();
+        let cfg = remind::run::load_section_over(config.as_deref(), S::SECTION, &cli.flags()?)?;
+        body(cli, cfg)
+    })
 }
 
 /// Runs a stage body, printing its error chain and exiting non-zero on failure.

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             } => {
                 let expected = match &covers {
                     Some(input) => Some(input_ids(input)?),
-                    None => remind::features::expected_ids(&dir)?,
+                    None => remind::backbone::features::expected_ids(&dir)?,
                 };
                 let done = check_complete(&dir, shards, expected.as_deref())?;
                 let ids = match (done.first_id, done.last_id) {

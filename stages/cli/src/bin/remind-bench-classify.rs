@@ -13,11 +13,14 @@ use clap::Parser;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use remind::buffer::{Eviction, ReplayBuffer};
-use remind::classify::augment::{draw_crop, resize_crops_batched, resize_crops_grouped, Crop};
-use remind::classify::stream::{ClassifySettings, Updater};
 use remind::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
 use remind::pq::ProductQuantizer;
-use remind::stream::vqa_data::Decoder;
+use remind::stream::classify::augment::{
+    draw_crop, resize_crops_batched, resize_crops_grouped, Crop,
+};
+use remind::stream::classify::{ClassifySettings, Updater};
+use remind::stream::decode::Decoder;
+use remind::stream::Replay;
 use remind::train::optim::{OptimKind, Optimizer};
 use remind_stages::{main_with, tune_allocator, Compute};
 use tch::nn::{self, ModuleT, OptimizerConfig};
@@ -118,21 +121,16 @@ fn run(cli: &Cli) -> Result<()> {
         },
     );
     let mut counters = vec![0u64; cli.classes as usize];
-    let mut scratch = Vec::new();
     let mut next_id = cli.items as u64;
     let mut remind_step = |rng: &mut ChaCha8Rng| -> Result<()> {
         rng.fill(&mut codes[..]);
         let y = rng.random_range(0..cli.classes);
-        updater.update(
-            &f,
-            &mut opt,
-            &codes,
-            y,
-            Some(&buffer),
-            rng,
-            &mut counters,
-            &mut scratch,
-        )?;
+        let slots = buffer.sample(updater.replay_draws(), rng);
+        let replay = Replay {
+            buffer: &buffer,
+            slots: &slots,
+        };
+        updater.update(&f, &mut opt, &codes, y, Some(replay), rng, &mut counters)?;
         buffer.insert(next_id, y, &codes, rng)?;
         next_id += 1;
         Ok(())

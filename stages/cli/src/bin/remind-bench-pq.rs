@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use remind::diag::bench_pq::bench_pq;
 use remind::pq::PqParams;
-use remind::stages::bench_pq::bench_pq;
 use remind_stages::{main_with, Compute};
 
 #[derive(Parser)]

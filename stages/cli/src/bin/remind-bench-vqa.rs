@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Parser;
+use remind::models::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
 use remind::train::optim::{OptimKind, Optimizer};
-use remind::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
 use remind_stages::{main_with, tune_allocator, Compute};
 use tch::{nn, Kind, Tensor};
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::bail;
 use clap::Parser;
-use remind::stages::cuda_check::cuda_check;
+use remind::diag::cuda_check::cuda_check;
 use remind_stages::main_with;
 
 #[derive(Parser)]
@@ -31,7 +31,7 @@ fn main() -> ExitCode {
             bail!("no CUDA to check: {why}");
         }
         let checks = cuda_check(tch::Device::Cuda(cli.gpu))?;
-        let tf32 = if remind::stages::cuda_check::tf32_disabled() {
+        let tf32 = if remind::diag::cuda_check::tf32_disabled() {
             "TF32 off (NVIDIA_TF32_OVERRIDE=0)"
         } else {
             "TF32 allowed (the default)"

@@ -9,12 +9,11 @@ use anyhow::Context;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
-use remind::run::{config_hash, load_section};
-use remind::stages::evaluate::report::{render_tables, write_outputs};
-use remind::stages::evaluate::{
-    classify_eval, evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs,
-};
-use remind_stages::{main_with, Common};
+use remind::evaluate::report::{render_tables, write_outputs};
+use remind::evaluate::{classify_eval, evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs};
+use remind::run::config_hash;
+use remind_stages::{run_stage, stage, Common};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -24,9 +23,6 @@ use remind_stages::{main_with, Common};
 struct Cli {
     #[command(flatten)]
     common: Common,
-    /// vqa, or classification (not wired yet: its inputs are not produced by any stage).
-    #[arg(long)]
-    task: Option<Task>,
     /// Questions table (questions.parquet from remind-import-questions).
     #[arg(long)]
     questions: Option<PathBuf>,
@@ -42,6 +38,16 @@ struct Cli {
     /// Output folder for metrics.json, metrics.parquet and metrics.png (default: the run folder).
     #[arg(long)]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    section: EvaluateFlags,
+}
+
+/// Flags laid over the config section `evaluate`.
+#[derive(clap::Args, Serialize)]
+struct EvaluateFlags {
+    /// vqa, or classification (not wired yet: its inputs are not produced by any stage).
+    #[arg(long)]
+    task: Option<Task>,
     /// Methods to evaluate, comma-separated, in table order (default: every method folder).
     #[arg(long, value_delimiter = ',')]
     methods: Option<Vec<String>>,
@@ -53,20 +59,14 @@ struct Cli {
     split: Option<String>,
     /// Evaluate methods that lack some boundaries instead of refusing.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     allow_partial: bool,
 }
 
+stage!(Cli, "evaluate", EvaluateSettings);
+
 fn main() -> ExitCode {
-    main_with("remind-evaluate", || {
-        let cli = Cli::parse();
-        let mut s: EvaluateSettings = load_section(cli.common.config.as_deref(), "evaluate")?;
-        s.task = cli.task.unwrap_or(s.task);
-        if cli.methods.is_some() {
-            s.methods = cli.methods.clone();
-        }
-        s.baseline = cli.baseline.clone().unwrap_or(s.baseline);
-        s.split = cli.split.clone().unwrap_or(s.split);
-        s.allow_partial |= cli.allow_partial;
+    run_stage("remind-evaluate", |cli: Cli, s: EvaluateSettings| {
         if s.task == Task::Classification {
             return classification(&cli, &s);
         }

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
-use remind::run::{load_section, Shard};
-use remind::stages::extract_codes::extract_codes;
-use remind_stages::{main_with, Common, Compute, Sharding};
+use remind::codes::extract_codes::extract_codes;
+use remind::run::Shard;
+use remind_stages::{run_stage, stage, Common, Compute, Sharding};
 use serde::{Deserialize, Serialize};
 
 /// Config section `extract_codes`.
@@ -45,17 +45,24 @@ struct Cli {
     /// Output codes dataset folder (one part file per shard).
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    section: ExtractCodesFlags,
+}
+
+/// Flags laid over the config section `extract_codes`.
+#[derive(clap::Args, Serialize)]
+struct ExtractCodesFlags {
     /// Items per batch.
     #[arg(long)]
     batch: Option<usize>,
 }
 
+stage!(Cli, "extract_codes", Section);
+
 fn main() -> ExitCode {
-    main_with("remind-extract-codes", || {
-        let cli = Cli::parse();
+    run_stage("remind-extract-codes", |cli: Cli, section: Section| {
         cli.compute.apply_threads();
-        let section: Section = load_section(cli.common.config.as_deref(), "extract_codes")?;
-        let batch = cli.batch.unwrap_or(section.batch);
+        let batch = section.batch;
         let shard = Shard::resolve(cli.sharding.shard)?;
         let device = cli.compute.device.device()?;
         if let Some((path, producer)) =

@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
-use remind::features::{extract_features, ExtractConfig, IdFrom};
-use remind::models::{Arch, Cut, Stem};
-use remind::run::{load_section, Shard};
-use remind_stages::{main_with, Common, Compute, Sharding};
+use remind::backbone::features::{extract_features, ExtractConfig, IdFrom};
+use remind::run::Shard;
+use remind_stages::{run_stage, stage, Common, Compute, NetworkShape, Sharding};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -22,6 +22,13 @@ struct Cli {
     sharding: Sharding,
     #[command(flatten)]
     compute: Compute,
+    #[command(flatten)]
+    section: ExtractFeaturesFlags,
+}
+
+/// Flags laid over the config section `extract_features`.
+#[derive(clap::Args, Serialize)]
+struct ExtractFeaturesFlags {
     /// Image folder (PNG/JPEG, walked recursively).
     #[arg(long)]
     images: Option<PathBuf>,
@@ -31,54 +38,30 @@ struct Cli {
     /// Backbone weights: safetensors with torchvision names (see scripts/convert_weights.py).
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// resnet18, resnet34, resnet50, resnet101 or resnet152 [default: resnet101].
-    #[arg(long)]
-    arch: Option<Arch>,
-    /// Base channels [default: 64, torchvision's].
-    #[arg(long)]
-    width: Option<i64>,
-    /// imagenet (7x7/2 conv + max-pool) or small (3x3/1 conv, no pool; for 28-32 px images).
-    #[arg(long)]
-    stem: Option<Stem>,
-    /// Last layer of G: layer1..layer4, or a block such as layer4.0 [default: layer3].
-    #[arg(long)]
-    cut: Option<Cut>,
-    /// Images are resized (bicubic) to this square side [default: 224].
-    #[arg(long)]
-    image_size: Option<usize>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    shape: NetworkShape,
     /// Ids: sorted (position in the sorted relative paths), clevr-filename (the index in
     /// CLEVR_{split}_{NNNNNN}.png) or coco-filename (the image id in
-    /// COCO_{split}_{NNNNNNNNNNNN}.jpg, TDIUC's images) [default: sorted].
+    /// COCO_{split}_{NNNNNNNNNNNN}.jpg, TDIUC's images).
     #[arg(long)]
     id_from: Option<IdFrom>,
-    /// Images per forward pass [default: 16].
+    /// Images per forward pass.
     #[arg(long)]
     batch: Option<usize>,
     /// List undecodable images in bad_images.json instead of failing.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     skip_bad: bool,
-    /// Decoding threads [default: 1].
+    /// Decoding threads.
     #[arg(long)]
     decode_threads: Option<usize>,
 }
 
+stage!(Cli, "extract_features", ExtractConfig);
+
 fn main() -> ExitCode {
-    main_with("remind-extract-features", || {
-        let cli = Cli::parse();
-        let mut cfg: ExtractConfig =
-            load_section(cli.common.config.as_deref(), "extract_features")?;
-        cfg.images = cli.images.or(cfg.images);
-        cfg.out = cli.out.or(cfg.out);
-        cfg.weights = cli.weights.or(cfg.weights);
-        cfg.arch = cli.arch.unwrap_or(cfg.arch);
-        cfg.width = cli.width.unwrap_or(cfg.width);
-        cfg.stem = cli.stem.unwrap_or(cfg.stem);
-        cfg.cut = cli.cut.unwrap_or(cfg.cut);
-        cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
-        cfg.id_from = cli.id_from.unwrap_or(cfg.id_from);
-        cfg.batch = cli.batch.unwrap_or(cfg.batch);
-        cfg.skip_bad |= cli.skip_bad;
-        cfg.decode_threads = cli.decode_threads.unwrap_or(cfg.decode_threads);
+    run_stage("remind-extract-features", |cli: Cli, cfg: ExtractConfig| {
         cli.compute.apply_threads();
         let device = cli.compute.device.device()?;
         let shard = Shard::resolve(cli.sharding.shard)?;

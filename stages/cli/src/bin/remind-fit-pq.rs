@@ -5,10 +5,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
+use remind::codes::fit_pq::{fit_pq, IdFilter};
 use remind::pq::PqParams;
-use remind::run::load_section;
-use remind::stages::fit_pq::{fit_pq, IdFilter};
-use remind_stages::{main_with, Common, Compute};
+use remind_stages::{run_stage, stage, Common, Compute};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +35,13 @@ struct Cli {
     /// Fit report (JSON); default: beside --out as fit_report.json.
     #[arg(long)]
     report: Option<PathBuf>,
+    #[command(flatten)]
+    section: FitPqFlags,
+}
+
+/// Flags laid over the config section `fit_pq`.
+#[derive(clap::Args, Serialize)]
+struct FitPqFlags {
     /// M: number of sub-spaces.
     #[arg(long)]
     num_subspaces: Option<usize>,
@@ -48,26 +55,18 @@ struct Cli {
     seed: Option<u64>,
     /// Learn an OPQ rotation before quantizing (codes then decode through it).
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     opq: bool,
-    /// Alternations of the OPQ fit [default: 20].
+    /// Alternations of the OPQ fit.
     #[arg(long)]
     opq_iterations: Option<usize>,
 }
 
+stage!(Cli, "fit_pq", PqParams);
+
 fn main() -> ExitCode {
-    main_with("remind-fit-pq", || {
-        let cli = Cli::parse();
+    run_stage("remind-fit-pq", |cli: Cli, p: PqParams| {
         cli.compute.apply_threads();
-        let mut p: PqParams = load_section(cli.common.config.as_deref(), "fit_pq")?;
-        p.num_subspaces = cli.num_subspaces.unwrap_or(p.num_subspaces);
-        p.nbits = cli.nbits.unwrap_or(p.nbits);
-        p.iterations = cli.iterations.unwrap_or(p.iterations);
-        p.max_points_per_centroid = cli
-            .max_points_per_centroid
-            .unwrap_or(p.max_points_per_centroid);
-        p.seed = cli.seed.unwrap_or(p.seed);
-        p.opq |= cli.opq;
-        p.opq_iterations = cli.opq_iterations.unwrap_or(p.opq_iterations);
         let report = cli.report.clone().unwrap_or_else(|| {
             cli.out
                 .parent()

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
-use remind::clevr::tdiuc::write_tdiuc;
-use remind::clevr::{generate, GenerateClevrConfig, SizePreset};
-use remind::run::{config_hash, load_section};
-use remind_stages::{main_with, Common};
+use remind::data::clevr::tdiuc::write_tdiuc;
+use remind::data::clevr::{generate, GenerateClevrConfig, SizePreset};
+use remind::run::{config_hash, load_section_over};
+use remind_stages::{defaults_of, main_with, parse_with_defaults, Common};
+use serde::Serialize;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
@@ -39,6 +40,13 @@ struct Cli {
     /// and question counts, which the flags below override.
     #[arg(long)]
     size: Option<SizePreset>,
+    #[command(flatten)]
+    section: GenerateClevrFlags,
+}
+
+/// Flags laid over the config section `generate_clevr`.
+#[derive(clap::Args, Serialize)]
+struct GenerateClevrFlags {
     #[arg(long)]
     seed: Option<u64>,
     /// Image side in pixels.
@@ -58,19 +66,21 @@ struct Cli {
 
 fn main() -> ExitCode {
     main_with("remind-generate-clevr", || {
-        let cli = Cli::parse();
-        let mut cfg: GenerateClevrConfig =
-            load_section(cli.common.config.as_deref(), "generate_clevr")?;
+        let mut cli = parse_with_defaults::<Cli>(&[defaults_of::<GenerateClevrConfig>()]);
         if let Some(preset) = cli.size {
-            cfg.apply_preset(preset);
+            // The preset's counts stand in for the count flags not given: above the config,
+            // below the flags.
+            let mut sized = GenerateClevrConfig::default();
+            sized.apply_preset(preset);
+            let flags = &mut cli.section;
+            flags.train_images.get_or_insert(sized.train_images);
+            flags.val_images.get_or_insert(sized.val_images);
+            flags
+                .questions_per_image
+                .get_or_insert(sized.questions_per_image);
         }
-        cfg.seed = cli.seed.unwrap_or(cfg.seed);
-        cfg.image_size = cli.image_size.unwrap_or(cfg.image_size);
-        cfg.train_images = cli.train_images.unwrap_or(cfg.train_images);
-        cfg.val_images = cli.val_images.unwrap_or(cfg.val_images);
-        cfg.questions_per_image = cli.questions_per_image.unwrap_or(cfg.questions_per_image);
-        cfg.min_objects = cli.min_objects.unwrap_or(cfg.min_objects);
-        cfg.max_objects = cli.max_objects.unwrap_or(cfg.max_objects);
+        let cfg: GenerateClevrConfig =
+            load_section_over(cli.common.config.as_deref(), "generate_clevr", &cli.section)?;
         let summaries = generate(&cfg, &cli.out)?;
         let producer = Producer::new("generate-clevr", &config_hash(&cfg)?);
         let run_dir = cli.common.run_dir()?;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
-use remind::run::load_section;
-use remind::vqa_data::gensen::{inputs, producer, run, ImportGensenConfig};
-use remind_stages::{main_with, Common};
+use remind::data::gensen::{inputs, producer, run, ImportGensenConfig};
+use remind_stages::{run_stage, stage, Common};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +25,14 @@ struct Cli {
     /// .npy features [N x D] ('<f4', C order), instead of --h5.
     #[arg(long)]
     npy: Option<PathBuf>,
+    #[command(flatten)]
+    section: ImportGensenFlags,
+}
+
+/// Flags laid over the config section `import_gensen` (--h5 and --npy replace the config's
+/// source as a whole, so they are applied in `main`).
+#[derive(clap::Args, Serialize)]
+struct ImportGensenFlags {
     /// Question id of every .npy row: a .npy int64 array, a .json list, or a text file.
     #[arg(long)]
     npy_ids: Option<PathBuf>,
@@ -42,52 +50,50 @@ struct Cli {
     out: Option<PathBuf>,
 }
 
+stage!(Cli, "import_gensen", ImportGensenConfig);
+
 fn main() -> ExitCode {
-    main_with("remind-import-gensen", || {
-        let cli = Cli::parse();
-        let mut cfg: ImportGensenConfig =
-            load_section(cli.common.config.as_deref(), "import_gensen")?;
-        if cli.h5.is_some() || cli.npy.is_some() {
-            cfg.h5 = cli.h5.clone();
-            cfg.npy = cli.npy.clone();
-            cfg.npy_ids = None;
-        }
-        cfg.npy_ids = cli.npy_ids.clone().or(cfg.npy_ids);
-        cfg.questions = cli.questions.clone().or(cfg.questions);
-        cfg.split = cli.split.clone().or(cfg.split);
-        cfg.id_offset = cli.id_offset.unwrap_or(cfg.id_offset);
-        cfg.out = cli.out.clone().or(cfg.out);
-        let producer = producer(&cfg)?;
-        let report = run(&cfg, &producer)?;
-        let run_dir = cli.common.run_dir()?;
-        let sources = inputs(&cfg);
-        let sources: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
-        for path in &report.outputs {
-            record_output(&run_dir, path, &producer, &sources)?;
-        }
-        eprintln!(
-            "remind-import-gensen: {} of {} rows of {} ({} wide) matched the {} questions{}; \
-             {} extra rows not imported; wrote {}",
-            report.matched,
-            report.in_file,
-            report.source.display(),
-            report.dim,
-            report.in_table,
-            report
-                .split
-                .as_ref()
-                .map(|s| format!(" of split '{s}'"))
-                .unwrap_or_default(),
-            report.extra_in_file,
-            report.outputs[0].display()
-        );
-        if let Some(bad) = report.text_mismatches.filter(|&b| b > 0) {
+    run_stage(
+        "remind-import-gensen",
+        |cli: Cli, mut cfg: ImportGensenConfig| {
+            // A source given here replaces the config's (and its row ids) as a whole.
+            if cli.h5.is_some() || cli.npy.is_some() {
+                cfg.h5 = cli.h5.clone();
+                cfg.npy = cli.npy.clone();
+                cfg.npy_ids = cli.section.npy_ids.clone();
+            }
+            let producer = producer(&cfg)?;
+            let report = run(&cfg, &producer)?;
+            let run_dir = cli.common.run_dir()?;
+            let sources = inputs(&cfg);
+            let sources: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
+            for path in &report.outputs {
+                record_output(&run_dir, path, &producer, &sources)?;
+            }
             eprintln!(
-                "remind-import-gensen: warning: {bad} question texts of the file differ from \
-                 the table's (e.g. question ids {:?}): are the ids of the same data set?",
-                report.text_mismatch_examples
+                "remind-import-gensen: {} of {} rows of {} ({} wide) matched the {} questions{}; \
+             {} extra rows not imported; wrote {}",
+                report.matched,
+                report.in_file,
+                report.source.display(),
+                report.dim,
+                report.in_table,
+                report
+                    .split
+                    .as_ref()
+                    .map(|s| format!(" of split '{s}'"))
+                    .unwrap_or_default(),
+                report.extra_in_file,
+                report.outputs[0].display()
             );
-        }
-        Ok(())
-    })
+            if let Some(bad) = report.text_mismatches.filter(|&b| b > 0) {
+                eprintln!(
+                    "remind-import-gensen: warning: {bad} question texts of the file differ from \
+                 the table's (e.g. question ids {:?}): are the ids of the same data set?",
+                    report.text_mismatch_examples
+                );
+            }
+            Ok(())
+        },
+    )
 }

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
-use remind::classify_data::{load, producer, write, ImportImagesConfig};
-use remind::run::load_section;
-use remind_stages::{main_with, Common};
+use remind::data::images::{load, producer, write, ImportImagesConfig};
+use remind_stages::{run_stage, stage, Common};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,14 @@ struct Cli {
     /// ImageNet-style root with train/<class>/* and val/<class>/* images.
     #[arg(long)]
     folder: Option<PathBuf>,
+    #[command(flatten)]
+    section: ImportImagesFlags,
+}
+
+/// Flags laid over the config section `import_images` (--idx and --folder replace the
+/// config's source as a whole, so they are applied in `main`).
+#[derive(clap::Args, Serialize)]
+struct ImportImagesFlags {
     /// Output folder.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -49,37 +57,32 @@ struct Cli {
     max_val_per_class: Option<usize>,
 }
 
+stage!(Cli, "import_images", ImportImagesConfig);
+
 fn main() -> ExitCode {
-    main_with("remind-import-images", || {
-        let cli = Cli::parse();
-        let mut cfg: ImportImagesConfig =
-            load_section(cli.common.config.as_deref(), "import_images")?;
-        if cli.idx.is_some() || cli.folder.is_some() {
-            cfg.idx = cli.idx.clone();
-            cfg.folder = cli.folder.clone();
-        }
-        cfg.out = cli.out.clone().unwrap_or(cfg.out);
-        cfg.class_names = cli.class_names.clone().or(cfg.class_names);
-        cfg.class_order = cli.class_order.clone().or(cfg.class_order);
-        cfg.seed = cli.seed.unwrap_or(cfg.seed);
-        cfg.base_classes = cli.base_classes.unwrap_or(cfg.base_classes);
-        cfg.max_train_per_class = cli.max_train_per_class.or(cfg.max_train_per_class);
-        cfg.max_val_per_class = cli.max_val_per_class.or(cfg.max_val_per_class);
-        let prepared = load(&cfg)?;
-        let producer = producer(&cfg)?;
-        let report = write(&prepared, &producer)?;
-        let run_dir = cli.common.run_dir()?;
-        let inputs: Vec<&Path> = report.sources.iter().map(PathBuf::as_path).collect();
-        for path in &report.outputs {
-            record_output(&run_dir, path, &producer, &inputs)?;
-        }
-        for (split, s) in &report.splits {
+    run_stage(
+        "remind-import-images",
+        |cli: Cli, mut cfg: ImportImagesConfig| {
+            // A source given here replaces the config's as a whole.
+            if cli.idx.is_some() || cli.folder.is_some() {
+                cfg.idx = cli.idx.clone();
+                cfg.folder = cli.folder.clone();
+            }
+            let prepared = load(&cfg)?;
+            let producer = producer(&cfg)?;
+            let report = write(&prepared, &producer)?;
+            let run_dir = cli.common.run_dir()?;
+            let inputs: Vec<&Path> = report.sources.iter().map(PathBuf::as_path).collect();
+            for path in &report.outputs {
+                record_output(&run_dir, path, &producer, &inputs)?;
+            }
+            for (split, s) in &report.splits {
+                eprintln!(
+                    "remind-import-images: {split}: {} of {} items",
+                    s.items, s.available
+                );
+            }
             eprintln!(
-                "remind-import-images: {split}: {} of {} items",
-                s.items, s.available
-            );
-        }
-        eprintln!(
             "remind-import-images: {} classes ({} base, {} base training items), order from {}; \
              image root {}; wrote {}",
             report.num_classes,
@@ -89,6 +92,7 @@ fn main() -> ExitCode {
             report.image_root.display(),
             cfg.out.display()
         );
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

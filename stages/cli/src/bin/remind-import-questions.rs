@@ -6,9 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
-use remind::run::load_section;
-use remind::vqa_data::{load, producer, write, ImportQuestionsConfig};
-use remind_stages::{main_with, Common};
+use remind::data::questions::{load, producer, write, ImportQuestionsConfig};
+use remind_stages::{run_stage, stage, Common};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +27,14 @@ struct Cli {
     /// TDIUC root holding Questions/ and Annotations/ (VQA-style files).
     #[arg(long)]
     tdiuc_dir: Option<PathBuf>,
+    #[command(flatten)]
+    section: ImportQuestionsFlags,
+}
+
+/// Flags laid over the config section `import_questions` (--clevr-dir and --tdiuc-dir
+/// replace the config's source as a whole, so they are applied in `main`).
+#[derive(clap::Args, Serialize)]
+struct ImportQuestionsFlags {
     /// Token cap per question (default: 45 CLEVR, 30 TDIUC).
     #[arg(long)]
     max_length: Option<usize>,
@@ -41,41 +49,40 @@ struct Cli {
     glove: Option<PathBuf>,
 }
 
+stage!(Cli, "import_questions", ImportQuestionsConfig);
+
 fn main() -> ExitCode {
-    main_with("remind-import-questions", || {
-        let cli = Cli::parse();
-        let mut cfg: ImportQuestionsConfig =
-            load_section(cli.common.config.as_deref(), "import_questions")?;
-        if cli.clevr_dir.is_some() || cli.tdiuc_dir.is_some() {
-            cfg.clevr_dir = cli.clevr_dir.clone();
-            cfg.tdiuc_dir = cli.tdiuc_dir.clone();
-        }
-        cfg.max_length = cli.max_length.or(cfg.max_length);
-        cfg.max_answers = cli.max_answers.or(cfg.max_answers);
-        cfg.min_token_count = cli.min_token_count.unwrap_or(cfg.min_token_count);
-        cfg.glove = cli.glove.clone().or(cfg.glove);
-        let imported = load(&cfg)?;
-        let producer = producer(&cfg, imported.dataset)?;
-        let report = write(&imported, &cli.out, &producer)?;
-        let run_dir = cli.common.run_dir()?;
-        let inputs: Vec<&std::path::Path> = report.sources.iter().map(PathBuf::as_path).collect();
-        for path in &report.outputs {
-            record_output(&run_dir, path, &producer, &inputs)?;
-        }
-        for (split, s) in &report.splits {
-            eprintln!(
+    run_stage(
+        "remind-import-questions",
+        |cli: Cli, mut cfg: ImportQuestionsConfig| {
+            // A source given here replaces the config's as a whole.
+            if cli.clevr_dir.is_some() || cli.tdiuc_dir.is_some() {
+                cfg.clevr_dir = cli.clevr_dir.clone();
+                cfg.tdiuc_dir = cli.tdiuc_dir.clone();
+            }
+            let imported = load(&cfg)?;
+            let producer = producer(&cfg, imported.dataset)?;
+            let report = write(&imported, &cli.out, &producer)?;
+            let run_dir = cli.common.run_dir()?;
+            let inputs: Vec<&std::path::Path> =
+                report.sources.iter().map(PathBuf::as_path).collect();
+            for path in &report.outputs {
+                record_output(&run_dir, path, &producer, &inputs)?;
+            }
+            for (split, s) in &report.splits {
+                eprintln!(
                 "remind-import-questions: {split}: {} questions, {} with an answer outside the \
                  answer table, {} unknown tokens, {} truncated to {} tokens",
                 s.questions, s.unknown_answers, s.unknown_tokens, s.truncated, report.max_length
             );
-        }
-        if let Some(wv) = &report.word_vectors {
+            }
+            if let Some(wv) = &report.word_vectors {
+                eprintln!(
+                    "remind-import-questions: word vectors ({} dims) for {} of {} tokens",
+                    wv.dim, wv.found, report.vocabulary_size
+                );
+            }
             eprintln!(
-                "remind-import-questions: word vectors ({} dims) for {} of {} tokens",
-                wv.dim, wv.found, report.vocabulary_size
-            );
-        }
-        eprintln!(
             "remind-import-questions: {}: vocabulary {} tokens, {} answers, {} question types; \
              wrote {}",
             report.dataset.name(),
@@ -84,6 +91,7 @@ fn main() -> ExitCode {
             report.question_types.len(),
             cli.out.display()
         );
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

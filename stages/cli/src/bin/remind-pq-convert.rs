@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use remind::artifact::atomic::write_bytes;
 use remind::artifact::Producer;
+use remind::codes::codebook::{load_codebook, save_codebook, CodebookInfo};
 use remind::pq::{from_faiss_bytes, to_faiss_bytes, PqParams};
-use remind::stages::codebook::{load_codebook, save_codebook, CodebookInfo};
 use remind_stages::main_with;
 
 #[derive(Parser)]

@@ -7,20 +7,19 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::{Producer, Table};
-use remind::classify::stream::{
-    run_classify_stream, ClassifyInputs, ClassifyResume, ClassifySettings,
-};
+use remind::codes::codebook::load_codebook;
+use remind::models::vqa::{ModelConfig, QuestionInput};
 use remind::run::config::{section_sets, top_level_string};
-use remind::run::{config_hash, load_section};
-use remind::stages::codebook::load_codebook;
-use remind::stream::order::Order;
-use remind::stream::vqa::{run_vqa_stream, Method, Resume, StreamSettings, VqaInputs};
-use remind::stream::vqa_data::QuestionFeatures;
-use remind::vqa::{ModelConfig, QuestionInput};
-use remind_stages::{main_with, tune_allocator, Common, Compute};
+use remind::run::{config_hash, load_section, load_section_over};
+use remind::stream::classify::{run_classify_stream, ClassifyInputs, ClassifySettings};
+use remind::stream::plan::Order;
+use remind::stream::vqa::data::QuestionFeatures;
+use remind::stream::vqa::{run_vqa_stream, StreamSettings, VqaInputs};
+use remind::stream::{Method, Resume};
+use remind_stages::{defaults_of, main_with, parse_with_defaults, tune_allocator, Common, Compute};
+use serde::Serialize;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Task {
@@ -28,7 +27,7 @@ enum Task {
     Classification,
 }
 
-#[derive(Parser)]
+#[derive(clap::Parser)]
 #[command(
     version,
     about = "Streaming VQA or class-incremental image classification (REMIND, fine-tune or offline) over PQ codes"
@@ -67,7 +66,8 @@ struct Cli {
     /// Classification: base-initialisation weights of the whole network (F starts there).
     #[arg(long)]
     base_weights: Option<PathBuf>,
-    /// Classification: continue from the checkpoint of this evaluation point.
+    /// Continue from the checkpoint of this evaluation point (0 = after base
+    /// initialisation); later checkpoints are dropped.
     #[arg(long, conflicts_with = "resume")]
     resume_from: Option<usize>,
     #[arg(long)]
@@ -81,21 +81,34 @@ struct Cli {
     /// With --resume: discard checkpoints made under another config instead of refusing.
     #[arg(long, requires = "resume")]
     restart_stale: bool,
-    /// iid or qtype.
+    #[command(flatten)]
+    section: StreamFlags,
+}
+
+/// Flags laid over the config section (`stream` for VQA, `classify_stream` for
+/// classification).
+#[derive(clap::Args, Serialize)]
+struct StreamFlags {
+    /// VQA: the stream order, iid or qtype.
     #[arg(long)]
     order: Option<Order>,
+    /// Seed of the plan and of every draw of the stream.
     #[arg(long)]
     seed: Option<u64>,
-    /// r: replayed questions per update.
+    /// r: replayed items per update.
     #[arg(long)]
     replay: Option<usize>,
+    /// VQA: use at most this many training questions per question type.
     #[arg(long)]
     max_per_type: Option<usize>,
 }
 
 fn main() -> ExitCode {
     main_with("remind-stream-train", || {
-        let cli = Cli::parse();
+        let cli = parse_with_defaults::<Cli>(&[
+            defaults_of::<StreamSettings>(),
+            defaults_of::<ClassifySettings>(),
+        ]);
         tune_allocator();
         cli.compute.apply_threads();
         let task = match cli.task {
@@ -125,18 +138,17 @@ fn need<'a>(v: &'a Option<PathBuf>, flag: &str, task: &str) -> anyhow::Result<&'
 }
 
 fn resume_mode(cli: &Cli) -> Resume {
-    match (cli.resume, cli.restart_stale) {
-        (false, _) => Resume::No,
-        (true, false) => Resume::Strict,
-        (true, true) => Resume::RestartStale,
+    match (cli.resume_from, cli.resume, cli.restart_stale) {
+        (Some(k), _, _) => Resume::From(k),
+        (None, false, _) => Resume::No,
+        (None, true, false) => Resume::Latest,
+        (None, true, true) => Resume::RestartStale,
     }
 }
 
 fn classification(cli: Cli) -> anyhow::Result<()> {
     let config = cli.common.config.as_deref();
-    let mut s: ClassifySettings = load_section(config, "classify_stream")?;
-    s.seed = cli.seed.unwrap_or(s.seed);
-    s.replay = cli.replay.unwrap_or(s.replay);
+    let s: ClassifySettings = load_section_over(config, "classify_stream", &cli.section)?;
     let labels = need(&cli.labels, "labels", "classification")?;
     let codes = need(&cli.codes, "codes", "classification")?;
     let base_weights = need(&cli.base_weights, "base-weights", "classification")?;
@@ -146,12 +158,7 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
         codebook: &cli.codebook,
         base_weights,
     };
-    let resume = match (cli.resume_from, resume_mode(&cli)) {
-        (Some(k), _) => ClassifyResume::From(k),
-        (None, Resume::No) => ClassifyResume::No,
-        (None, Resume::Strict) => ClassifyResume::Latest,
-        (None, Resume::RestartStale) => ClassifyResume::RestartStale,
-    };
+    let resume = resume_mode(&cli);
     let device = cli.compute.device.device()?;
     run_classify_stream(&s, &inputs, &cli.out, cli.method, device, resume)
         .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
@@ -169,11 +176,7 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
 
 fn vqa(cli: Cli) -> anyhow::Result<()> {
     let config = cli.common.config.as_deref();
-    let mut s: StreamSettings = load_section(config, "stream")?;
-    s.order = cli.order.unwrap_or(s.order);
-    s.seed = cli.seed.unwrap_or(s.seed);
-    s.replay = cli.replay.unwrap_or(s.replay);
-    s.max_per_type = cli.max_per_type.or(s.max_per_type);
+    let s: StreamSettings = load_section_over(config, "stream", &cli.section)?;
     let mut model: ModelConfig = load_section(config, "model")?;
     let questions_dir = need(&cli.questions, "questions", "vqa")?;
     let train_codes = need(&cli.train_codes, "train-codes", "vqa")?;

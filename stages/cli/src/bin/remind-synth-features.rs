@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
-use remind::run::{config_hash, load_section, Shard};
-use remind::synth::{write_synthetic_features, SynthConfig};
-use remind_stages::{main_with, Common, Sharding};
+use remind::diag::synth::{write_synthetic_features, SynthConfig};
+use remind::run::{config_hash, Shard};
+use remind_stages::{run_stage, stage, Common, Sharding};
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +24,13 @@ struct Cli {
     /// Output dataset folder.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    section: SynthFlags,
+}
+
+/// Flags laid over the config section `synth_features`.
+#[derive(clap::Args, Serialize)]
+struct SynthFlags {
     #[arg(long)]
     items: Option<usize>,
     #[arg(long)]
@@ -37,16 +45,10 @@ struct Cli {
     batch: Option<usize>,
 }
 
+stage!(Cli, "synth_features", SynthConfig);
+
 fn main() -> ExitCode {
-    main_with("remind-synth-features", || {
-        let cli = Cli::parse();
-        let mut cfg: SynthConfig = load_section(cli.common.config.as_deref(), "synth_features")?;
-        cfg.items = cli.items.unwrap_or(cfg.items);
-        cfg.height = cli.height.unwrap_or(cfg.height);
-        cfg.width = cli.width.unwrap_or(cfg.width);
-        cfg.channels = cli.channels.unwrap_or(cfg.channels);
-        cfg.seed = cli.seed.unwrap_or(cfg.seed);
-        cfg.batch = cli.batch.unwrap_or(cfg.batch);
+    run_stage("remind-synth-features", |cli: Cli, cfg: SynthConfig| {
         let shard = Shard::resolve(cli.sharding.shard)?;
         if let Some(path) = write_synthetic_features(&cfg, &cli.out, shard)? {
             let producer = Producer::new("synth-features", &config_hash(&cfg)?);
