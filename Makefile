@@ -24,14 +24,30 @@ export REMIND_BIN_DIR := $(BIN)
 .PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-features clean
 
 help:
-	@echo "make clevr-qtype   run the main job (streaming VQA on mini-CLEVR, qtype order)"
-	@echo "make tdiuc-qtype   streaming VQA on TDIUC (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
-	@echo "make fashion-mnist streaming image classification on Fashion-MNIST (FULL=1: whole stream)"
-	@echo "make test          run the test suite (installs and builds what is missing)"
-	@echo "make slurm-clevr-qtype  submit the clevr-qtype chain to Slurm (SHARDS=N array tasks)"
-	@echo "make test-slurm    the Slurm test: a local single-node cluster runs the tiny chain"
-	@echo "make bench         run the benchmarks, results under $(ART)/bench/"
-	@echo "make setup         install the Python env (libtorch) and build the binaries"
+	@echo "Pipelines (artifacts under $(ART)/<name>/; each step re-runs only when stale):"
+	@echo "  make clevr-qtype      the main job: streaming VQA on mini-CLEVR, qtype order (CLEVR_DIR=...: real CLEVR)"
+	@echo "  make clevr-iid        the same in iid order"
+	@echo "  make clevr-tiny       the smallest VQA chain (tests)"
+	@echo "  make tdiuc-qtype      streaming VQA on TDIUC, qtype order (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
+	@echo "  make tdiuc-iid        the same in iid order"
+	@echo "  make fashion-mnist    class-incremental image classification on Fashion-MNIST (FULL=1: whole stream)"
+	@echo "  make fashion-tiny     the smallest classification chain (tests)"
+	@echo "  make imagenet         the ImageNet protocol (needs IMAGENET_DIR=..., optional CLASS_ORDER=...)"
+	@echo "  make slurm-<pipeline> submit any pipeline above to Slurm instead (SHARDS=N array tasks, WAIT=1)"
+	@echo "Checks:"
+	@echo "  make test            the test suite (installs and builds what is missing)"
+	@echo "  make test-slurm      a local single-node Slurm cluster runs the tiny chains"
+	@echo "  make lint            cargo fmt --check and clippy -D warnings"
+	@echo "  make fmt             format the code"
+	@echo "Benchmarks (results under $(ART)/bench/, table in BENCHMARKS.md):"
+	@echo "  make bench           all of: bench-pq bench-classify bench-features"
+	@echo "  make bench-pq        PQ fit/encode/decode against faiss"
+	@echo "  make bench-classify  REMIND's classification update against the bare F step"
+	@echo "  make bench-features  feature extraction against PyTorch + torchvision"
+	@echo "Set-up:"
+	@echo "  make setup           install the Python env (libtorch) and build the binaries"
+	@echo "  make build           build the binaries"
+	@echo "  make clean           remove the artifacts and the build"
 
 $(VENV_STAMP): scripts/setup-python.sh
 	@bash scripts/setup-python.sh >/dev/null
