@@ -5,12 +5,13 @@
 //!
 //! - Data: the label table's training items with label < base_classes; validation: its
 //!   val items of the same classes. Images are decoded once (as feature extraction decodes
-//!   them: RGB, bicubic resize to `image_size`, ImageNet normalisation) and held in memory;
+//!   them: RGB, bicubic resize to `image_size`, `input_norm`, recorded in the weights) and
+//!   held in memory;
 //!   `max_preload_gb` bounds that (ImageNet-size bases: give torchvision weights instead).
-//! - Augmentation: random horizontal flips and random translations (zero padding of `pad`
+//! - Augmentation: random horizontal flips and random translations (black padding of `pad`
 //!   pixels, then a random crop back to the image size), as is standard for 28-32 px data.
 //! - Optimiser: SGD (momentum, weight decay) with the rate set per step: linear warm-up
-//!   then cosine decay ([`crate::backbone::scenes::lr_at`]).
+//!   then cosine decay, or PyTorch's one-cycle schedule ([`EpochSchedule`]).
 //! - Deterministic on the CPU for a seed and thread count.
 
 use std::path::{Path, PathBuf};
@@ -25,13 +26,13 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::atomic::write_bytes;
-use crate::backbone::features::{decode_image, normalise_images};
+use crate::backbone::features::{decode_image, normalise_images_with, InputNorm};
 use crate::data::images::labels::{Items, LabelSet};
 use crate::models::tools::weights_metadata;
 use crate::models::{save_weights, Arch, ResNet, ResNetConfig, Stem};
 use crate::run::{config_hash, Progress};
 use crate::train::optim::{OptimKind, Optimizer};
-use crate::train::schedule::lr_at;
+use crate::train::schedule::EpochSchedule;
 
 /// Config section `train_classifier`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -53,8 +54,12 @@ pub struct TrainClassifierConfig {
     pub momentum: f64,
     pub weight_decay: f64,
     pub flip: bool,
-    /// Random translation: zero-pad by this many pixels, crop back at a random offset.
+    /// Random translation: pad with black by this many pixels, crop back at a random offset.
     pub pad: i64,
+    /// warmup_cosine (the default) or one_cycle (PyTorch's OneCycleLR, momentum cycled).
+    pub schedule: EpochSchedule,
+    /// Input statistics (default ImageNet's), recorded in the weights for extraction.
+    pub input_norm: InputNorm,
     pub seed: u64,
     pub decode_threads: usize,
     pub max_preload_gb: f64,
@@ -77,6 +82,8 @@ impl Default for TrainClassifierConfig {
             weight_decay: 5e-4,
             flip: true,
             pad: 0,
+            schedule: EpochSchedule::WarmupCosine,
+            input_norm: InputNorm::default(),
             seed: 0,
             decode_threads: 2,
             max_preload_gb: 8.0,
@@ -107,6 +114,7 @@ impl TrainClassifierConfig {
             (1..=64).contains(&self.decode_threads),
             "train_classifier.decode_threads must be 1..=64"
         );
+        self.input_norm.validate("train_classifier.input_norm")?;
         ResNetConfig::new(self.arch, self.width, self.stem).validate()
     }
 }
@@ -192,6 +200,10 @@ fn decode_items(
 }
 
 /// Flips and translates a normalised batch `[N, 3, S, S]` (per-image draws from `rng`).
+/// Translation pads with black (the normalised value of 0), as torchvision's
+/// `RandomCrop(padding=p)` does on the image before `Normalize`: padding the normalised
+/// batch with 0 would frame shifted images in the mean colour, which no validation or
+/// stream image has.
 fn augment(x: &Tensor, cfg: &TrainClassifierConfig, rng: &mut ChaCha8Rng) -> Tensor {
     let n = x.size()[0];
     let s = cfg.image_size as i64;
@@ -205,7 +217,8 @@ fn augment(x: &Tensor, cfg: &TrainClassifierConfig, rng: &mut ChaCha8Rng) -> Ten
     }
     if cfg.pad > 0 {
         let p = cfg.pad;
-        let padded = x.constant_pad_nd([p, p, p, p]);
+        let black = cfg.input_norm.black(x.device());
+        let padded = (&x - &black).constant_pad_nd([p, p, p, p]) + &black;
         let rows: Vec<Tensor> = (0..n)
             .map(|i| {
                 let (dy, dx) = (rng.random_range(0..=2 * p), rng.random_range(0..=2 * p));
@@ -218,14 +231,20 @@ fn augment(x: &Tensor, cfg: &TrainClassifierConfig, rng: &mut ChaCha8Rng) -> Ten
 }
 
 /// Top-1 accuracy of `net` on `data` (eval mode).
-fn accuracy(net: &ResNet, data: &Images, device: Device, batch: usize) -> Result<f64> {
+fn accuracy(
+    net: &ResNet,
+    data: &Images,
+    device: Device,
+    batch: usize,
+    norm: &InputNorm,
+) -> Result<f64> {
     let _g = tch::no_grad_guard();
     let n = data.labels.size()[0];
     let mut correct = 0i64;
     let mut i = 0;
     while i < n {
         let b = (batch as i64).min(n - i);
-        let x = normalise_images(&data.pixels.narrow(0, i, b).to_device(device));
+        let x = normalise_images_with(&data.pixels.narrow(0, i, b).to_device(device), norm);
         let pred = net
             .forward_t(&x, false)
             .argmax(-1, false)
@@ -326,9 +345,16 @@ pub fn train_classifier(
         );
         let (mut loss_sum, mut correct, mut lr) = (0.0, 0i64, cfg.lr);
         for chunk in order.chunks(cfg.batch) {
-            lr = lr_at(step, total, cfg.lr);
+            let momentum;
+            (lr, momentum) = cfg.schedule.at(step, total, cfg.lr);
+            if let Some(m) = momentum {
+                opt.set_momentum(m);
+            }
             let idx = Tensor::from_slice(chunk);
-            let x = normalise_images(&train.pixels.index_select(0, &idx).to_device(device));
+            let x = normalise_images_with(
+                &train.pixels.index_select(0, &idx).to_device(device),
+                &cfg.input_norm,
+            );
             let x = augment(&x, cfg, &mut rng);
             let y = train.labels.index_select(0, &idx).to_device(device);
             let logits = net.forward_t(&x, true);
@@ -350,7 +376,7 @@ pub fn train_classifier(
             progress.inc(chunk.len() as u64);
         }
         progress.finish();
-        let val_top1 = accuracy(&net, &val, device, cfg.batch)?;
+        let val_top1 = accuracy(&net, &val, device, cfg.batch, &cfg.input_norm)?;
         let report = EpochReport {
             epoch,
             loss: loss_sum / n as f64,
@@ -373,6 +399,7 @@ pub fn train_classifier(
     meta.insert("remind.config_hash".into(), hash.clone());
     meta.insert("remind.base_classes".into(), base.to_string());
     meta.insert("remind.image_size".into(), cfg.image_size.to_string());
+    meta.extend(cfg.input_norm.metadata());
     let report = ClassifierReport {
         labels: labels_path.display().to_string(),
         weights: out.display().to_string(),

@@ -85,6 +85,14 @@ impl Optimizer {
         self.step(lr);
     }
 
+    /// Sets SGD's momentum for the next steps (one-cycle schedules vary it per step); a
+    /// no-op for Adamax.
+    pub fn set_momentum(&mut self, m: f64) {
+        if let OptimKind::Sgd { momentum, .. } = &mut self.kind {
+            *momentum = m;
+        }
+    }
+
     pub fn steps(&self) -> i64 {
         self.step
     }

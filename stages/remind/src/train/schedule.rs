@@ -22,6 +22,51 @@ pub fn lr_at(step: usize, total: usize, base: f64) -> f64 {
     base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
+/// The schedule of an epoch-based training run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EpochSchedule {
+    /// [`lr_at`]: linear warm-up, cosine decay; constant momentum.
+    #[default]
+    WarmupCosine,
+    /// [`one_cycle_at`]: PyTorch's `OneCycleLR` with its defaults, momentum cycled.
+    OneCycle,
+}
+
+impl EpochSchedule {
+    /// Learning rate and momentum (None: keep the optimiser's) of 0-based `step` of `total`.
+    pub fn at(self, step: usize, total: usize, max_lr: f64) -> (f64, Option<f64>) {
+        match self {
+            EpochSchedule::WarmupCosine => (lr_at(step, total, max_lr), None),
+            EpochSchedule::OneCycle => {
+                let (lr, m) = one_cycle_at(step, total, max_lr);
+                (lr, Some(m))
+            }
+        }
+    }
+}
+
+/// PyTorch's `OneCycleLR` (Smith & Topor, 2019) with its defaults: `pct_start` 0.3, cosine
+/// annealing, `div_factor` 25, `final_div_factor` 1e4, momentum cycled between 0.95 and
+/// 0.85. The rate rises from `max_lr / 25` to `max_lr` over the first 30% of the `total`
+/// steps while momentum falls from 0.95 to 0.85, then the rate falls to `max_lr / 25e4`
+/// while momentum rises back. Returns (learning rate, momentum) of 0-based `step`.
+pub fn one_cycle_at(step: usize, total: usize, max_lr: f64) -> (f64, f64) {
+    let cos = |a: f64, b: f64, p: f64| b + (a - b) / 2.0 * (1.0 + (std::f64::consts::PI * p).cos());
+    let lr0 = max_lr / 25.0;
+    let lr_min = lr0 / 1e4;
+    let end1 = (0.3 * total as f64 - 1.0).max(1.0);
+    let end2 = (total as f64 - 1.0).max(end1 + 1.0);
+    let t = step as f64;
+    if t <= end1 {
+        let p = t / end1;
+        (cos(lr0, max_lr, p), cos(0.95, 0.85, p))
+    } else {
+        let p = ((t - end1) / (end2 - end1)).min(1.0);
+        (cos(max_lr, lr_min, p), cos(0.85, 0.95, p))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LrSchedule {
@@ -73,6 +118,25 @@ impl LrSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_cycle_matches_pytorch_defaults() {
+        // PyTorch: OneCycleLR(max_lr=0.1, total_steps=100): lr 0.004 at step 0, 0.1 at
+        // step 29 (0.3 * 100 - 1), 4e-7 at the last step; momentum 0.95 -> 0.85 -> 0.95.
+        let total = 100;
+        let (lr, m) = one_cycle_at(0, total, 0.1);
+        assert!((lr - 0.004).abs() < 1e-12 && (m - 0.95).abs() < 1e-12);
+        let (lr, m) = one_cycle_at(29, total, 0.1);
+        assert!((lr - 0.1).abs() < 1e-12 && (m - 0.85).abs() < 1e-12);
+        let (lr, m) = one_cycle_at(99, total, 0.1);
+        assert!((lr - 0.004 / 1e4).abs() < 1e-15 && (m - 0.95).abs() < 1e-12);
+        let mid = one_cycle_at(64, total, 0.1).0;
+        assert!(mid < 0.1 && mid > one_cycle_at(80, total, 0.1).0);
+        assert_eq!(
+            EpochSchedule::WarmupCosine.at(3, total, 0.1),
+            (lr_at(3, total, 0.1), None)
+        );
+    }
 
     #[test]
     fn reference_schedule() {

@@ -37,7 +37,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::dataset::{part_is_done, part_path};
-use crate::artifact::weights::file_sha256;
+use crate::artifact::weights::{file_sha256, read_weights};
 use crate::artifact::{write_table, DType, Payload, Producer, TensorSpec, TensorWriter};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
 use crate::run::{config_hash, Progress, Shard};
@@ -48,20 +48,113 @@ pub use images::{decode_image, list_images, IdFrom, ImageItem};
 pub const IMAGENET_MEAN: [f64; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f64; 3] = [0.229, 0.224, 0.225];
 
-/// The network input for decoded images: `pixels` are RGB bytes `[N, H, W, 3]` (as
-/// [`decode_image`] returns them, on any device); the result is `[N, 3, H, W]` float32 on
-/// the same device, scaled to [0, 1] and normalised with ImageNet's mean and std. Feature
-/// extraction and backbone training both feed their networks through this one function.
-pub fn normalise_images(pixels: &Tensor) -> Tensor {
-    let device = pixels.device();
-    let stat = |v: &[f64; 3]| {
+/// Per-channel input statistics: an image scaled to [0, 1] becomes `(x - mean) / std`
+/// (torchvision's `Normalize`). ImageNet's by default; a data set's own for networks trained
+/// on it from scratch (Fashion-MNIST: 0.2860 / 0.3530 on each of the three replicated grey
+/// channels). Recorded in the weights a network is trained into (`remind.input_mean`,
+/// `remind.input_std`), so feature extraction feeds it as it was trained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputNorm {
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+}
+
+impl Default for InputNorm {
+    fn default() -> Self {
+        Self {
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+}
+
+/// Metadata keys of the input statistics in a weights file.
+const MEAN_KEY: &str = "remind.input_mean";
+const STD_KEY: &str = "remind.input_std";
+
+impl InputNorm {
+    fn stat(v: &[f64; 3], device: Device) -> Tensor {
         Tensor::from_slice(v)
             .to_kind(Kind::Float)
             .view([1, 3, 1, 1])
             .to_device(device)
-    };
+    }
+
+    /// The value black (0 in [0, 1]) takes after normalisation, `[1, 3, 1, 1]`: what
+    /// padding must use so that a padded border is black, not the mean colour.
+    pub fn black(&self, device: Device) -> Tensor {
+        -Self::stat(&self.mean, device) / Self::stat(&self.std, device)
+    }
+
+    /// The metadata entries that record these statistics.
+    pub fn metadata(&self) -> [(String, String); 2] {
+        let join = |v: &[f64; 3]| v.map(|x| x.to_string()).join(",");
+        [
+            (MEAN_KEY.into(), join(&self.mean)),
+            (STD_KEY.into(), join(&self.std)),
+        ]
+    }
+
+    /// The statistics recorded in a weights file's metadata, if any. Errors name the file
+    /// and the key.
+    pub fn from_metadata(
+        meta: &std::collections::HashMap<String, String>,
+        file: &Path,
+    ) -> Result<Option<Self>> {
+        let parse = |key: &str| -> Result<Option<[f64; 3]>> {
+            let Some(text) = meta.get(key) else {
+                return Ok(None);
+            };
+            let v: Vec<f64> = text
+                .split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<std::result::Result<_, _>>()
+                .ok()
+                .filter(|v: &Vec<f64>| v.len() == 3)
+                .with_context(|| {
+                    format!(
+                        "{}: metadata {key} is '{text}', expected three comma-separated numbers",
+                        file.display()
+                    )
+                })?;
+            Ok(Some([v[0], v[1], v[2]]))
+        };
+        match (parse(MEAN_KEY)?, parse(STD_KEY)?) {
+            (Some(mean), Some(std)) => Ok(Some(Self { mean, std })),
+            (None, None) => Ok(None),
+            _ => bail!(
+                "{}: metadata has only one of {MEAN_KEY} and {STD_KEY}",
+                file.display()
+            ),
+        }
+    }
+
+    pub(crate) fn validate(&self, what: &str) -> Result<()> {
+        ensure!(
+            self.std.iter().all(|s| *s > 0.0 && s.is_finite())
+                && self.mean.iter().all(|m| m.is_finite()),
+            "{what}: std must be positive and mean finite, got mean {:?}, std {:?}",
+            self.mean,
+            self.std
+        );
+        Ok(())
+    }
+}
+
+/// The network input for decoded images: `pixels` are RGB bytes `[N, H, W, 3]` (as
+/// [`decode_image`] returns them, on any device); the result is `[N, 3, H, W]` float32 on
+/// the same device, scaled to [0, 1] and normalised with `norm`. Feature extraction and
+/// backbone training both feed their networks through this one function.
+pub fn normalise_images_with(pixels: &Tensor, norm: &InputNorm) -> Tensor {
+    let device = pixels.device();
     let x = pixels.permute([0, 3, 1, 2]).to_kind(Kind::Float) / 255.0;
-    (x - stat(&IMAGENET_MEAN)) / stat(&IMAGENET_STD)
+    (x - InputNorm::stat(&norm.mean, device)) / InputNorm::stat(&norm.std, device)
+}
+
+/// [`normalise_images_with`] ImageNet's statistics.
+pub fn normalise_images(pixels: &Tensor) -> Tensor {
+    normalise_images_with(pixels, &InputNorm::default())
 }
 
 /// Config section `extract_features`.
@@ -89,6 +182,9 @@ pub struct ExtractConfig {
     pub skip_bad: bool,
     /// Decoding threads.
     pub decode_threads: usize,
+    /// Input statistics; absent: those recorded in the weights, else ImageNet's. Given and
+    /// different from the recorded ones: refused.
+    pub input_norm: Option<InputNorm>,
 }
 
 impl Default for ExtractConfig {
@@ -109,6 +205,7 @@ impl Default for ExtractConfig {
             batch: 16,
             skip_bad: false,
             decode_threads: 1,
+            input_norm: None,
         }
     }
 }
@@ -162,6 +259,13 @@ struct OutputParams<'a> {
     image_size: usize,
     id_from: IdFrom,
     skip_bad: bool,
+    /// Left out for ImageNet's statistics, so earlier extractions keep their hash.
+    #[serde(skip_serializing_if = "is_imagenet")]
+    norm: InputNorm,
+}
+
+fn is_imagenet(n: &InputNorm) -> bool {
+    *n == InputNorm::default()
 }
 
 /// An image that could not be decoded (with `skip_bad`).
@@ -225,6 +329,30 @@ pub fn expected_ids(dir: &Path) -> Result<Option<Vec<u64>>> {
     Ok(Some(ids))
 }
 
+/// The input statistics of an extraction: the config's, else the weights', else ImageNet's.
+fn resolve_norm(cfg: &ExtractConfig, weights: &Path) -> Result<InputNorm> {
+    let recorded = InputNorm::from_metadata(&read_weights(weights)?.metadata, weights)?;
+    let norm = match (cfg.input_norm, recorded) {
+        (Some(given), Some(rec)) if given != rec => bail!(
+            "extract_features.input_norm (mean {:?}, std {:?}) differs from the statistics {} was trained with (mean {:?}, std {:?}): drop input_norm to use the recorded ones",
+            given.mean, given.std, weights.display(), rec.mean, rec.std
+        ),
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => InputNorm::default(),
+    };
+    norm.validate("extract_features.input_norm")?;
+    Ok(norm)
+}
+
+/// How the producer names the input statistics ("imagenet" for ImageNet's, as before).
+fn normalize_name(norm: &InputNorm) -> String {
+    if *norm == InputNorm::default() {
+        "imagenet".into()
+    } else {
+        format!("mean {:?} std {:?}", norm.mean, norm.std)
+    }
+}
+
 /// Extracts the features of `shard`'s images on `device`.
 pub fn extract_features(
     cfg: &ExtractConfig,
@@ -236,6 +364,7 @@ pub fn extract_features(
     let items = list_images(images_dir, cfg.id_from)?;
     let listing = images::listing_hash(&items);
     let weights_sha = file_sha256(weights)?;
+    let norm = resolve_norm(cfg, weights)?;
     let hash = config_hash(&OutputParams {
         listing: &listing,
         weights_sha256: &weights_sha,
@@ -246,6 +375,7 @@ pub fn extract_features(
         image_size: cfg.image_size,
         id_from: cfg.id_from,
         skip_bad: cfg.skip_bad,
+        norm,
     })?;
     let backbone = cfg.backbone();
     let shape = backbone.feature_shape(cfg.cut, cfg.image_size)?;
@@ -258,7 +388,7 @@ pub fn extract_features(
         .param("weights_sha256", weights_sha.clone())
         .param("image_size", cfg.image_size)
         .param("resize", "bicubic")
-        .param("normalize", "imagenet")
+        .param("normalize", normalize_name(&norm))
         .param("id_from", cfg.id_from.name())
         .param("images", images_dir.display().to_string());
     let index = out.join(INDEX_NAME);
@@ -288,6 +418,7 @@ pub fn extract_features(
     let mine = items[shard.range(items.len())].to_vec();
     let run = Pipeline {
         cfg,
+        norm,
         g: &g,
         device,
         shape,
@@ -347,6 +478,7 @@ struct Computed {
 
 struct Pipeline<'a> {
     cfg: &'a ExtractConfig,
+    norm: InputNorm,
     g: &'a ResNet,
     device: Device,
     shape: [usize; 3],
@@ -446,7 +578,7 @@ impl Pipeline<'_> {
             let x = Tensor::from_slice(&batch.pixels)
                 .view([n, s, s, 3])
                 .to_device(self.device);
-            let x = normalise_images(&x);
+            let x = normalise_images_with(&x, &self.norm);
             let y = self.g.forward_t(&x, false);
             ensure!(
                 y.size() == [n, c, h, w],
