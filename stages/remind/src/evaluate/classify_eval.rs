@@ -18,12 +18,13 @@ use serde_json::{json, Map, Value};
 use super::classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
 };
-use super::{discover_methods, EvaluateSettings};
+use super::{discover_methods, warn_above_baseline, EvaluateSettings};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{write_table, Producer, TensorFile};
 use crate::data::images::labels::LabelSet;
 use crate::plot::{self, Axes, Canvas, Marker, Rect, Series};
 use crate::stream::layout::{probabilities_index, MethodDir, RunLayout};
+use crate::stream::metrics::above_baseline;
 
 /// One method's scores.
 #[derive(Debug, Clone)]
@@ -163,14 +164,24 @@ pub fn evaluate_classification(
     if let Some(base) = base {
         for m in methods.iter_mut() {
             // Pair the points by classes seen.
-            let (mut mine, mut theirs) = (Vec::new(), Vec::new());
+            let (mut mine, mut theirs, mut seen_at) = (Vec::new(), Vec::new(), Vec::new());
             for (seen, score) in m.seen_classes.iter().zip(&m.scores) {
                 if let Some(i) = base.seen_classes.iter().position(|x| x == seen) {
                     mine.push(*score);
                     theirs.push(base.scores[i]);
+                    seen_at.push(*seen);
                 }
             }
             m.omega = Some(classification_omega(&mine, &theirs)?);
+            if m.name != base.name {
+                let top1 = |v: &[ClassificationScore]| -> Vec<f64> {
+                    v.iter()
+                        .map(|s| s.seen_classes_top1.unwrap_or(0.0))
+                        .collect()
+                };
+                let above = above_baseline(&seen_at, &top1(&mine), &top1(&theirs));
+                warn_above_baseline(&m.name, &base.name, "classes seen", &above);
+            }
         }
     }
     Ok(ClassEvaluation {

@@ -32,7 +32,7 @@ use crate::artifact::atomic::TEMP_PREFIX;
 use crate::artifact::schema::require_meta;
 use crate::artifact::Table;
 use crate::stream::layout::{predictions_index, MethodDir, RunLayout};
-use crate::stream::metrics::{omega, vqa_score, VqaScore};
+use crate::stream::metrics::{above_baseline, omega, vqa_score, VqaScore};
 use crate::stream::plan::StreamPlan;
 
 /// Metadata key of a predictions file holding its boundary's stream position.
@@ -568,6 +568,18 @@ pub fn evaluate_vqa(inputs: &VqaEvalInputs, s: &EvaluateSettings) -> Result<VqaE
     })
 }
 
+/// Warns (stderr) that `method` beats the offline `baseline` at `points`: Omega divides by
+/// an upper bound, so it is not meaningful there.
+pub fn warn_above_baseline(method: &str, baseline: &str, what: &str, points: &[usize]) {
+    if !points.is_empty() {
+        eprintln!(
+            "evaluate: warning: '{method}' scores above '{baseline}' at {what} {}: the \
+             baseline is not an upper bound there, so Omega is not meaningful",
+            join_numbers(points)
+        );
+    }
+}
+
 /// Omega of every method against the baseline's MPT at the same boundaries.
 fn compute_omega(results: &mut [MethodResult], baseline: &str, dir: &Path) {
     let Some(base) = results.iter().find(|r| r.name == baseline).cloned() else {
@@ -589,6 +601,14 @@ fn compute_omega(results: &mut [MethodResult], baseline: &str, dir: &Path) {
             }
         }
         r.omega = omega(&mine, &theirs);
+        if r.name != baseline {
+            warn_above_baseline(
+                &r.name,
+                baseline,
+                "boundaries",
+                &above_baseline(&ks, &mine, &theirs),
+            );
+        }
         let all = r.boundaries.len().max(base.boundaries.len());
         r.omega_note = if ks.is_empty() {
             Some(format!("no boundary in common with '{baseline}'"))

@@ -58,6 +58,18 @@ pub fn omega(method: &[f64], offline: &[f64]) -> Option<f64> {
     (!ratios.is_empty()).then(|| ratios.iter().sum::<f64>() / ratios.len() as f64)
 }
 
+/// The points (labels from `points`) where a method scores above the offline baseline:
+/// there the baseline is not the upper bound Omega assumes (paper, section 4: offline
+/// training on everything seen bounds every streaming learner), so Omega is not meaningful.
+pub fn above_baseline<T: Copy>(points: &[T], method: &[f64], offline: &[f64]) -> Vec<T> {
+    points
+        .iter()
+        .zip(method.iter().zip(offline))
+        .filter(|(_, (m, o))| m > o)
+        .map(|(&p, _)| p)
+        .collect()
+}
+
 /// Top-k accuracy of `probs` rows (`n x classes`) restricted to items whose label passes
 /// `keep`; None when no item passes.
 pub fn topk_accuracy(
