@@ -31,6 +31,7 @@ help:
 	@echo "  make tdiuc-qtype      streaming VQA on TDIUC, qtype order (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
 	@echo "  make tdiuc-iid        the same in iid order"
 	@echo "  make fashion-mnist    class-incremental image classification on Fashion-MNIST (FULL=1: whole stream)"
+	@echo "  make fashion-parity   the protocol compared with the authors' REMIND (BENCHMARKS.md, about 40 min on 2 cores)"
 	@echo "  make fashion-tiny     the smallest classification chain (tests)"
 	@echo "  make imagenet         the ImageNet protocol (needs IMAGENET_DIR=..., optional CLASS_ORDER=...)"
 	@echo "  make slurm-<pipeline> submit any pipeline above to Slurm instead (SHARDS=N array tasks, WAIT=1)"
@@ -285,6 +286,8 @@ ifneq ($(FULL),)
 .PHONY: fashion-mnist
 fashion-mnist: fashion-mnist-full
 endif
+# fashion-parity: the protocol run side by side with the authors' code (BENCHMARKS.md).
+$(eval $(call class_pipeline,fashion-parity,pipelines/fashion-parity.yaml,--idx $(FASHION_DIR),$(ART)/fashion-parity/data/images))
 # fashion-tiny: the smallest classification chain (make test-slurm).
 $(eval $(call class_pipeline,fashion-tiny,pipelines/fashion-tiny.yaml,--idx $(FASHION_DIR),$(ART)/fashion-tiny/data/images))
 $(eval $(call class_pipeline,imagenet,pipelines/imagenet.yaml,--folder $(IMAGENET_DIR) $(if $(CLASS_ORDER),--class-order $(CLASS_ORDER)),$(IMAGENET_DIR)))
