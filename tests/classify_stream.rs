@@ -228,7 +228,7 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         "{state}"
     );
 
-    let stdout = run_ok(
+    let done = run_ok(
         run.cmd("remind-evaluate")
             .args(["--task", "classification"])
             .arg("--labels")
@@ -237,12 +237,24 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
             .arg(&out)
             .arg("--out")
             .arg(run.p("eval")),
-    )
-    .stdout;
-    let table = String::from_utf8_lossy(&stdout);
+    );
+    let table = String::from_utf8_lossy(&done.stdout);
     assert!(table.contains("omega_all"), "{table}");
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.p("eval/metrics.json")).unwrap()).unwrap();
+    // At the base point the offline model is the base network itself, as REMIND's F is.
+    let top1 = |method: &str, k: usize| m[method]["seen_classes_top1"][k].as_f64().unwrap();
+    assert_eq!(top1("offline", 0), top1("remind", 0), "{m}");
+    // evaluate warns exactly when a method beats the offline bound somewhere.
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    for method in ["remind", "finetune"] {
+        let above = (0..3).any(|k| top1(method, k) > top1("offline", k));
+        assert_eq!(
+            stderr.contains(&format!("'{method}' scores above 'offline'")),
+            above,
+            "{stderr}\n{m}"
+        );
+    }
     for method in ["remind", "finetune", "offline"] {
         for key in [
             "base_classes_top1",

@@ -33,6 +33,7 @@ use crate::models::{save_weights, Arch, ResNet, ResNetConfig, Stem};
 use crate::run::{config_hash, Progress};
 use crate::train::optim::{OptimKind, Optimizer};
 use crate::train::schedule::EpochSchedule;
+use crate::train::top1_hits;
 
 /// Config section `train_classifier`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -367,11 +368,7 @@ pub fn train_classifier(
                 step + 1
             );
             loss_sum += l * chunk.len() as f64;
-            correct += logits
-                .argmax(-1, false)
-                .eq_tensor(&y)
-                .sum(Kind::Int64)
-                .int64_value(&[]);
+            correct += top1_hits(&logits, &y);
             step += 1;
             progress.inc(chunk.len() as u64);
         }
@@ -421,4 +418,43 @@ pub fn train_classifier(
     write_bytes(&report_path(out), &serde_json::to_vec_pretty(&report)?)?;
     save_weights(&best_vs, out, meta)?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn translations_pad_with_black() {
+        let cfg = TrainClassifierConfig {
+            image_size: 6,
+            pad: 2,
+            flip: false,
+            input_norm: InputNorm {
+                mean: [0.286; 3],
+                std: [0.353; 3],
+            },
+            ..Default::default()
+        };
+        // A black batch stays black, whatever the shifts: the padding is black too.
+        let pixels = Tensor::zeros([8, 6, 6, 3], (Kind::Uint8, Device::Cpu));
+        let x = normalise_images_with(&pixels, &cfg.input_norm);
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let y = augment(&x, &cfg, &mut rng);
+        assert_eq!(y.size(), vec![8, 3, 6, 6]);
+        assert!(
+            y.allclose(&x, 1e-6, 1e-6, false),
+            "a shifted black image changed"
+        );
+        // A white image shows the black border of its shift somewhere in the batch.
+        let white = normalise_images_with(&(pixels + 255), &cfg.input_norm);
+        let shifted = augment(&white, &cfg, &mut rng);
+        let black = cfg.input_norm.black(Device::Cpu);
+        let at_black = (shifted - black)
+            .abs()
+            .lt(1e-6)
+            .sum(Kind::Int64)
+            .int64_value(&[]);
+        assert!(at_black > 0, "no black border after 8 random shifts");
+    }
 }

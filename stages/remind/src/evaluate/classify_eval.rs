@@ -22,7 +22,7 @@ use super::{discover_methods, warn_above_baseline, EvaluateSettings};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{write_table, Producer, TensorFile};
 use crate::data::images::labels::LabelSet;
-use crate::plot::{self, Axes, Canvas, Marker, Rect, Series};
+use crate::plot::{self, Axes, Canvas, Rect, Series};
 use crate::stream::layout::{probabilities_index, MethodDir, RunLayout};
 use crate::stream::metrics::above_baseline;
 
@@ -294,17 +294,14 @@ pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
         .methods
         .iter()
         .enumerate()
-        .map(|(i, m)| Series {
-            name: m.name.clone(),
-            color: plot::PALETTE[i % plot::PALETTE.len()],
-            marker: Marker::nth(i),
-            dashed: m.name == ev.baseline,
-            points: m
+        .map(|(i, m)| {
+            let points = m
                 .seen_classes
                 .iter()
                 .zip(&m.scores)
                 .filter_map(|(&c, s)| Some((c as f64, 100.0 * s.seen_classes_top1?)))
-                .collect(),
+                .collect();
+            Series::nth(i, &m.name, m.name == ev.baseline, points)
         })
         .collect();
     let legend_w = (36 + 6 * ev.methods.iter().map(|m| m.name.len()).max().unwrap_or(4)) as i64

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::{VqaEvaluation, TYPES_KEY};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{write_table, Producer};
-use crate::plot::{self, Axes, Canvas, Marker, Rect, Series};
+use crate::plot::{self, Axes, Canvas, Rect, Series};
 
 /// `metrics.json`: one key per method, plus `question_types` (type names, id order).
 pub fn metrics_json(ev: &VqaEvaluation) -> Value {
@@ -231,16 +231,13 @@ fn series_of(
     ev.methods
         .iter()
         .enumerate()
-        .map(|(i, m)| Series {
-            name: m.name.clone(),
-            color: plot::PALETTE[i % plot::PALETTE.len()],
-            marker: Marker::nth(i),
-            dashed: m.name == ev.baseline,
-            points: m
+        .map(|(i, m)| {
+            let points = m
                 .boundaries
                 .iter()
                 .filter_map(|b| Some((b.position as f64, 100.0 * value(b)?)))
-                .collect(),
+                .collect();
+            Series::nth(i, &m.name, m.name == ev.baseline, points)
         })
         .collect()
 }

@@ -409,12 +409,18 @@ impl ModuleT for BasicBlock {
             .relu()
             .apply(&self.conv2)
             .apply_t(&self.bn2, train);
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward_t(x, train),
-            None => x.shallow_clone(),
-        };
-        (y + shortcut).relu()
+        residual(y, x, self.downsample.as_ref(), train)
     }
+}
+
+/// A block's output: `relu(y + shortcut)`, the shortcut being `downsample(x)` where the
+/// block changes shape, else `x` itself.
+fn residual(y: Tensor, x: &Tensor, downsample: Option<&Downsample>, train: bool) -> Tensor {
+    let shortcut = match downsample {
+        Some(d) => d.forward_t(x, train),
+        None => x.shallow_clone(),
+    };
+    (y + shortcut).relu()
 }
 
 /// torchvision's Bottleneck (ResNet v1.5: the stride sits on the 3x3 conv):
@@ -458,11 +464,7 @@ impl ModuleT for Bottleneck {
             .relu()
             .apply(&self.conv3)
             .apply_t(&self.bn3, train);
-        let shortcut = match &self.downsample {
-            Some(d) => d.forward_t(x, train),
-            None => x.shallow_clone(),
-        };
-        (y + shortcut).relu()
+        residual(y, x, self.downsample.as_ref(), train)
     }
 }
 

@@ -274,6 +274,20 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+impl Series {
+    /// The `i`-th method's line: its colour and marker by position, dashed for the
+    /// baseline (the offline model), `points` as (x, y).
+    pub fn nth(i: usize, name: &str, baseline: bool, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.to_string(),
+            color: PALETTE[i % PALETTE.len()],
+            marker: Marker::nth(i),
+            dashed: baseline,
+            points,
+        }
+    }
+}
+
 /// What a chart shows besides its series.
 #[derive(Debug, Clone)]
 pub struct Axes {

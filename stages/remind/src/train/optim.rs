@@ -37,6 +37,16 @@ impl OptimKind {
     }
 }
 
+/// The gradient `g` of parameter `p` with L2 weight decay added (PyTorch's `weight_decay`:
+/// `g + wd * p`, applied before the moments).
+fn with_weight_decay(g: &Tensor, p: &Tensor, weight_decay: f64) -> Tensor {
+    if weight_decay != 0.0 {
+        g + p * weight_decay
+    } else {
+        g.shallow_clone()
+    }
+}
+
 /// An optimiser over the trainable variables of a VarStore.
 pub struct Optimizer {
     kind: OptimKind,
@@ -114,11 +124,7 @@ impl Optimizer {
                     eps,
                     weight_decay,
                 } => {
-                    let g = if weight_decay != 0.0 {
-                        &g + &*p * weight_decay
-                    } else {
-                        g.shallow_clone()
-                    };
+                    let g = with_weight_decay(&g, p, weight_decay);
                     let _ = self.m[i].g_mul_scalar_(beta1).g_add_(&(&g * (1.0 - beta1)));
                     let norm = (&self.u[i] * beta2).maximum(&(g.abs() + eps));
                     self.u[i].copy_(&norm);
@@ -129,11 +135,7 @@ impl Optimizer {
                     momentum,
                     weight_decay,
                 } => {
-                    let g = if weight_decay != 0.0 {
-                        &g + &*p * weight_decay
-                    } else {
-                        g.shallow_clone()
-                    };
+                    let g = with_weight_decay(&g, p, weight_decay);
                     let buf = if momentum != 0.0 {
                         if self.step == 1 {
                             self.m[i].copy_(&g);

@@ -678,6 +678,40 @@ mod tests {
     use crate::models::tools::init_weights;
 
     #[test]
+    fn input_statistics_round_trip_through_metadata() {
+        let fashion = InputNorm {
+            mean: [0.286; 3],
+            std: [0.353; 3],
+        };
+        let meta: HashMap<String, String> = fashion.metadata().into_iter().collect();
+        let file = Path::new("w.safetensors");
+        assert_eq!(
+            InputNorm::from_metadata(&meta, file).unwrap(),
+            Some(fashion)
+        );
+        assert_eq!(
+            InputNorm::from_metadata(&HashMap::new(), file).unwrap(),
+            None
+        );
+        let mut one = meta.clone();
+        one.remove(STD_KEY);
+        let e = InputNorm::from_metadata(&one, file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("w.safetensors") && e.contains(STD_KEY), "{e}");
+        one.insert(STD_KEY.into(), "0.3,x,0.3".into());
+        let e = InputNorm::from_metadata(&one, file)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("three comma-separated numbers"), "{e}");
+        // Black normalises to -mean/std, and normalising black pixels gives exactly that.
+        let black = Tensor::zeros([1, 2, 2, 3], (Kind::Uint8, Device::Cpu));
+        let x = normalise_images_with(&black, &fashion);
+        let want = fashion.black(Device::Cpu).expand([1, 3, 2, 2], false);
+        assert!(x.allclose(&want, 1e-6, 1e-6, false));
+    }
+
+    #[test]
     fn config_section_parses() {
         let dir = std::env::temp_dir().join(format!("remind-extract-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -43,6 +43,7 @@ use crate::stream::plan::StreamPlan;
 use crate::stream::Method;
 use crate::train::optim::{OptimKind, Optimizer};
 use crate::train::schedule::{lr_at, LrSchedule};
+use crate::train::top1_hits;
 use augment::{draw_lambda, random_resized_crops};
 
 /// Config section `classify_stream`.
@@ -665,11 +666,7 @@ impl Learner for Ctx<'_> {
                 let lr = lr_at(step, total, self.s.offline_lr);
                 net.opt.backward_step(&loss, lr);
                 if epoch + 1 == self.s.offline_epochs {
-                    correct += logits
-                        .argmax(-1, false)
-                        .eq_tensor(&y)
-                        .sum(Kind::Int64)
-                        .int64_value(&[]);
+                    correct += top1_hits(&logits, &y);
                 }
                 step += 1;
                 progress.inc(chunk.len() as u64);
