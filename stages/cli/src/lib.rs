@@ -87,7 +87,11 @@ pub fn parse_with_defaults<C: Parser>(defaults: &[serde_yaml::Mapping]) -> C {
             if cmd.get_arguments().any(|a| a.get_id() == id.as_str()) {
                 cmd = cmd.mut_arg(id, |a| {
                     let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-                    a.help(format!("{help} [default: {shown}]"))
+                    a.help(
+                        format!("{help} [default: {shown}]")
+                            .trim_start()
+                            .to_string(),
+                    )
                 });
             }
         }

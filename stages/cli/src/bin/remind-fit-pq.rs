@@ -45,12 +45,16 @@ struct FitPqFlags {
     /// M: number of sub-spaces.
     #[arg(long)]
     num_subspaces: Option<usize>,
+    /// Bits per code: 2^nbits centroids per sub-space.
     #[arg(long)]
     nbits: Option<u32>,
+    /// k-means iterations per sub-space.
     #[arg(long)]
     iterations: Option<usize>,
+    /// k-means trains on at most this many vectors per centroid (a seeded sample).
     #[arg(long)]
     max_points_per_centroid: Option<usize>,
+    /// Seed of the sample and of the k-means initialisation.
     #[arg(long)]
     seed: Option<u64>,
     /// Learn an OPQ rotation before quantizing (codes then decode through it).

@@ -47,19 +47,25 @@ struct Cli {
 /// Flags laid over the config section `generate_clevr`.
 #[derive(clap::Args, Serialize)]
 struct GenerateClevrFlags {
+    /// Seed: the data set is a function of the config and this seed.
     #[arg(long)]
     seed: Option<u64>,
     /// Image side in pixels.
     #[arg(long)]
     image_size: Option<usize>,
+    /// Training images.
     #[arg(long)]
     train_images: Option<usize>,
+    /// Validation images.
     #[arg(long)]
     val_images: Option<usize>,
+    /// Questions drawn per image (before answer balancing).
     #[arg(long)]
     questions_per_image: Option<usize>,
+    /// Fewest objects in a scene.
     #[arg(long)]
     min_objects: Option<usize>,
+    /// Most objects in a scene.
     #[arg(long)]
     max_objects: Option<usize>,
 }

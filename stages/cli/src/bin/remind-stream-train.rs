@@ -70,6 +70,7 @@ struct Cli {
     /// initialisation); later checkpoints are dropped.
     #[arg(long, conflicts_with = "resume")]
     resume_from: Option<usize>,
+    /// The codebook the codes were made with (remind-fit-pq).
     #[arg(long)]
     codebook: PathBuf,
     /// Output folder (one sub-folder per method).

@@ -31,16 +31,22 @@ struct Cli {
 /// Flags laid over the config section `synth_features`.
 #[derive(clap::Args, Serialize)]
 struct SynthFlags {
+    /// Feature maps to generate.
     #[arg(long)]
     items: Option<usize>,
+    /// Map height.
     #[arg(long)]
     height: Option<usize>,
+    /// Map width.
     #[arg(long)]
     width: Option<usize>,
+    /// Channels per position.
     #[arg(long)]
     channels: Option<usize>,
+    /// Seed of the generator.
     #[arg(long)]
     seed: Option<u64>,
+    /// Maps generated per batch.
     #[arg(long)]
     batch: Option<usize>,
 }

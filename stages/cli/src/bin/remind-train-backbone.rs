@@ -45,8 +45,10 @@ struct TrainBackboneFlags {
     #[command(flatten)]
     #[serde(flatten)]
     shape: NetworkShape,
+    /// Training epochs.
     #[arg(long)]
     epochs: Option<usize>,
+    /// Images per step.
     #[arg(long)]
     batch: Option<usize>,
     /// Peak learning rate of Adam (warm-up, then cosine decay).
@@ -61,6 +63,7 @@ struct TrainBackboneFlags {
     /// Fraction of the used images (the last by index) held out for the metrics.
     #[arg(long)]
     heldout_fraction: Option<f64>,
+    /// Seed of the initialisation, the order and the augmentation.
     #[arg(long)]
     seed: Option<u64>,
     /// Image decoding threads.

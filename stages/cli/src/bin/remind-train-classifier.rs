@@ -48,15 +48,19 @@ struct TrainClassifierFlags {
     /// imagenet (224 px inputs) or small (28-32 px inputs).
     #[arg(long)]
     stem: Option<Stem>,
+    /// Images are resized to this many pixels square.
     #[arg(long)]
     image_size: Option<usize>,
+    /// Training epochs.
     #[arg(long)]
     epochs: Option<usize>,
+    /// Images per step.
     #[arg(long)]
     batch: Option<usize>,
     /// Peak SGD learning rate (warm-up, then cosine decay).
     #[arg(long)]
     lr: Option<f64>,
+    /// Seed of the initialisation, the order and the augmentation.
     #[arg(long)]
     seed: Option<u64>,
 }
