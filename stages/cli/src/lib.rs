@@ -78,12 +78,17 @@ pub fn defaults_of<T: Serialize + Default>() -> serde_yaml::Mapping {
 /// or flag still overrides them.
 pub fn parse_with_defaults<C: Parser>(defaults: &[serde_yaml::Mapping]) -> C {
     let mut cmd = C::command();
+    let mut done = std::collections::HashSet::new();
     for map in defaults {
         for (key, value) in map {
             let (Some(key), Some(shown)) = (key.as_str(), scalar(value)) else {
                 continue;
             };
             let id = key.to_string();
+            // A key of two sections (stream-train's seed, replay) shows the first one's.
+            if !done.insert(id.clone()) {
+                continue;
+            }
             if cmd.get_arguments().any(|a| a.get_id() == id.as_str()) {
                 cmd = cmd.mut_arg(id, |a| {
                     let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();

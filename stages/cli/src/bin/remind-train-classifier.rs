@@ -57,7 +57,7 @@ struct TrainClassifierFlags {
     /// Images per step.
     #[arg(long)]
     batch: Option<usize>,
-    /// Peak SGD learning rate (warm-up, then cosine decay).
+    /// Peak SGD learning rate of the schedule (train_classifier.schedule: warmup_cosine or one_cycle).
     #[arg(long)]
     lr: Option<f64>,
     /// Seed of the initialisation, the order and the augmentation.

@@ -76,13 +76,25 @@ pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
                 .map_err(|e| anyhow!("{origin}: section '{section}': {e}"))
         }
     };
+    let mut flags = Vec::new();
     for (k, v) in given {
         if !v.is_null() {
+            flags.extend(k.as_str().map(str::to_string));
             map.insert(k, v);
         }
     }
     serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
         let msg = e.to_string();
+        // A flag this section has no key for (e.g. VQA's --order in a classification run).
+        if let Some(flag) = flags
+            .iter()
+            .find(|f| msg.starts_with(&format!("unknown field `{f}`")))
+        {
+            return anyhow!(
+                "--{} does not apply here: section '{section}' has no key '{flag}'",
+                flag.replace('_', "-")
+            );
+        }
         let hint = unknown_field_hint(&msg);
         anyhow!("{origin}: section '{section}': {msg}{hint}")
     })
@@ -246,6 +258,21 @@ mod tests {
         std::fs::write(&path, "stream: {}\n").unwrap();
         let d: Demo = load_section_over(Some(&path), "fit_pq", &given).unwrap();
         assert_eq!((d.nbits, d.iterations), (0, 7));
+        // A flag the section has no key for is named as the flag.
+        #[derive(Serialize)]
+        struct Other {
+            max_per_type: Option<u32>,
+        }
+        let e = load_section_over::<Demo, _>(
+            Some(&path),
+            "fit_pq",
+            &Other {
+                max_per_type: Some(3),
+            },
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("--max-per-type does not apply"), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

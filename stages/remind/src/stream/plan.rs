@@ -82,13 +82,7 @@ impl StreamPlan {
                     (1..=segments).map(|k| (n * k).div_ceil(segments)).collect();
                 boundaries.dedup();
                 let segment_groups = vec![None; boundaries.len()];
-                Ok(Self {
-                    items,
-                    boundaries,
-                    segment_groups,
-                    seen_classes: Vec::new(),
-                    positions_count_base: true,
-                })
+                Ok(Self::of_segments(items, boundaries, segment_groups))
             }
             Order::Qtype => {
                 let mut present: Vec<i64> = groups.to_vec();
@@ -125,14 +119,24 @@ impl StreamPlan {
                     boundaries.push(items.len());
                     segment_groups.push(Some(g));
                 }
-                Ok(Self {
-                    items,
-                    boundaries,
-                    segment_groups,
-                    seen_classes: Vec::new(),
-                    positions_count_base: true,
-                })
+                Ok(Self::of_segments(items, boundaries, segment_groups))
             }
+        }
+    }
+
+    /// A VQA plan: items in stream order, segment ends, the group of each segment;
+    /// positions count the base-initialisation items.
+    fn of_segments(
+        items: Vec<usize>,
+        boundaries: Vec<usize>,
+        segment_groups: Vec<Option<i64>>,
+    ) -> Self {
+        Self {
+            items,
+            boundaries,
+            segment_groups,
+            seen_classes: Vec::new(),
+            positions_count_base: true,
         }
     }
 
