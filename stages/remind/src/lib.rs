@@ -11,6 +11,7 @@
 //! - [`models`]: networks and their weights: ResNet (split into G and F), the VQA models.
 //! - [`train`]: optimisers with checkpointable state and learning-rate schedules.
 //! - [`plot`]: line charts drawn to PNG (evaluation plots).
+//! - [`text`]: text inputs as people and other tools write them (byte-order marks, CRLF).
 //!
 //! The pipeline:
 //! 1. [`data`]: imports: mini-CLEVR generator, questions, gensen features, images and labels.
@@ -35,6 +36,7 @@ pub mod plot;
 pub mod pq;
 pub mod run;
 pub mod stream;
+pub mod text;
 pub mod train;
 
 /// Helpers for the unit tests.

@@ -104,7 +104,7 @@ pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
 /// that every top-level key is a known section.
 fn read_section(path: &Path, section: &str) -> Result<serde_yaml::Value> {
     let p = path.display();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {p}"))?;
+    let text = crate::text::read_text(path).with_context(|| format!("cannot read config {p}"))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
     let serde_yaml::Value::Mapping(mut map) = doc else {
@@ -178,7 +178,7 @@ pub fn section_sets(config: Option<&Path>, section: &str, key: &str) -> Result<b
         return Ok(false);
     };
     let p = path.display();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {p}"))?;
+    let text = crate::text::read_text(path).with_context(|| format!("cannot read config {p}"))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
     Ok(doc
@@ -191,7 +191,7 @@ pub fn section_sets(config: Option<&Path>, section: &str, key: &str) -> Result<b
 pub fn top_level_string(config: &Path, key: &str) -> Result<Option<String>> {
     let p = config.display();
     let text =
-        std::fs::read_to_string(config).with_context(|| format!("cannot read config {p}"))?;
+        crate::text::read_text(config).with_context(|| format!("cannot read config {p}"))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
     match doc.get(key) {

@@ -92,9 +92,8 @@ pub fn read_examples(scenes_file: &Path, image_dir: &Path) -> Result<Vec<Example
     if !scenes_file.is_file() {
         bail!("{p}: no such scenes file (a CLEVR-format root holds scenes/CLEVR_train_scenes.json and images/train/)");
     }
-    let bytes = std::fs::read(scenes_file).with_context(|| format!("cannot read {p}"))?;
-    let file: ScenesFile =
-        serde_json::from_slice(&bytes).with_context(|| format!("{p}: not a CLEVR scenes file"))?;
+    let file: ScenesFile = crate::text::read_json(scenes_file)
+        .with_context(|| format!("{p}: not a CLEVR scenes file"))?;
     ensure!(!file.scenes.is_empty(), "{p}: the file lists no scenes");
     let mut seen = HashSet::new();
     let mut out = Vec::with_capacity(file.scenes.len());

@@ -42,6 +42,30 @@ pub struct QuestionRecord {
     pub question: String,
 }
 
+/// An answer as CLEVR's question files write it: a string in the released v1.0 files;
+/// `true`/`false` for `exist` and the comparisons and an integer for `count` in files
+/// written by CLEVR's own generator (clevr-dataset-gen, `generate_questions.py`, which dumps
+/// its question engine's Python values).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum AnswerValue {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+}
+
+impl AnswerValue {
+    /// The answer as the released files spell it: `yes`/`no` for booleans, decimal for
+    /// integers, strings as they are.
+    pub fn into_text(self) -> String {
+        match self {
+            AnswerValue::Text(s) => s,
+            AnswerValue::Bool(b) => if b { "yes" } else { "no" }.to_string(),
+            AnswerValue::Int(n) => n.to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuestionsFile {
     pub info: Info,

@@ -21,7 +21,9 @@
 //! Everything is checked before the artifact appears, and nothing is left half-written: a
 //! file without `feats`/`qids`, features that are not 2-D float32, ids of another length
 //! than the features, duplicate ids, questions of the table without features, and NaN or
-//! infinite features (of a question that is imported) are errors naming the file.
+//! infinite features (of a question that is imported) are errors naming the file, and so
+//! are rows of all zeros: rows an interrupted extraction never wrote (HDF5 storage reads as
+//! its fill value, 0, where nothing was written).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -372,9 +374,8 @@ pub fn read_id_list(path: &Path) -> Result<Vec<i128>> {
             Ok(array.i64_values()?.iter().map(|&v| v as i128).collect())
         }
         Some("json") => {
-            let text = std::fs::read(path).with_context(|| format!("cannot read {p}"))?;
-            let values: Vec<serde_json::Value> = serde_json::from_slice(&text)
-                .map_err(|e| anyhow!("{p}: expected a JSON list of question ids: {e}"))?;
+            let values: Vec<serde_json::Value> = crate::text::read_json(path)
+                .with_context(|| format!("{p}: expected a JSON list of question ids"))?;
             values
                 .iter()
                 .enumerate()
@@ -389,7 +390,7 @@ pub fn read_id_list(path: &Path) -> Result<Vec<i128>> {
                 .collect()
         }
         _ => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {p}"))?;
+            let text = crate::text::read_text(path)?;
             text.split(|c: char| c.is_whitespace() || c == ',')
                 .filter(|s| !s.is_empty())
                 .enumerate()
@@ -593,10 +594,15 @@ pub fn run(cfg: &ImportGensenConfig, producer: &Producer) -> Result<GensenReport
     let chunk = ((32usize << 20) / (4 * source.dim)).max(1);
     let mut values = Vec::with_capacity(chunk * source.dim);
     let ids: Vec<u64> = wanted.iter().map(|(id, _)| *id).collect();
+    // (question id, file row) of rows that are all zeros: never written.
+    let mut unwritten: Vec<(u64, usize)> = Vec::new();
     for (id_chunk, row_chunk) in ids.chunks(chunk).zip(rows.chunks(chunk)) {
         values.clear();
         source.read_rows(row_chunk, &mut values)?;
         for (k, row) in values.chunks_exact(source.dim).enumerate() {
+            if row.iter().all(|&v| v == 0.0) {
+                unwritten.push((id_chunk[k], row_chunk[k]));
+            }
             if let Some(v) = row.iter().find(|v| !v.is_finite()) {
                 bail!(
                     "{sp}: the features of question id {} (row {}) hold {}",
@@ -611,6 +617,29 @@ pub fn run(cfg: &ImportGensenConfig, producer: &Producer) -> Result<GensenReport
             }
         }
         writer.write(id_chunk, Payload::F32(&values), vec![])?;
+    }
+    if !unwritten.is_empty() {
+        // A gensen vector (a GRU state through a tanh) is never all zeros; zeros are the
+        // fill value of HDF5 storage (or a pre-allocated array) an extraction never wrote.
+        unwritten.sort_by_key(|&(_, row)| row);
+        let first: Vec<String> = unwritten
+            .iter()
+            .take(EXAMPLES)
+            .map(|(id, row)| format!("{id} (row {row})"))
+            .collect();
+        let what = match source.format {
+            "hdf5" => "dataset 'feats'",
+            _ => "the features",
+        };
+        bail!(
+            "{sp}: {what}: {} of the {} rows to import are all zeros, i.e. never written (an \
+             interrupted extraction?); a sentence vector is never all zeros. First question \
+             ids: {}{}",
+            unwritten.len(),
+            rows.len(),
+            first.join(", "),
+            if unwritten.len() > EXAMPLES { ", ..." } else { "" }
+        );
     }
     let written = writer.finish()?;
 

@@ -5,18 +5,16 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The class names of an ordering file: one per line, surrounding whitespace and blank
-/// lines ignored.
+/// lines ignored (through [`crate::text`]: a byte-order mark and CR line ends too).
 pub fn parse_order_text(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_string)
+    crate::text::content_lines(text)
+        .map(|(_, l)| l.to_string())
         .collect()
 }
 
@@ -84,7 +82,7 @@ pub fn check_order(source: &str, order: &[String], classes: &[String]) -> Result
 /// Reads and checks the ordering file `path` against `classes`.
 pub fn read_order(path: &Path, classes: &[String]) -> Result<Vec<String>> {
     let p = path.display();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {p}"))?;
+    let text = crate::text::read_text(path)?;
     let order = parse_order_text(&text);
     check_order(&p.to_string(), &order, classes)?;
     Ok(order)

@@ -5,8 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Result};
 use serde::Deserialize;
+
+use crate::data::clevr::format::AnswerValue;
+use crate::text::read_json;
 
 /// A question as read, before tokenisation.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,12 +55,6 @@ pub const CLEVR_SPLIT_OFFSETS: [(&str, u64); 2] = [("train", 0), ("val", 1_000_0
 /// The two splits of each data set: (split name, file infix).
 const TDIUC_SPLITS: [(&str, &str); 2] = [("train", "train2014"), ("val", "val2014")];
 
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    // serde_json's message ends in "at line L column C".
-    serde_json::from_slice(&bytes).map_err(|e| anyhow!("{}: invalid JSON: {e}", path.display()))
-}
-
 fn normalize_answer(a: &str) -> String {
     a.trim().to_lowercase()
 }
@@ -74,15 +71,19 @@ pub fn clevr_type(function: &str) -> Option<usize> {
     })
 }
 
+/// A CLEVR questions file; `scenes` and `annotations` only to recognise a file of another
+/// kind given in its place.
 #[derive(Deserialize)]
 struct ClevrFile {
-    questions: Vec<ClevrQuestion>,
+    questions: Option<Vec<ClevrQuestion>>,
+    scenes: Option<serde::de::IgnoredAny>,
+    annotations: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
 struct ClevrQuestion {
     question: Option<String>,
-    answer: Option<String>,
+    answer: Option<AnswerValue>,
     image_index: Option<u64>,
     question_index: Option<u64>,
     program: Option<Vec<ClevrNode>>,
@@ -105,7 +106,26 @@ pub fn read_clevr(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
             .join(format!("CLEVR_{split}_questions.json"));
         let file: ClevrFile = read_json(&path)?;
         let p = path.display();
-        for (pos, q) in file.questions.into_iter().enumerate() {
+        let questions = match file {
+            ClevrFile {
+                questions: Some(q), ..
+            } => q,
+            ClevrFile {
+                scenes: Some(_), ..
+            } => bail!(
+                "{p}: this is a CLEVR scenes file (it lists 'scenes', not 'questions'): give \
+                 CLEVR_{split}_questions.json from the questions/ folder of the release"
+            ),
+            ClevrFile {
+                annotations: Some(_),
+                ..
+            } => bail!(
+                "{p}: this is a VQA-style annotations file (TDIUC, VQA v2), not CLEVR \
+                 questions: import TDIUC with --tdiuc-dir"
+            ),
+            _ => bail!("{p}: not a CLEVR questions file: no 'questions' list"),
+        };
+        for (pos, q) in questions.into_iter().enumerate() {
             let missing = |field: &str| anyhow!("{p}: question {pos} has no '{field}'");
             let program = q.program.ok_or_else(|| missing("program"))?;
             let last = program
@@ -130,7 +150,7 @@ pub fn read_clevr(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
                 image_id: q.image_index.ok_or_else(|| missing("image_index"))?,
                 split: split.into(),
                 text: q.question.ok_or_else(|| missing("question"))?,
-                answer: normalize_answer(&q.answer.ok_or_else(|| missing("answer"))?),
+                answer: normalize_answer(&q.answer.ok_or_else(|| missing("answer"))?.into_text()),
                 question_type,
             });
         }
@@ -141,7 +161,8 @@ pub fn read_clevr(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
 
 #[derive(Deserialize)]
 struct TdiucQuestions {
-    questions: Vec<TdiucQuestion>,
+    questions: Option<Vec<TdiucQuestion>>,
+    annotations: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -149,11 +170,14 @@ struct TdiucQuestion {
     question_id: Option<u64>,
     image_id: Option<u64>,
     question: Option<String>,
+    /// Only in CLEVR's files: recognises CLEVR questions given in TDIUC's place.
+    program: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
 struct TdiucAnnotations {
-    annotations: Vec<TdiucAnnotation>,
+    annotations: Option<Vec<TdiucAnnotation>>,
+    questions: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -166,7 +190,7 @@ struct TdiucAnnotation {
 
 #[derive(Deserialize)]
 struct TdiucAnswer {
-    answer: Option<String>,
+    answer: Option<AnswerValue>,
 }
 
 /// Reads TDIUC's `dir/Questions/OpenEnded_mscoco_{train2014,val2014}_questions.json` and
@@ -185,8 +209,32 @@ pub fn read_tdiuc(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
         let questions: TdiucQuestions = read_json(&qpath)?;
         let annotations: TdiucAnnotations = read_json(&apath)?;
         let (qp, ap) = (qpath.display(), apath.display());
+        let Some(question_list) = questions.questions else {
+            if questions.annotations.is_some() {
+                bail!(
+                    "{qp}: this is an annotations file (it lists 'annotations'): the questions \
+                     file OpenEnded_mscoco_{infix}_questions.json belongs here"
+                );
+            }
+            bail!("{qp}: not a TDIUC questions file: no 'questions' list");
+        };
+        if question_list.first().is_some_and(|q| q.program.is_some()) {
+            bail!(
+                "{qp}: these are CLEVR questions (they carry programs), not TDIUC's: import \
+                 CLEVR with --clevr-dir"
+            );
+        }
+        let Some(annotation_list) = annotations.annotations else {
+            if annotations.questions.is_some() {
+                bail!(
+                    "{ap}: this is a questions file (it lists 'questions'): the annotations \
+                     file mscoco_{infix}_annotations.json belongs here"
+                );
+            }
+            bail!("{ap}: not a TDIUC annotations file: no 'annotations' list");
+        };
         let mut by_id: HashMap<u64, (usize, TdiucAnnotation)> = HashMap::new();
-        for (pos, a) in annotations.annotations.into_iter().enumerate() {
+        for (pos, a) in annotation_list.into_iter().enumerate() {
             let id = a
                 .question_id
                 .ok_or_else(|| anyhow!("{ap}: annotation {pos} has no 'question_id'"))?;
@@ -194,7 +242,7 @@ pub fn read_tdiuc(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
                 bail!("{ap}: annotation {pos}: question_id {id} appears twice");
             }
         }
-        for (pos, q) in questions.questions.into_iter().enumerate() {
+        for (pos, q) in question_list.into_iter().enumerate() {
             let missing = |field: &str| anyhow!("{qp}: question {pos} has no '{field}'");
             let id = q.question_id.ok_or_else(|| missing("question_id"))?;
             let image_id = q.image_id.ok_or_else(|| missing("image_id"))?;
@@ -234,7 +282,7 @@ pub fn read_tdiuc(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
                 image_id,
                 split: split.into(),
                 text,
-                answer: normalize_answer(&answer),
+                answer: normalize_answer(&answer.into_text()),
                 question_type,
             });
         }
