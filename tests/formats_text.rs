@@ -57,8 +57,7 @@ fn write_clevr_questions(root: &Path, key: &str, answers: [Value; 3]) {
             .collect();
         std::fs::write(
             root.join(format!("questions/CLEVR_{split}_questions.json")),
-            serde_json::to_vec(&json!({"info": {"split": split}, "questions": questions}))
-                .unwrap(),
+            serde_json::to_vec(&json!({"info": {"split": split}, "questions": questions})).unwrap(),
         )
         .unwrap();
     }
@@ -72,7 +71,11 @@ fn clevr_generator_answers_import_as_the_released_strings() {
     let generated = dir.join("generated");
     let released = dir.join("released");
     write_clevr_questions(&generated, "type", [json!(2), json!(true), json!("red")]);
-    write_clevr_questions(&released, "function", [json!("2"), json!("yes"), json!("red")]);
+    write_clevr_questions(
+        &released,
+        "function",
+        [json!("2"), json!("yes"), json!("red")],
+    );
     let mut tables = Vec::new();
     for root in [&generated, &released] {
         let out = root.join("out");
@@ -151,7 +154,9 @@ fn word_vector_variants_and_an_empty_match() {
     let dir = scratch("formats_text_glove");
     let clevr = dir.join("clevr");
     write_clevr_questions(&clevr, "function", [json!("2"), json!("yes"), json!("red")]);
-    let words = ["how", "many", "metal", "things", "are", "there", "any", "cubes"];
+    let words = [
+        "how", "many", "metal", "things", "are", "there", "any", "cubes",
+    ];
     let mut vectors = Vec::new();
     let variants: [(&str, Vec<u8>); 2] = [
         ("w2v.txt", {
@@ -325,7 +330,11 @@ fn class_orders_and_yaml_saved_by_windows_editors() {
         let order = dir.join(name);
         std::fs::write(&order, bytes).unwrap();
         let written = import_folder(&root, &order, &dir.join(format!("out-{name}")), None);
-        assert_eq!(written.lines().collect::<Vec<_>>(), ["dog", "cat"], "{name}");
+        assert_eq!(
+            written.lines().collect::<Vec<_>>(),
+            ["dog", "cat"],
+            "{name}"
+        );
     }
     // UTF-16 (Notepad's "Unicode") is refused naming the encoding, nothing written.
     let utf16: Vec<u8> = [0xFF, 0xFE]

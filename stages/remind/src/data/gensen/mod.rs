@@ -638,7 +638,11 @@ pub fn run(cfg: &ImportGensenConfig, producer: &Producer) -> Result<GensenReport
             unwritten.len(),
             rows.len(),
             first.join(", "),
-            if unwritten.len() > EXAMPLES { ", ..." } else { "" }
+            if unwritten.len() > EXAMPLES {
+                ", ..."
+            } else {
+                ""
+            }
         );
     }
     let written = writer.finish()?;

@@ -16,8 +16,8 @@ use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
 use crate::artifact::tensor::write_tensor;
-use crate::text::clean_line;
 use crate::artifact::{DType, Payload, Producer, TensorSpec};
+use crate::text::clean_line;
 
 /// Vectors for a vocabulary: row i belongs to token i; rows of tokens GloVe lacks are zero.
 #[derive(Debug, Clone)]
@@ -182,7 +182,9 @@ fn refuse_non_text(reader: &mut BufReader<File>, path: &Path) -> Result<()> {
     let first = String::from_utf8_lossy(&head[..end]);
     let fields: Vec<&str> = clean_line(&first, true).split_whitespace().collect();
     let rest = &head[end + 1..head.len().min(end + 1 + 4096)];
-    let binary = rest.iter().any(|&b| b == 0 || (b < 0x20 && !b"\t\r\n".contains(&b)));
+    let binary = rest
+        .iter()
+        .any(|&b| b == 0 || (b < 0x20 && !b"\t\r\n".contains(&b)));
     if word2vec_header(&fields).is_some() && binary {
         bail!(
             "{p}: word2vec's binary format (a '{}' header, then raw float32 values): convert it \
@@ -252,7 +254,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("remind-w2v-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("v.txt");
-        let vocab: Vec<String> = ["<pad>", "the", "cat"].iter().map(|s| s.to_string()).collect();
+        let vocab: Vec<String> = ["<pad>", "the", "cat"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let want = [0., 0., 1., 2., 3., 4.];
         // word2vec text (gensim, fastText .vec): a `count dim` first line.
         std::fs::write(&path, "2 2\nthe 1 2\ncat 3 4\n").unwrap();
