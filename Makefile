@@ -21,7 +21,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-features clean
+.PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-features bench-contention clean
 
 help:
 	@echo "Pipelines (artifacts under $(ART)/<name>/; each step re-runs only when stale):"
@@ -41,10 +41,11 @@ help:
 	@echo "  make lint            cargo fmt --check and clippy -D warnings"
 	@echo "  make fmt             format the code"
 	@echo "Benchmarks (results under $(ART)/bench/, table in BENCHMARKS.md):"
-	@echo "  make bench           all of: bench-pq bench-classify bench-features"
+	@echo "  make bench           all of: bench-pq bench-classify bench-features bench-contention"
 	@echo "  make bench-pq        PQ fit/encode/decode against faiss"
 	@echo "  make bench-classify  REMIND's classification update against the bare F step"
 	@echo "  make bench-features  feature extraction against PyTorch + torchvision"
+	@echo "  make bench-contention the streaming updates alone and beside a second process (OpenMP spin)"
 	@echo "Set-up:"
 	@echo "  make setup           install the Python env (libtorch) and build the binaries"
 	@echo "  make build           build the binaries"
@@ -82,7 +83,14 @@ lint: $(VENV_STAMP)
 fmt:
 	cargo fmt --all
 
-bench: bench-pq bench-classify bench-features
+bench: bench-pq bench-classify bench-features bench-contention
+
+# The VQA and classification updates alone and beside a second process running the same
+# update, with the binaries' OpenMP default and with libgomp's (SPINS="1000 10000": also
+# those spin counts).
+bench-contention: setup
+	@mkdir -p $(ART)/bench
+	$(REMIND_PYTHON) scripts/bench_contention.py --bin-dir $(BIN) --out $(ART)/bench/contention.json --threads $(THREADS) $(if $(SPINS),--spin $(SPINS))
 
 # REMIND's classification update against the bare F step, at the paper's size (ResNet-18,
 # 7x7x512 maps, 1000 classes) and at the embedded Fashion-MNIST size (width 16, 4x4x128).

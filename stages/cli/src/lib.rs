@@ -1,6 +1,8 @@
 //! What the stage binaries share: the common flags and the error-reporting entry point.
 //! Every binary is a thin clap front over one library function of the `remind` crate.
 
+pub mod launch;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,7 +38,8 @@ pub struct Compute {
     /// cpu, cuda or auto.
     #[arg(long, default_value = "auto")]
     pub device: DeviceChoice,
-    /// Intra-op threads for libtorch (default: libtorch's choice).
+    /// Intra-op threads for libtorch (default: the CPUs this process may use: its affinity
+    /// mask, cgroup quota and SLURM_CPUS_PER_TASK; more are capped to those).
     #[arg(long)]
     pub threads: Option<i32>,
 }
@@ -116,10 +119,13 @@ fn scalar(v: &serde_yaml::Value) -> Option<String> {
 }
 
 impl Compute {
-    pub fn apply_threads(&self) {
+    /// Sets libtorch's intra-op threads from `--threads` (capped at the CPUs this process
+    /// may use; [`launch::thread_count`]). Errors on `--threads 0`.
+    pub fn apply_threads(&self) -> anyhow::Result<()> {
         if let Some(t) = self.threads {
-            tch::set_num_threads(t);
+            tch::set_num_threads(launch::thread_count(t)?);
         }
+        Ok(())
     }
 }
 
@@ -194,6 +200,7 @@ pub fn run_stage<S: Stage>(
     name: &str,
     body: impl FnOnce(S, S::Config) -> anyhow::Result<()>,
 ) -> ExitCode {
+    launch::openmp_env();
     let cli = parse_with_defaults::<S>(&[defaults_of::<S::Config>()]);
     main_with(name, || {
         let config = cli.common().config.clone();
@@ -203,7 +210,10 @@ pub fn run_stage<S: Stage>(
 }
 
 /// Runs a stage body, printing its error chain and exiting non-zero on failure.
+/// First of all, sets OpenMP's environment ([`launch::openmp_env`]; a no-op when
+/// [`run_stage`] did).
 pub fn main_with(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    launch::openmp_env();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             input,
             output,
         } => {
-            compute.apply_threads();
+            compute.apply_threads()?;
             let part = match (g_until, f_after) {
                 (Some(c), _) => Part::G(c),
                 (None, Some(c)) => Part::F(c),

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     main_with("remind-bench-classify", || {
         let cli = Cli::parse();
         tune_allocator();
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         run(&cli)
     })
 }

@@ -35,7 +35,7 @@ struct Cli {
 fn main() -> ExitCode {
     main_with("remind-bench-pq", || {
         let cli = Cli::parse();
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         let params = PqParams {
             num_subspaces: cli.num_subspaces,
             nbits: cli.nbits,

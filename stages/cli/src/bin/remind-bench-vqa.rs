@@ -70,7 +70,7 @@ fn main() -> ExitCode {
         if !cli.default_allocator {
             tune_allocator();
         }
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         bench(&cli)
     })
 }

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     main_with("remind-cuda-check", || {
         let cli = Cli::parse();
         if let Some(t) = cli.threads {
-            tch::set_num_threads(t);
+            tch::set_num_threads(remind_stages::launch::thread_count(t)?);
         }
         if let Err(why) = remind::run::device::cuda_backend() {
             bail!("no CUDA to check: {why}");

@@ -61,7 +61,7 @@ stage!(Cli, "extract_codes", Section);
 
 fn main() -> ExitCode {
     run_stage("remind-extract-codes", |cli: Cli, section: Section| {
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         let batch = section.batch;
         let shard = Shard::resolve(cli.sharding.shard)?;
         let device = cli.compute.device.device()?;

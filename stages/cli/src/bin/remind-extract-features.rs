@@ -62,7 +62,7 @@ stage!(Cli, "extract_features", ExtractConfig);
 
 fn main() -> ExitCode {
     run_stage("remind-extract-features", |cli: Cli, cfg: ExtractConfig| {
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         let device = cli.compute.device.device()?;
         let shard = Shard::resolve(cli.sharding.shard)?;
         let outcome = extract_features(&cfg, device, shard)?;

@@ -70,7 +70,7 @@ stage!(Cli, "fit_pq", PqParams);
 
 fn main() -> ExitCode {
     run_stage("remind-fit-pq", |cli: Cli, p: PqParams| {
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         let report = cli.report.clone().unwrap_or_else(|| {
             cli.out
                 .parent()

@@ -111,7 +111,7 @@ fn main() -> ExitCode {
             defaults_of::<ClassifySettings>(),
         ]);
         tune_allocator();
-        cli.compute.apply_threads();
+        cli.compute.apply_threads()?;
         let task = match cli.task {
             Some(t) => t,
             None => match cli.common.config.as_deref() {

@@ -103,7 +103,7 @@ fn main() -> ExitCode {
             if cli.no_flip {
                 cfg.flip = false;
             }
-            cli.compute.apply_threads();
+            cli.compute.apply_threads()?;
             let device = cli.compute.device.device()?;
             let epochs = cfg.epochs;
             let outcome = train_backbone(&cfg, device, |e| print_epoch(e, epochs))?;

@@ -71,7 +71,7 @@ fn main() -> ExitCode {
     run_stage(
         "remind-train-classifier",
         |cli: Cli, cfg: TrainClassifierConfig| {
-            cli.compute.apply_threads();
+            cli.compute.apply_threads()?;
             let device = cli.compute.device.device()?;
             let epochs = cfg.epochs;
             let report = train_classifier(&cfg, device, |e| {
