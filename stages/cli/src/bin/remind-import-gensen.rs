@@ -22,7 +22,7 @@ struct Cli {
     /// HDF5 file with datasets feats [N x D] float32, qids [N] and (optional) questions [N].
     #[arg(long)]
     h5: Option<PathBuf>,
-    /// .npy features [N x D] ('<f4', C order), instead of --h5.
+    /// .npy features [N x D] (float32, either byte order, C or Fortran order), instead of --h5.
     #[arg(long)]
     npy: Option<PathBuf>,
     #[command(flatten)]

@@ -1,5 +1,6 @@
 //! Converts codebooks between remind's artifact and faiss's ProductQuantizer file
-//! (`faiss.read_ProductQuantizer` / `faiss.write_ProductQuantizer`).
+//! (`faiss.read_ProductQuantizer` / `faiss.write_ProductQuantizer`); `from-faiss` also
+//! takes the quantizer of an IndexPQ file (`faiss.write_index`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,7 +27,8 @@ struct Cli {
 enum Command {
     /// remind codebook artifact -> faiss ProductQuantizer file.
     ToFaiss { codebook: PathBuf, out: PathBuf },
-    /// faiss ProductQuantizer file -> remind codebook artifact.
+    /// faiss ProductQuantizer file, or IndexPQ file (faiss.write_index) -> remind codebook
+    /// artifact.
     FromFaiss { faiss: PathBuf, out: PathBuf },
 }
 

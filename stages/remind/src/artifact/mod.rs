@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod dataset;
 pub mod manifest;
 pub mod schema;
+pub mod sniff;
 pub mod table;
 pub mod tensor;
 pub mod weights;

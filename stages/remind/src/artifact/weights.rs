@@ -25,8 +25,10 @@ pub struct WeightFile {
     pub metadata: HashMap<String, String>,
 }
 
-const CONVERT_HINT: &str = "a torch.save()d state_dict is a Python pickle that libtorch cannot \
-     read from Rust; convert it with `python scripts/convert_weights.py IN.pth OUT.safetensors`";
+const CONVERT_HINT: &str = "a torch.save()d checkpoint is a Python pickle that libtorch cannot \
+     read from Rust; convert it with `python scripts/convert_weights.py IN.pth OUT.safetensors` \
+     (it takes a bare state_dict, one under 'state_dict', 'model' or 'model_state_dict', and \
+     drops a DataParallel 'module.' prefix)";
 
 /// Reads `path`: `.safetensors`, or a TorchScript / libtorch archive (`.pt`, `.pth`, `.bin`).
 pub fn read_weights(path: &Path) -> Result<WeightFile> {
@@ -46,10 +48,20 @@ pub fn read_weights(path: &Path) -> Result<WeightFile> {
             let tensors = Tensor::loadz_multi_with_device(path, Device::Cpu)
                 .or_else(|_| Tensor::load_multi_with_device(path, Device::Cpu))
                 .map_err(|e| {
-                    anyhow!(
-                        "{p}: not a weights archive libtorch can read ({}); {CONVERT_HINT}",
-                        first_line(&e.to_string())
-                    )
+                    let head = super::sniff::head(path);
+                    match super::sniff::describe(&head) {
+                        Some(kind) if kind.contains("PyTorch") || kind.contains("pickle") => {
+                            anyhow!("{p}: {kind}; {CONVERT_HINT}")
+                        }
+                        Some(kind) => anyhow!(
+                            "{p}: {kind}, not a weights file: expected .safetensors, or a \
+                             libtorch archive as .pt/.pth"
+                        ),
+                        None => anyhow!(
+                            "{p}: not a weights archive libtorch can read ({}); {CONVERT_HINT}",
+                            first_line(&e.to_string())
+                        ),
+                    }
                 })?;
             Ok(WeightFile {
                 path: path.to_path_buf(),
@@ -57,7 +69,11 @@ pub fn read_weights(path: &Path) -> Result<WeightFile> {
                 metadata: HashMap::new(),
             })
         }
-        _ => bail!("{p}: unknown weights format (expected .safetensors, or .pt/.pth as a libtorch archive)"),
+        _ => bail!(
+            "{p}: unknown weights format{} (expected .safetensors, or .pt/.pth as a libtorch \
+             archive)",
+            super::sniff::it_is(path)
+        ),
     }
 }
 
@@ -73,8 +89,20 @@ fn read_safetensors(path: &Path) -> Result<WeightFile> {
     // SAFETY: the mapping is read once, here, and copied into tensors; weight files are
     // not modified in place by this program (writes go to a new file and rename).
     let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {p}"))?;
-    let (_, header) = SafeTensors::read_metadata(&mmap)
-        .map_err(|e| anyhow!("{p}: not a valid safetensors file: {e:?}"))?;
+    let (_, header) =
+        SafeTensors::read_metadata(&mmap).map_err(|e| {
+            match super::sniff::describe(&mmap[..mmap.len().min(super::sniff::SNIFF_LEN)]) {
+                Some(kind) if kind != "a safetensors file" => {
+                    let hint = if kind.contains("PyTorch") || kind.contains("pickle") {
+                        format!("; {CONVERT_HINT}")
+                    } else {
+                        String::new()
+                    };
+                    anyhow!("{p}: not a valid safetensors file: it is {kind}{hint}")
+                }
+                _ => anyhow!("{p}: not a valid safetensors file: {e:?}"),
+            }
+        })?;
     let st = SafeTensors::deserialize(&mmap)
         .map_err(|e| anyhow!("{p}: not a valid safetensors file: {e:?}"))?;
     let mut names: Vec<(usize, String)> = header
@@ -288,7 +316,17 @@ mod tests {
         );
         std::fs::write(dir.join("x.pth"), b"nonsense").unwrap();
         let err = read_weights(&dir.join("x.pth")).err().unwrap().to_string();
-        assert!(err.contains("convert_weights.py"), "{err}");
+        assert!(
+            err.contains("x.pth: a text file, not a weights file"),
+            "{err}"
+        );
+        // A pickle (torch.save's legacy format starts with protocol 2) gets the converter.
+        std::fs::write(dir.join("y.pth"), b"\x80\x02}q\x00.").unwrap();
+        let err = read_weights(&dir.join("y.pth")).err().unwrap().to_string();
+        assert!(
+            err.contains("y.pth: a Python pickle") && err.contains("convert_weights.py"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

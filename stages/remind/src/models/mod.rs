@@ -41,30 +41,52 @@ pub struct LoadReport {
 /// BatchNorm's step counter: PyTorch keeps it in state_dicts, inference never uses it.
 const NUM_BATCHES_TRACKED: &str = "num_batches_tracked";
 
+/// Name prefixes that wrap a state_dict: `module.` (`nn.DataParallel` /
+/// `DistributedDataParallel`), `model.` and `state_dict.` (a training wrapper's attribute,
+/// as PyTorch Lightning names it, or a checkpoint dict flattened into one namespace).
+const WRAPPER_PREFIXES: [&str; 3] = ["module.", "model.", "state_dict."];
+
+/// The wrapper prefixes to drop from `names`: repeatedly, a prefix that every name has and
+/// no variable of the model has.
+fn wrapper_prefix(names: &[&str], vars: &HashMap<String, Tensor>) -> String {
+    let mut prefix = String::new();
+    'outer: loop {
+        for w in WRAPPER_PREFIXES {
+            let p = format!("{prefix}{w}");
+            if !names.is_empty()
+                && names.iter().all(|n| n.starts_with(&p))
+                && !vars.keys().any(|v| v.starts_with(w))
+            {
+                prefix = p;
+                continue 'outer;
+            }
+        }
+        return prefix;
+    }
+}
+
 /// Loads the variables of `vs` from the weight file `path` (safetensors, or a libtorch
 /// archive) by name. Every variable must be present with its exact shape; a file whose
-/// names all start with `module.` (saved from DataParallel) is read without that prefix;
-/// BatchNorm's `num_batches_tracked` counters are skipped. A mismatch fails naming the file
-/// and the first few missing, wrong-shape and (with [`Unexpected::Refuse`]) unexpected names.
+/// names all start with a wrapper prefix (`module.` from DataParallel, `model.`,
+/// `state_dict.`) is read without it; BatchNorm's `num_batches_tracked` counters are
+/// skipped. A mismatch fails naming the file and, when the file is a ResNet of another
+/// depth or holds none of the model's names, what the file is; otherwise the first few
+/// missing, wrong-shape and (with [`Unexpected::Refuse`]) unexpected names.
 pub fn load_weights(vs: &VarStore, path: &Path, unexpected: Unexpected) -> Result<LoadReport> {
     let file = read_weights(path)?;
-    let strip =
-        !file.tensors.is_empty() && file.tensors.iter().all(|(n, _)| n.starts_with("module."));
+    let vars = vs.variables();
+    let names: Vec<&str> = file.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    let strip = wrapper_prefix(&names, &vars);
     let mut from_file: HashMap<String, Tensor> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
     for (name, t) in file.tensors {
-        let name = if strip {
-            name["module.".len()..].to_string()
-        } else {
-            name
-        };
+        let name = name[strip.len()..].to_string();
         if name.rsplit('.').next() == Some(NUM_BATCHES_TRACKED) {
             continue;
         }
         order.push(name.clone());
         from_file.insert(name, t);
     }
-    let vars = vs.variables();
     let mut var_names: Vec<&String> = vars.keys().collect();
     var_names.sort();
     let mut missing = Vec::new();
@@ -87,6 +109,9 @@ pub fn load_weights(vs: &VarStore, path: &Path, unexpected: Unexpected) -> Resul
         .collect();
     let refuse_extra = unexpected == Unexpected::Refuse && !extra.is_empty();
     if !missing.is_empty() || !wrong_shape.is_empty() || refuse_extra {
+        if let Some(why) = what_the_file_is(&order, &from_file, &var_names) {
+            bail!("{}: {why}", path.display());
+        }
         let mut parts = Vec::new();
         if !missing.is_empty() {
             parts.push(listing("missing", &missing));
@@ -118,6 +143,102 @@ pub fn load_weights(vs: &VarStore, path: &Path, unexpected: Unexpected) -> Resul
             Vec::new()
         },
     })
+}
+
+/// A ResNet's layout as its torchvision names show it: blocks per `layerN` and whether
+/// they are bottlenecks (a `conv3` in each block).
+fn resnet_layout<'a>(names: impl Iterator<Item = &'a str>) -> Option<([usize; 4], bool)> {
+    let mut blocks = [0usize; 4];
+    let mut bottleneck = false;
+    let mut any = false;
+    for name in names {
+        let mut parts = name.split('.');
+        let (Some(layer), Some(block)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Some(l) = layer
+            .strip_prefix("layer")
+            .and_then(|l| l.parse::<usize>().ok())
+            .filter(|l| (1..=4).contains(l))
+        else {
+            continue;
+        };
+        let Ok(b) = block.parse::<usize>() else {
+            continue;
+        };
+        any = true;
+        blocks[l - 1] = blocks[l - 1].max(b + 1);
+        bottleneck |= parts.next() == Some("conv3");
+    }
+    any.then_some((blocks, bottleneck))
+}
+
+/// Why the file's tensors cannot be this model's, when the cause is the file's kind rather
+/// than a few names: a ResNet of another depth, or no name of the model at all.
+fn what_the_file_is(
+    order: &[String],
+    from_file: &HashMap<String, Tensor>,
+    var_names: &[&String],
+) -> Option<String> {
+    let model = resnet_layout(var_names.iter().map(|n| n.as_str()));
+    let file = resnet_layout(order.iter().map(String::as_str));
+    if let (Some((want, want_bn)), Some((have, have_bn))) = (model, file) {
+        // The model may be a part (G or F): it lacks whole layers, and G cut inside a layer
+        // (at `layer4.0`) has fewer blocks in its last one.
+        let last = want.iter().rposition(|&b| b > 0).unwrap_or(0);
+        let fits = |i: usize, model: usize, full: usize| {
+            model == full || model == 0 || full == 0 || (i == last && model < full)
+        };
+        let differs = want_bn != have_bn || (0..4).any(|i| !fits(i, want[i], have[i]));
+        if differs {
+            // The file's layout must match an architecture exactly, the model's as a part.
+            let describe = |blocks: [usize; 4], bn: bool, exact: bool| {
+                let kind = if bn { "bottleneck" } else { "basic" };
+                let name = Arch::ALL
+                    .iter()
+                    .filter(|a| {
+                        a.bottleneck() == bn
+                            && (0..4).all(|i| {
+                                let (b, full) = (blocks[i], a.blocks()[i]);
+                                b == full || (!exact && (b == 0 || (i == last && b < full)))
+                            })
+                    })
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(" or ");
+                let shape = format!("{kind} blocks {}", blocks.map(|b| b.to_string()).join("-"));
+                if name.is_empty() {
+                    format!("a ResNet ({shape})")
+                } else {
+                    format!("{name} ({shape})")
+                }
+            };
+            return Some(format!(
+                "these are the weights of {}, but the model is {}: give weights of the \
+                 configured architecture, or set the architecture (--arch) the weights were \
+                 trained with",
+                describe(have, have_bn, true),
+                describe(want, want_bn, false)
+            ));
+        }
+    }
+    if !var_names.is_empty() && var_names.iter().all(|n| !from_file.contains_key(*n)) {
+        let shown: Vec<String> = order
+            .iter()
+            .take(3)
+            .map(|n| format!("'{n}' {:?}", from_file[n].size()))
+            .collect();
+        return Some(format!(
+            "the file holds none of the model's {} tensors (e.g. '{}'): its {} tensor(s) are \
+             named {}{}; expected a state_dict of this network",
+            var_names.len(),
+            var_names[0],
+            order.len(),
+            shown.join(", "),
+            if order.len() > 3 { ", ..." } else { "" }
+        ));
+    }
+    None
 }
 
 fn listing(what: &str, names: &[String]) -> String {
@@ -219,7 +340,7 @@ mod tests {
             "{err}"
         );
 
-        // Another depth: missing names.
+        // Another depth: the file's architecture is named, not its missing names.
         let deep = nn::VarStore::new(Device::Cpu);
         ResNet::full(
             &deep.root(),
@@ -229,7 +350,30 @@ mod tests {
         let err = load_weights(&deep, &path, Unexpected::Ignore)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("missing: layer1.2.bn1.bias"), "{err}");
+        assert!(
+            err.contains("weights of resnet18 (basic blocks 2-2-2-2)")
+                && err.contains("the model is resnet34 (basic blocks 3-4-6-3)"),
+            "{err}"
+        );
+        // A file of other tensors altogether.
+        let other = dir.join("feats.safetensors");
+        write_safetensors(
+            &other,
+            &[(
+                "features".into(),
+                Tensor::zeros([2, 3], (Kind::Float, Device::Cpu)),
+            )],
+            HashMap::new(),
+        )
+        .unwrap();
+        let err = load_weights(&b, &other, Unexpected::Ignore)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("feats.safetensors: the file holds none of the model's")
+                && err.contains("'features' [2, 3]"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -252,6 +396,13 @@ mod tests {
             load_weights(&b, &path, Unexpected::Refuse).unwrap().loaded,
             a.variables().len()
         );
+        // A Lightning-style wrapper around DataParallel: both prefixes go.
+        let nested: Vec<(String, Tensor)> = prefixed
+            .iter()
+            .map(|(n, t)| (format!("model.{n}"), t.shallow_clone()))
+            .collect();
+        write_safetensors(&path, &nested, HashMap::new()).unwrap();
+        load_weights(&b, &path, Unexpected::Refuse).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -18,7 +18,7 @@ use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-pub use faiss::{from_faiss_bytes, to_faiss_bytes};
+pub use faiss::{faiss_object_name, from_faiss_bytes, to_faiss_bytes};
 
 /// Fitting parameters (config section `fit_pq`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

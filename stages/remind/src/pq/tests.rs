@@ -186,3 +186,67 @@ fn opq_rotation_is_orthogonal_lowers_the_error_and_round_trips() {
     let (again, _) = ProductQuantizer::fit(&x, &opq_params).unwrap();
     assert_eq!(again.hash().unwrap(), opq.hash().unwrap());
 }
+
+#[test]
+fn faiss_index_files_are_read_or_refused_by_name() {
+    let x = clustered(300, 16, 5);
+    let (pq, _) = ProductQuantizer::fit(&x, &small()).unwrap();
+    let bare = to_faiss_bytes(&pq).unwrap();
+    // An IndexPQ as faiss.write_index lays it out: fourcc, index header (L2), the quantizer,
+    // 2 vectors' codes, the search parameters.
+    let code_size = (pq.num_subspaces() * pq.nbits() as usize).div_ceil(8);
+    let index = |four: &[u8], metric: i32| {
+        let mut b = four.to_vec();
+        b.extend((pq.dim() as i32).to_le_bytes());
+        b.extend(2i64.to_le_bytes());
+        b.extend([(1i64 << 20).to_le_bytes(), (1i64 << 20).to_le_bytes()].concat());
+        b.push(1);
+        b.extend(metric.to_le_bytes());
+        if metric > 1 {
+            b.extend(1.5f32.to_le_bytes());
+        }
+        b.extend(&bare);
+        b.extend((2 * code_size as u64).to_le_bytes());
+        b.extend(vec![7u8; 2 * code_size]);
+        if four != b"IxPQ" {
+            b.extend([0u8; 9]);
+        }
+        b
+    };
+    for (four, metric) in [(b"IxPq", 1), (b"IxPQ", 0), (b"IxPo", 1), (b"IxPq", 3)] {
+        let back = from_faiss_bytes(&index(four, metric), "idx").unwrap();
+        assert!(back.centroids().equal(pq.centroids()));
+    }
+    let good = index(b"IxPq", 1);
+    // No prefix of a valid file is read, none panics; neither does any byte flipped.
+    for n in 0..good.len() {
+        assert!(from_faiss_bytes(&good[..n], "idx").is_err(), "prefix {n}");
+    }
+    for i in 0..good.len().min(200) {
+        let mut b = good.clone();
+        b[i] ^= 0xff;
+        let _ = from_faiss_bytes(&b, "idx");
+    }
+    let mut long = good.clone();
+    long.push(0);
+    assert!(format!("{:#}", from_faiss_bytes(&long, "idx").unwrap_err()).contains("1 bytes after"));
+    let err = |b: &[u8]| format!("{:#}", from_faiss_bytes(b, "f.index").unwrap_err());
+    let mut ivf = good.clone();
+    ivf[..4].copy_from_slice(b"IwPQ");
+    let e = err(&ivf);
+    assert!(
+        e.contains("f.index: an IndexIVFPQ (faiss fourcc IwPQ)"),
+        "{e}"
+    );
+    assert!(e.contains("write_ProductQuantizer(index.pq"), "{e}");
+    ivf[..4].copy_from_slice(b"IxF2");
+    assert!(err(&ivf).contains("an IndexFlatL2 (faiss fourcc IxF2)"));
+    assert!(err(b"hello world\n").contains("f.index is a text file"));
+    assert!(err(b"Zz9q\x00\x01\x02\xff").contains("unknown faiss object (fourcc \"Zz9q\")"));
+    // A header whose sizes overflow is refused before any allocation.
+    let mut huge = Vec::new();
+    for v in [u64::MAX - 7, 8, 8, u64::MAX] {
+        huge.extend(v.to_le_bytes());
+    }
+    assert!(err(&huge).contains("centroid values"));
+}

@@ -190,8 +190,7 @@ pub fn section_sets(config: Option<&Path>, section: &str, key: &str) -> Result<b
 /// A top-level string value of a pipeline file (such as `run_dir`), if present.
 pub fn top_level_string(config: &Path, key: &str) -> Result<Option<String>> {
     let p = config.display();
-    let text =
-        crate::text::read_text(config).with_context(|| format!("cannot read config {p}"))?;
+    let text = crate::text::read_text(config).with_context(|| format!("cannot read config {p}"))?;
     let doc: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| anyhow!("{p}: invalid YAML: {e}"))?;
     match doc.get(key) {

@@ -191,7 +191,15 @@ pub fn decode_image(path: &Path, size: u32) -> Result<Vec<u8>> {
         .with_guessed_format()
         .with_context(|| format!("cannot read {p}"))?
         .decode()
-        .map_err(|e| anyhow!("{p}: cannot decode image: {e}"))?;
+        .map_err(|e| {
+            // Say what the file is when it is not a PNG or JPEG at all (an HTML error page
+            // saved as .jpg, a WebP under a .png name); a damaged PNG or JPEG needs no more.
+            let kind = crate::artifact::sniff::describe(&crate::artifact::sniff::head(path))
+                .filter(|k| k != "a PNG image" && k != "a JPEG image")
+                .map(|k| format!(" (it is {k}, not a PNG or JPEG image)"))
+                .unwrap_or_default();
+            anyhow!("{p}: cannot decode image: {e}{kind}")
+        })?;
     let rgb = img.to_rgb8();
     let rgb = if rgb.width() == size && rgb.height() == size {
         rgb

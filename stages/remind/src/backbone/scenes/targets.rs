@@ -66,7 +66,9 @@ pub struct Example {
 /// v1.0 scene files are read as well as generated ones).
 #[derive(Deserialize)]
 struct ScenesFile {
-    scenes: Vec<Scene>,
+    scenes: Option<Vec<Scene>>,
+    /// Only to recognise a questions file given in the scenes' place.
+    questions: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -94,10 +96,22 @@ pub fn read_examples(scenes_file: &Path, image_dir: &Path) -> Result<Vec<Example
     }
     let file: ScenesFile = crate::text::read_json(scenes_file)
         .with_context(|| format!("{p}: not a CLEVR scenes file"))?;
-    ensure!(!file.scenes.is_empty(), "{p}: the file lists no scenes");
+    let scenes = match file {
+        ScenesFile {
+            scenes: Some(s), ..
+        } => s,
+        ScenesFile {
+            questions: Some(_), ..
+        } => bail!(
+            "{p}: this is a CLEVR questions file (it lists 'questions'): give the scenes file, \
+             scenes/CLEVR_<split>_scenes.json"
+        ),
+        _ => bail!("{p}: not a CLEVR scenes file: no 'scenes' list"),
+    };
+    ensure!(!scenes.is_empty(), "{p}: the file lists no scenes");
     let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(file.scenes.len());
-    for (k, scene) in file.scenes.iter().enumerate() {
+    let mut out = Vec::with_capacity(scenes.len());
+    for (k, scene) in scenes.iter().enumerate() {
         let at = || format!("{p}: scene {k} (image_index {})", scene.image_index);
         ensure!(
             seen.insert(scene.image_index),
@@ -161,6 +175,21 @@ pub fn read_examples(scenes_file: &Path, image_dir: &Path) -> Result<Vec<Example
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scenes_files_with_a_bom_read_and_questions_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("remind-scenes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.json");
+        let scene = r#"{"image_index": 0, "image_filename": "a.png", "objects": [
+            {"color": "red", "shape": "cube", "size": "large", "material": "metal"}]}"#;
+        std::fs::write(&path, format!("\u{feff}{{\"scenes\": [{scene}]}}\r\n")).unwrap();
+        assert_eq!(read_examples(&path, &dir).unwrap().len(), 1);
+        std::fs::write(&path, r#"{"info": {}, "questions": []}"#).unwrap();
+        let err = format!("{:#}", read_examples(&path, &dir).unwrap_err());
+        assert!(err.contains("this is a CLEVR questions file"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn labels_and_errors() {

@@ -720,6 +720,15 @@ mod tests {
         std::fs::write(dir.join("a.json"), "[3, 1, 2]").unwrap();
         std::fs::write(dir.join("a.txt"), "3\n1, 2\n").unwrap();
         std::fs::write(dir.join("b.txt"), "3\nx\n").unwrap();
+        // A Windows-saved list reads as its ids; a JSON object (ids under a key) is named.
+        std::fs::write(dir.join("w.txt"), "\u{feff}3\r\n1\r\n2").unwrap();
+        assert_eq!(read_id_list(&dir.join("w.txt")).unwrap(), [3, 1, 2]);
+        std::fs::write(dir.join("o.json"), r#"{"qids": [1]}"#).unwrap();
+        let err = format!("{:#}", read_id_list(&dir.join("o.json")).unwrap_err());
+        assert!(
+            err.contains("o.json: expected a JSON list of question ids"),
+            "{err}"
+        );
         assert_eq!(read_id_list(&dir.join("a.json")).unwrap(), [3, 1, 2]);
         assert_eq!(read_id_list(&dir.join("a.txt")).unwrap(), [3, 1, 2]);
         let err = format!("{:#}", read_id_list(&dir.join("b.txt")).unwrap_err());

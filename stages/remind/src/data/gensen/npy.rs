@@ -1,6 +1,10 @@
-//! NumPy `.npy` files (format versions 1 to 3), read natively: little-endian `float32`
-//! (`<f4`) and `int64` (`<i8`) arrays in C order, memory-mapped. Anything else (Fortran
-//! order, other dtypes, big-endian) is refused with an error naming the file.
+//! NumPy `.npy` files, read natively as `numpy.save` writes them (the format is NumPy's
+//! `numpy/lib/format.py`, NEP 1): format versions 1.0 to 3.0; `float32` and `int64` arrays,
+//! little-endian (`<f4`, `<i8`: memory-mapped, no copy) or big-endian (`>f4`, `>i8`: swapped
+//! on read); C order, or Fortran order (`fortran_order: True`, reordered to row-major on
+//! read). Other dtypes, object (pickled) and structured arrays are refused, as are files of
+//! another kind (an `.npz` archive, a pickle), each with an error naming the file and what
+//! to give instead.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -37,8 +41,22 @@ pub struct NpyArray {
     path: PathBuf,
     pub dtype: NpyDType,
     pub shape: Vec<usize>,
+    /// Stored big-endian (`>f4`, `>i8`): values are swapped on read.
+    big_endian: bool,
+    /// Stored in Fortran (column-major) order: values are reordered on read.
+    fortran: bool,
     data_start: usize,
     mmap: Mmap,
+}
+
+/// What the `.npy` header says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Header {
+    dtype: NpyDType,
+    big_endian: bool,
+    fortran: bool,
+    shape: Vec<usize>,
+    data_start: usize,
 }
 
 impl NpyArray {
@@ -49,7 +67,13 @@ impl NpyArray {
         // SAFETY: input files are only read; the mapping lives as long as the array and a
         // concurrent writer truncating the file is outside what this program supports.
         let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {p}"))?;
-        let (dtype, shape, data_start) = parse_header(&mmap).with_context(|| format!("{p}"))?;
+        let Header {
+            dtype,
+            big_endian,
+            fortran,
+            shape,
+            data_start,
+        } = parse_header(&mmap).with_context(|| format!("{p}"))?;
         let count = shape
             .iter()
             .try_fold(1usize, |a, &d| a.checked_mul(d))
@@ -69,6 +93,8 @@ impl NpyArray {
             path: path.to_path_buf(),
             dtype,
             shape,
+            big_endian,
+            fortran,
             data_start,
             mmap,
         })
@@ -82,7 +108,8 @@ impl NpyArray {
         &self.mmap[self.data_start..]
     }
 
-    /// The values of a `<f4` array, row-major (copied only where the data are unaligned).
+    /// The values of a `<f4` (or `>f4`) array, row-major (copied only where the data are
+    /// unaligned, big-endian or in Fortran order).
     pub fn f32_values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
         ensure!(
             self.dtype == NpyDType::F32,
@@ -90,10 +117,10 @@ impl NpyArray {
             self.path.display(),
             self.dtype.descr()
         );
-        Ok(cast_or_copy(self.bytes()))
+        Ok(self.values())
     }
 
-    /// The values of a `<i8` array.
+    /// The values of a `<i8` (or `>i8`) array, row-major.
     pub fn i64_values(&self) -> Result<std::borrow::Cow<'_, [i64]>> {
         ensure!(
             self.dtype == NpyDType::I64,
@@ -101,8 +128,45 @@ impl NpyArray {
             self.path.display(),
             self.dtype.descr()
         );
-        Ok(cast_or_copy(self.bytes()))
+        Ok(self.values())
     }
+
+    fn values<T: bytemuck::Pod>(&self) -> std::borrow::Cow<'_, [T]> {
+        let mut values = cast_or_copy::<T>(self.bytes());
+        if self.big_endian {
+            for v in values.to_mut().iter_mut() {
+                bytemuck::bytes_of_mut(v).reverse();
+            }
+        }
+        if self.fortran && self.shape.len() > 1 {
+            values = std::borrow::Cow::Owned(fortran_to_c(&values, &self.shape));
+        }
+        values
+    }
+}
+
+/// Column-major `values` of `shape` in row-major order.
+fn fortran_to_c<T: Copy>(values: &[T], shape: &[usize]) -> Vec<T> {
+    // Column-major strides: the first index varies fastest.
+    let mut strides = vec![1usize; shape.len()];
+    for k in 1..shape.len() {
+        strides[k] = strides[k - 1] * shape[k - 1];
+    }
+    let mut out = Vec::with_capacity(values.len());
+    let mut index = vec![0usize; shape.len()];
+    for _ in 0..values.len() {
+        let at: usize = index.iter().zip(&strides).map(|(i, s)| i * s).sum();
+        out.push(values[at]);
+        // Row-major odometer: the last index varies fastest.
+        for k in (0..shape.len()).rev() {
+            index[k] += 1;
+            if index[k] < shape[k] {
+                break;
+            }
+            index[k] = 0;
+        }
+    }
+    out
 }
 
 fn cast_or_copy<T: bytemuck::Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
@@ -116,12 +180,22 @@ fn cast_or_copy<T: bytemuck::Pod>(bytes: &[u8]) -> std::borrow::Cow<'_, [T]> {
     }
 }
 
-/// Parses the magic, version and header dict; returns dtype, shape and the data offset.
-fn parse_header(bytes: &[u8]) -> Result<(NpyDType, Vec<usize>, usize)> {
-    ensure!(
-        bytes.len() >= 10 && bytes.starts_with(MAGIC),
-        "not a .npy file (no \\x93NUMPY magic)"
-    );
+/// Parses the magic, version and header dict.
+fn parse_header(bytes: &[u8]) -> Result<Header> {
+    if !(bytes.len() >= 10 && bytes.starts_with(MAGIC)) {
+        let hint = match crate::artifact::sniff::describe(bytes) {
+            Some(kind) if kind.contains(".npz") => format!(
+                "{kind}, not an .npy file: extract the array with numpy.load(PATH)[name] and \
+                 save it with numpy.save"
+            ),
+            Some(kind) if kind.contains("pickle") => {
+                format!("{kind}, not an .npy file: save a numeric array with numpy.save")
+            }
+            Some(kind) => format!("{kind}, not an .npy file (no \\x93NUMPY magic)"),
+            None => "not an .npy file (no \\x93NUMPY magic)".into(),
+        };
+        bail!("{hint}");
+    }
     let (major, minor) = (bytes[6], bytes[7]);
     let (len, start): (usize, usize) = match major {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
@@ -132,37 +206,47 @@ fn parse_header(bytes: &[u8]) -> Result<(NpyDType, Vec<usize>, usize)> {
                 12,
             )
         }
-        _ => bail!("unsupported .npy format version {major}.{minor}"),
+        _ => bail!("unsupported .npy format version {major}.{minor} (expected 1.0 to 3.0)"),
     };
     let end = start
         .checked_add(len)
         .filter(|&e| e <= bytes.len())
         .context("truncated .npy header")?;
+    // Version 3.0 allows UTF-8 field names; 1.0 and 2.0 are Latin-1 (ASCII in practice).
     let header = std::str::from_utf8(&bytes[start..end])
         .ok()
         .context(".npy header is not text")?;
     let descr = dict_value(header, "descr")?;
+    if descr.starts_with('[') {
+        bail!(
+            "a structured array (record dtype {descr}): save one numeric field with \
+             numpy.save(PATH, a['name'])"
+        );
+    }
     let descr = descr
         .strip_prefix('\'')
         .and_then(|d| d.strip_suffix('\''))
         .or_else(|| descr.strip_prefix('"').and_then(|d| d.strip_suffix('"')))
         .with_context(|| format!("header field 'descr': expected a string, found {descr}"))?;
-    let dtype = match descr {
-        "<f4" => NpyDType::F32,
-        "<i8" => NpyDType::I64,
+    let (dtype, big_endian) = match descr {
+        "<f4" => (NpyDType::F32, false),
+        ">f4" => (NpyDType::F32, true),
+        "<i8" => (NpyDType::I64, false),
+        ">i8" => (NpyDType::I64, true),
+        "|O" | "O" | "<O" | ">O" => bail!(
+            "an array of Python objects (dtype object, stored as a pickle): save a numeric \
+             array instead (numpy.save(PATH, numpy.asarray(a, dtype='<f4')))"
+        ),
         other => bail!(
-            "dtype '{other}' is not supported: expected little-endian float32 ('<f4') or \
-             int64 ('<i8') (convert with numpy: a.astype('<f4') or a.astype('<i8'))"
+            "dtype '{other}' is not supported: expected float32 ('<f4' or '>f4') or int64 \
+             ('<i8' or '>i8') (convert with numpy: a.astype('<f4') or a.astype('<i8'))"
         ),
     };
-    match dict_value(header, "fortran_order")? {
-        "False" => {}
-        "True" => bail!(
-            "the array is in Fortran order; only C order is supported \
-             (convert with numpy.ascontiguousarray)"
-        ),
+    let fortran = match dict_value(header, "fortran_order")? {
+        "False" => false,
+        "True" => true,
         other => bail!("header field 'fortran_order': expected True or False, found {other}"),
-    }
+    };
     let shape = dict_value(header, "shape")?;
     let inner = shape
         .strip_prefix('(')
@@ -178,7 +262,13 @@ fn parse_header(bytes: &[u8]) -> Result<(NpyDType, Vec<usize>, usize)> {
                 .with_context(|| format!("header field 'shape': '{s}' is not a size"))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok((dtype, dims, end))
+    Ok(Header {
+        dtype,
+        big_endian,
+        fortran,
+        shape: dims,
+        data_start: end,
+    })
 }
 
 /// The source text of the value of `key` in a Python dict literal of literals.
@@ -194,6 +284,8 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Result<&'a str> {
         .trim_start();
     let end = if rest.starts_with('(') {
         rest.find(')').map(|i| i + 1)
+    } else if rest.starts_with('[') {
+        rest.rfind(']').map(|i| i + 1)
     } else if let Some(q @ ('\'' | '"')) = rest.chars().next() {
         rest[1..].find(q).map(|i| i + 2)
     } else {
@@ -231,15 +323,18 @@ mod tests {
             "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
             &data,
         );
-        let (dtype, shape, start) = parse_header(&ok).unwrap();
-        assert_eq!((dtype, shape, start % 64), (NpyDType::F32, vec![2, 3], 0));
-        let (_, shape, _) = parse_header(&npy(
+        let h = parse_header(&ok).unwrap();
+        assert_eq!(
+            (h.dtype, h.shape, h.data_start % 64, h.big_endian, h.fortran),
+            (NpyDType::F32, vec![2, 3], 0, false, false)
+        );
+        let Header { shape, .. } = parse_header(&npy(
             "{'descr': '<i8', 'fortran_order': False, 'shape': (7,), }",
             &[],
         ))
         .unwrap();
         assert_eq!(shape, [7]);
-        let (_, shape, _) = parse_header(&npy(
+        let Header { shape, .. } = parse_header(&npy(
             "{'descr': '<i8', 'fortran_order': False, 'shape': (), }",
             &[],
         ))
@@ -251,14 +346,57 @@ mod tests {
                 .contains("dtype '<f8' is not supported")
         );
         assert!(
-            err("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }")
-                .contains("dtype '>f4'")
+            err("{'descr': '|O', 'fortran_order': False, 'shape': (2, 3), }")
+                .contains("Python objects")
         );
-        assert!(
-            err("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }")
-                .contains("Fortran order")
-        );
+        assert!(err(
+            "{'descr': [('a', '<f4'), ('b', '<i8')], 'fortran_order': False, 'shape': (2,), }"
+        )
+        .contains("structured array"));
         assert!(err("{'descr': '<f4', 'shape': (2, 3), }").contains("'fortran_order'"));
-        assert!(format!("{:#}", parse_header(b"PK\x03\x04 zip").unwrap_err()).contains("magic"));
+        assert!(format!("{:#}", parse_header(b"PK\x03\x04 zip").unwrap_err()).contains("zip"));
+        assert!(
+            format!("{:#}", parse_header(b"\x80\x04\x95 pickled").unwrap_err())
+                .contains("a Python pickle (protocol 4), not an .npy file")
+        );
+    }
+
+    #[test]
+    fn big_endian_and_fortran_order_read_as_row_major() {
+        let dir = std::env::temp_dir().join(format!("remind-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // [[0, 1, 2], [3, 4, 5]] stored column-major and big-endian: 0 3 1 4 2 5.
+        let data: Vec<u8> = [0f32, 3.0, 1.0, 4.0, 2.0, 5.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        let path = dir.join("f.npy");
+        std::fs::write(
+            &path,
+            npy(
+                "{'descr': '>f4', 'fortran_order': True, 'shape': (2, 3), }",
+                &data,
+            ),
+        )
+        .unwrap();
+        let a = NpyArray::open(&path).unwrap();
+        assert_eq!(*a.f32_values().unwrap(), [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+        let ids: Vec<u8> = [7i64, -2].iter().flat_map(|v| v.to_be_bytes()).collect();
+        std::fs::write(
+            &path,
+            npy(
+                "{'descr': '>i8', 'fortran_order': True, 'shape': (2,), }",
+                &ids,
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            *NpyArray::open(&path).unwrap().i64_values().unwrap(),
+            [7, -2]
+        );
+        // [2, 2, 2] column-major: element (i, j, k) at i + 2j + 4k.
+        let v: Vec<u32> = (0..8).collect();
+        assert_eq!(fortran_to_c(&v, &[2, 2, 2]), [0, 4, 2, 6, 1, 5, 3, 7]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

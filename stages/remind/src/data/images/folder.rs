@@ -85,7 +85,11 @@ pub fn scan(root: &Path) -> Result<FolderScan> {
             quoted(&only_val)
         );
     }
-    ensure!(!train.is_empty(), "{r}/train: no class folders");
+    ensure!(
+        !train.is_empty(),
+        "{r}/train: no class folders: expected one folder per class, \
+         {r}/train/<class>/<image> and {r}/val/<class>/<image>"
+    );
     let classes: Vec<String> = train.iter().cloned().collect();
     let index: BTreeMap<&str, usize> = classes
         .iter()

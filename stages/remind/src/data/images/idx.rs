@@ -1,13 +1,20 @@
-//! IDX files (the MNIST / Fashion-MNIST format): a big-endian header (magic `0x000008DD`,
-//! type 0x08 = unsigned byte, DD = number of dimensions, then one u32 per dimension)
-//! followed by the raw bytes. Gzipped files (`.gz`, detected by the 1f 8b magic) are
-//! decompressed on read.
+//! IDX files (the MNIST / Fashion-MNIST format, LeCun's MNIST page): a big-endian header
+//! (magic: two zero bytes, the type code — 0x08 = unsigned byte —, the number of dimensions,
+//! then one u32 per dimension) followed by the raw bytes. Gzipped files (detected by the
+//! 1f 8b magic, whatever the name) are inflated on read, never beyond the size the header
+//! declares. Files are found under the distribution's names in any case, with `-` or `.`
+//! before `idx` (`train-images-idx3-ubyte`, `train-images.idx3-ubyte`, `TRAIN-IMAGES-IDX3-UBYTE.GZ`).
+//! An IDX file of another type (floats...), a labels file where images are expected (or the
+//! reverse) and a gzip of something else are refused, saying what the file is.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use flate2::read::GzDecoder;
+
+use crate::artifact::sniff;
 
 /// Magic of an unsigned-byte, 3-dimensional IDX file (images: count, rows, columns).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -39,23 +46,65 @@ pub struct IdxLabels {
     pub labels: Vec<u8>,
 }
 
-/// The contents of `path`, gunzipped when it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let p = path.display();
-    let raw = std::fs::read(path).with_context(|| format!("cannot read {p}"))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .with_context(|| format!("{p}: corrupt or truncated gzip data"))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+fn be_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// What an unsigned-byte IDX file of `ndims` dimensions is, for messages.
+fn kind_name(ndims: u8) -> String {
+    match ndims {
+        1 => "an IDX labels file (1 dimension: count)".into(),
+        3 => "an IDX images file (3 dimensions: count, rows, columns)".into(),
+        n => format!("an IDX file of {n} dimension(s)"),
     }
 }
 
-fn be_u32(bytes: &[u8], at: usize) -> u32 {
-    u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+/// Checks the magic at the start of `head` (the first bytes of `path`) against `magic`,
+/// saying what the file is when they differ. `gz`: the bytes were inflated from a gzip.
+fn check_magic(path: &Path, head: &[u8], magic: u32, what: &str, gz: bool) -> Result<()> {
+    let p = path.display();
+    let found = be_u32(head, 0);
+    if found == magic {
+        return Ok(());
+    }
+    let want = format!("expected magic 0x{magic:08x}, found 0x{found:08x}");
+    let (ty, ndims) = (head[2], head[3]);
+    if head[0] != 0 || head[1] != 0 || sniff::idx_type_name(ty).is_none() {
+        let inner = sniff::describe(head)
+            .map(|k| format!("it is {k}"))
+            .unwrap_or_else(|| "unknown content".into());
+        let kind = if gz {
+            format!("a gzip file whose content is not IDX ({inner})")
+        } else {
+            format!("not an IDX file ({inner})")
+        };
+        bail!("{p}: {kind}, where IDX {what} are expected: {want}");
+    }
+    if ty != (magic >> 8) as u8 {
+        bail!(
+            "{p}: an IDX file of {} (type 0x{ty:02X}), where IDX {what} of unsigned bytes \
+             (type 0x08) are expected: {want}",
+            sniff::idx_type_name(ty).unwrap_or("unknown type")
+        );
+    }
+    let (expected, other_ndims, other) = if what == "images" {
+        (
+            "IDX images (3 dimensions: count, rows, columns)",
+            1,
+            "labels",
+        )
+    } else {
+        ("IDX labels (1 dimension: count)", 3, "images")
+    };
+    let hint = if ndims == other_ndims {
+        format!(" (is it the {other} file?)")
+    } else {
+        String::new()
+    };
+    bail!(
+        "{p}: {}, where {expected} are expected{hint}: {want}",
+        kind_name(ndims)
+    )
 }
 
 /// Checks the header of the IDX data `bytes` read from `path`: the magic and that the
@@ -69,48 +118,136 @@ pub fn parse_header(path: &Path, bytes: &[u8], magic: u32, what: &str) -> Result
         "{p}: {} bytes, too short for an IDX file (expected a {header}-byte header)",
         bytes.len()
     );
-    let found = be_u32(bytes, 0);
-    ensure!(
-        found == magic,
-        "{p}: not an IDX {what} file: expected magic 0x{magic:08x}, found 0x{found:08x}"
-    );
+    check_magic(path, bytes, magic, what, false)?;
     ensure!(
         bytes.len() >= header,
         "{p}: {} bytes, too short for the {header}-byte IDX header",
         bytes.len()
     );
-    let dims: Vec<usize> = (0..ndims)
-        .map(|d| be_u32(bytes, 4 + 4 * d) as usize)
-        .collect();
-    let payload = dims
-        .iter()
-        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-        .context("dimensions overflow")
-        .with_context(|| format!("{p}: header dimensions {dims:?}"))?;
-    let expected = payload.saturating_add(header as u64);
+    let dims = dims_of(&bytes[4..header]);
+    let expected = payload_size(path, &dims)?.saturating_add(header as u64);
     if expected != bytes.len() as u64 {
-        let shape: Vec<String> = dims.iter().map(usize::to_string).collect();
         bail!(
             "{p}: size does not match the header ({what} {}): expected {expected} bytes, found {}",
-            shape.join(" x "),
+            shape(&dims),
             bytes.len()
         );
     }
     Ok(dims)
 }
 
+fn dims_of(bytes: &[u8]) -> Vec<usize> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| be_u32(c, 0) as usize)
+        .collect()
+}
+
+fn shape(dims: &[usize]) -> String {
+    let s: Vec<String> = dims.iter().map(usize::to_string).collect();
+    s.join(" x ")
+}
+
+fn payload_size(path: &Path, dims: &[usize]) -> Result<u64> {
+    dims.iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .context("dimensions overflow")
+        .with_context(|| format!("{}: header dimensions {dims:?}", path.display()))
+}
+
+/// Reads the IDX file `path` (raw or gzipped) of `magic`: its dimensions and payload. The
+/// payload is read up to the size the header declares (plus one byte, to detect a longer
+/// file), so a small gzip cannot inflate into an unbounded allocation.
+fn read_idx(path: &Path, magic: u32, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
+    let p = path.display();
+    let file = File::open(path).with_context(|| format!("cannot read {p}"))?;
+    let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut raw = BufReader::new(file);
+    let mut first = [0u8; 2];
+    let n = read_full(&mut raw, &mut first).with_context(|| format!("cannot read {p}"))?;
+    let gz = n == 2 && first == [0x1f, 0x8b];
+    let mut reader: Box<dyn Read> = if gz {
+        Box::new(GzDecoder::new(first.as_slice().chain(raw)))
+    } else {
+        Box::new(first[..n].chain(raw))
+    };
+    let corrupt = || format!("{p}: corrupt or truncated gzip data");
+    let ndims = (magic & 0xff) as usize;
+    let header_len = 4 + 4 * ndims;
+    let mut head = vec![0u8; header_len];
+    let got = if gz {
+        read_full(&mut reader, &mut head).with_context(corrupt)?
+    } else {
+        read_full(&mut reader, &mut head).with_context(|| format!("cannot read {p}"))?
+    };
+    ensure!(
+        got >= 4,
+        "{p}: {got} bytes{}, too short for an IDX file (expected a {header_len}-byte header)",
+        if gz { " once inflated" } else { "" }
+    );
+    check_magic(path, &head, magic, what, gz)?;
+    ensure!(
+        got == header_len,
+        "{p}: {got} bytes, too short for the {header_len}-byte IDX header"
+    );
+    let dims = dims_of(&head[4..]);
+    let payload = payload_size(path, &dims)?;
+    let expected = payload.saturating_add(header_len as u64);
+    let mismatch = |found: String| {
+        anyhow::anyhow!(
+            "{p}: size does not match the header ({what} {}): expected {expected} bytes, \
+             found {found}",
+            shape(&dims)
+        )
+    };
+    // A raw file's size is known before reading it.
+    if !gz && file_len != expected {
+        return Err(mismatch(file_len.to_string()));
+    }
+    let mut data = Vec::with_capacity(payload.min(file_len.max(1 << 20)) as usize);
+    reader
+        .take(payload.saturating_add(1))
+        .read_to_end(&mut data)
+        .with_context(|| {
+            if gz {
+                corrupt()
+            } else {
+                format!("cannot read {p}")
+            }
+        })?;
+    let found = data.len() as u64;
+    if found > payload {
+        return Err(mismatch(format!("more than {expected} once inflated")));
+    }
+    if found < payload {
+        return Err(mismatch((found + header_len as u64).to_string()));
+    }
+    Ok((dims, data))
+}
+
+/// Reads into `buf` until it is full or the input ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Reads an IDX images file (magic 0x00000803: count, rows, columns).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
-    let bytes = read_maybe_gz(path)?;
-    let dims = parse_header(path, &bytes, IMAGES_MAGIC, "images")?;
+    let (dims, pixels) = read_idx(path, IMAGES_MAGIC, "images")?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     ensure!(
         rows > 0 && cols > 0,
         "{}: images of {rows}x{cols} pixels: expected both sides positive",
         path.display()
     );
-    let mut pixels = bytes;
-    pixels.drain(..16);
     Ok(IdxImages {
         path: path.to_path_buf(),
         count,
@@ -122,28 +259,56 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
 
 /// Reads an IDX labels file (magic 0x00000801: count).
 pub fn read_labels(path: &Path) -> Result<IdxLabels> {
-    let bytes = read_maybe_gz(path)?;
-    parse_header(path, &bytes, LABELS_MAGIC, "labels")?;
+    let (_, labels) = read_idx(path, LABELS_MAGIC, "labels")?;
     Ok(IdxLabels {
         path: path.to_path_buf(),
-        labels: bytes[8..].to_vec(),
+        labels,
     })
 }
 
-/// The file `stem` in `dir`, raw or gzipped (`stem.gz`); the raw name wins when both exist.
+/// A file name as [`find_file`] compares it: lower case, `.idx` as `-idx`, no `.gz`.
+fn normalized(name: &str) -> (String, bool) {
+    let lower = name.to_ascii_lowercase().replace(".idx", "-idx");
+    match lower.strip_suffix(".gz") {
+        Some(stem) => (stem.to_string(), true),
+        None => (lower, false),
+    }
+}
+
+/// The file `stem` in `dir`, raw or gzipped (`stem.gz`), under the names the distributions
+/// use: any case, `.` or `-` before `idx` (Kaggle's `train-images.idx3-ubyte`). The raw
+/// file wins when both exist; two raw (or two gzipped) candidates are refused.
 pub fn find_file(dir: &Path, stem: &str) -> Result<PathBuf> {
-    let raw = dir.join(stem);
-    if raw.is_file() {
-        return Ok(raw);
+    let d = dir.display();
+    let (want, _) = normalized(stem);
+    let mut raw = Vec::new();
+    let mut gz = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {d}"))? {
+        let entry = entry.with_context(|| format!("cannot list {d}"))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        let (norm, is_gz) = normalized(&name);
+        if norm == want && entry.path().is_file() {
+            if is_gz { &mut gz } else { &mut raw }.push(name);
+        }
     }
-    let gz = dir.join(format!("{stem}.gz"));
-    if gz.is_file() {
-        return Ok(gz);
+    for found in [raw, gz] {
+        match found.len() {
+            0 => continue,
+            1 => return Ok(dir.join(&found[0])),
+            _ => {
+                let mut found = found;
+                found.sort();
+                bail!(
+                    "{d}: {} files could be {stem}: {}; keep one",
+                    found.len(),
+                    found.join(", ")
+                )
+            }
+        }
     }
-    bail!(
-        "{}: no IDX file {stem} or {stem}.gz in the folder",
-        dir.display()
-    )
+    bail!("{d}: no IDX file {stem} or {stem}.gz in the folder")
 }
 
 /// One split of an IDX data set: images with their labels.
@@ -259,6 +424,68 @@ mod tests {
             path.clone()
         );
         assert!(find_file(&dir, "b-images-idx3-ubyte").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn other_kinds_are_named_and_inflation_is_bounded() {
+        let dir = std::env::temp_dir().join(format!("remind-idx-kinds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let gz = |b: &[u8]| {
+            let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            enc.write_all(b).unwrap();
+            enc.finish().unwrap()
+        };
+        let err = |name: &str, bytes: &[u8], images: bool| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let e = if images {
+                read_images(&path).map(|_| ())
+            } else {
+                read_labels(&path).map(|_| ())
+            };
+            format!("{:#}", e.unwrap_err())
+        };
+        let labels = encode_labels(&[1, 2, 3]);
+        let e = err("l", &labels, true);
+        assert!(
+            e.contains("an IDX labels file") && e.contains("is it the labels file?"),
+            "{e}"
+        );
+        let e = err("i", &encode_images(2, 2, &[0; 8]), false);
+        assert!(
+            e.contains("an IDX images file") && e.contains("is it the images file?"),
+            "{e}"
+        );
+        let mut floats = IMAGES_MAGIC.to_be_bytes();
+        floats[2] = 0x0D;
+        let e = err("f", &floats, true);
+        assert!(e.contains("32-bit floats (type 0x0D)"), "{e}");
+        let e = err("t.gz", &gz(b"hello, these are not pixels\n"), true);
+        assert!(
+            e.contains("a gzip file whose content is not IDX (it is a text file)"),
+            "{e}"
+        );
+        // A header declaring 3 labels in front of a gzip that inflates to 10 MB.
+        let mut bomb = encode_labels(&[1, 2, 3]);
+        bomb.extend(vec![0u8; 10 << 20]);
+        let e = err("bomb.gz", &gz(&bomb), false);
+        assert!(
+            e.contains("expected 11 bytes, found more than 11 once inflated"),
+            "{e}"
+        );
+        let e = err("short.gz", &gz(&labels[..9]), false);
+        assert!(e.contains("expected 11 bytes, found 9"), "{e}");
+        // Names as other distributions spell them.
+        for name in ["TRAIN-LABELS-IDX1-UBYTE", "train-labels.idx1-ubyte.gz"] {
+            let sub = dir.join(name.replace('.', "_"));
+            std::fs::create_dir_all(&sub).unwrap();
+            std::fs::write(sub.join(name), &labels).unwrap();
+            assert_eq!(
+                find_file(&sub, "train-labels-idx1-ubyte").unwrap(),
+                sub.join(name)
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
