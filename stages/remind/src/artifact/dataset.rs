@@ -243,7 +243,14 @@ impl PartListing {
 
     /// "1/3, 2/3 of 3 (1/3: an unfinished write, its job was killed or is still running)".
     fn describe_missing(&self, missing: &[usize], n: usize) -> String {
-        let names: Vec<String> = missing.iter().map(|k| format!("{k}/{n}")).collect();
+        let mut names: Vec<String> = missing
+            .iter()
+            .take(20)
+            .map(|k| format!("{k}/{n}"))
+            .collect();
+        if missing.len() > 20 {
+            names.push(format!("... ({} in all)", missing.len()));
+        }
         let mut text = format!("{} of {n}", names.join(", "));
         let unfinished: Vec<String> = missing
             .iter()

@@ -25,6 +25,9 @@ use super::atomic::AtomicFile;
 use super::schema::{require_meta, schema_of, ArtifactSchema};
 
 pub const SHAPE_KEY: &str = "remind.shape";
+/// The most values one row may hold (2^31: a 64 GiB float32 row; Arrow's fixed-size lists
+/// count values in i32).
+pub const MAX_ROW_WIDTH: usize = 1 << 31;
 pub const LAYOUT_KEY: &str = "remind.layout";
 pub const DTYPE_KEY: &str = "remind.dtype";
 pub const PRODUCER_KEY: &str = "remind.producer";
@@ -367,6 +370,17 @@ impl TensorFile {
         let meta = schema.metadata();
         let shape: Vec<usize> = serde_json::from_str(require_meta(path, meta, SHAPE_KEY)?)
             .with_context(|| format!("{p}: field '{SHAPE_KEY}': expected a JSON list of sizes"))?;
+        // The row width is the product of the sizes: checked here, once, so that no size a
+        // file declares can wrap around to match the payload (issue #12).
+        ensure!(
+            shape.iter().all(|&s| s > 0)
+                && shape
+                    .iter()
+                    .try_fold(1usize, |a, &s| a.checked_mul(s))
+                    .is_some_and(|w| w <= MAX_ROW_WIDTH),
+            "{p}: field '{SHAPE_KEY}': expected sizes >= 1 whose product is at most \
+             {MAX_ROW_WIDTH} values per row, found {shape:?}"
+        );
         let dtype = DType::parse(path, require_meta(path, meta, DTYPE_KEY)?)?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -584,5 +598,35 @@ struct MmapOwner(Arc<Mmap>);
 impl AsRef<[u8]> for MmapOwner {
     fn as_ref(&self) -> &[u8] {
         &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shape whose product wraps around 2^64 to the payload width is refused on open.
+    /// (Release builds only: a debug build's writer panics on the overflow itself.)
+    #[cfg(not(debug_assertions))]
+    #[test]
+    fn shapes_whose_product_wraps_are_refused() {
+        let dir = std::env::temp_dir().join(format!("remind-shape-wrap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.arrow");
+        // 2 x (2^63 + 1) = 2^64 + 2, which wraps to 2: the width of the payload.
+        let spec = TensorSpec::new(
+            "features",
+            &[2, (1usize << 63) + 1],
+            "HW",
+            DType::F32,
+            Producer::new("t", "0"),
+        );
+        write_tensor(&path, spec, &[1], Payload::F32(&[1.0, 2.0])).unwrap();
+        let err = match TensorFile::open(&path, "features") {
+            Ok(_) => panic!("a wrapped shape was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("field 'remind.shape'") && err.contains("product"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

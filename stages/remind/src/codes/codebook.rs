@@ -68,6 +68,22 @@ pub fn load_codebook(path: &Path) -> Result<(ProductQuantizer, CodebookInfo)> {
     let file = TensorFile::open(path, "codebook")?;
     let info: CodebookInfo = serde_json::from_str(file.meta(PQ_KEY)?)
         .with_context(|| format!("{p}: field '{PQ_KEY}' is not valid codebook information"))?;
+    // Before any shift or product: codes are bytes, so at most 2^8 centroids (a claimed
+    // `nbits: 200` would otherwise wrap around in `1 << nbits`).
+    ensure!(
+        (1..=8).contains(&info.nbits),
+        "{p}: field '{PQ_KEY}': nbits must be 1 to 8 (codes are bytes), found {}",
+        info.nbits
+    );
+    ensure!(
+        info.num_subspaces >= 1
+            && info.dsub >= 1
+            && info.num_subspaces.checked_mul(info.dsub) == Some(info.d),
+        "{p}: field '{PQ_KEY}': expected d = M x dsub, found d {}, M {}, dsub {}",
+        info.d,
+        info.num_subspaces,
+        info.dsub
+    );
     let shape = file.shape().to_vec();
     ensure!(
         shape.len() == 2 && shape[0] == 1 << info.nbits && shape[1] == info.dsub,
@@ -99,7 +115,7 @@ pub fn load_codebook(path: &Path) -> Result<(ProductQuantizer, CodebookInfo)> {
             .map_err(|e| anyhow::anyhow!("{p}: field '{OPQ_KEY}' is not base64: {e}"))?;
         let d = info.d;
         ensure!(
-            bytes.len() == d * d * 4,
+            d.checked_mul(d).and_then(|dd| dd.checked_mul(4)) == Some(bytes.len()),
             "{p}: field '{OPQ_KEY}': expected {d}x{d} float32 ({} bytes), found {} bytes",
             d * d * 4,
             bytes.len()

@@ -15,11 +15,19 @@ pub struct Shard {
     pub count: usize,
 }
 
+/// The most shards a dataset may have: part names hold 5 digits, and a count read from a
+/// file name or a flag is bounded before anything is sized from it (issue #12).
+pub const MAX_SHARDS: usize = 99_999;
+
 impl Shard {
     pub const WHOLE: Shard = Shard { index: 0, count: 1 };
 
     pub fn new(index: usize, count: usize) -> Result<Self> {
         ensure!(count >= 1, "shard count must be at least 1");
+        ensure!(
+            count <= MAX_SHARDS,
+            "shard count {count}: at most {MAX_SHARDS} shards (part names have 5 digits)"
+        );
         ensure!(
             index < count,
             "shard index {index} out of range for {count} shards (K is 0-based)"
@@ -123,6 +131,15 @@ impl fmt::Display for Shard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_counts_are_bounded() {
+        assert!("0/18446744073709551615".parse::<Shard>().is_err());
+        assert!(Shard::from_part_name("part-00000-of-18446744073709551615.arrow").is_none());
+        assert_eq!("3/99999".parse::<Shard>().unwrap().count, MAX_SHARDS);
+        let err = "0/100000".parse::<Shard>().unwrap_err().to_string();
+        assert!(err.contains("at most 99999 shards"), "{err}");
+    }
 
     #[test]
     fn ranges_cover_items_once() {

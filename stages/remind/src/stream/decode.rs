@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Result};
 use tch::{Device, Tensor};
 
 use crate::artifact::TensorDataset;
@@ -57,6 +57,7 @@ impl StreamCodes {
                 );
             }
             shape = Some(s);
+            check_code_range(ds, info.nbits, codebook)?;
         }
         let code_shape = shape.ok_or_else(|| anyhow::anyhow!("no codes given"))?;
         Ok(Self {
@@ -81,6 +82,38 @@ impl StreamCodes {
     pub fn decode(&self, codes: &[u8]) -> Result<Tensor> {
         self.decoder().decode(codes)
     }
+}
+
+/// Refuses codes of `ds` that name no centroid: a byte >= 2^`nbits` (possible when nbits
+/// < 8) would index past its sub-space's table, or decode another sub-space's centroids.
+/// One pass over the memory-mapped codes, before training reads any.
+fn check_code_range(ds: &TensorDataset, nbits: u32, codebook: &Path) -> Result<()> {
+    let ksub = 1usize << nbits.min(8);
+    if ksub > usize::from(u8::MAX) {
+        return Ok(());
+    }
+    let m = ds.shape().last().copied().unwrap_or(1).max(1);
+    for part in ds.parts() {
+        for b in 0..part.num_batches() {
+            let codes = part.batch_u8(b)?;
+            if let Some(at) = codes.iter().position(|&c| usize::from(c) >= ksub) {
+                let width = part.width().max(1);
+                let ids = part.batch_ids(b)?;
+                let id = ids.get(at / width).copied().unwrap_or_default();
+                bail!(
+                    "{}: column 'data': row id {id}: code {} in sub-space {} (value {} of the \
+                     row), expected < 2^{nbits} = {ksub} as {} has {ksub} centroids per \
+                     sub-space",
+                    part.path().display(),
+                    codes[at],
+                    (at % width) % m,
+                    at % width,
+                    codebook.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Turns batches of codes into feature-map tensors.
@@ -123,5 +156,88 @@ impl Decoder<'_> {
                     .clamp_min(1e-12);
         }
         Ok(x.permute([0, 3, 1, 2]).contiguous().to_device(self.device))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::artifact::dataset::write_single_part;
+    use crate::artifact::{DType, Payload, Producer, TensorSpec};
+    use crate::codes::codebook::{save_codebook, CodebookInfo, CODEBOOK_HASH_KEY};
+    use crate::pq::PqParams;
+    use tch::Kind;
+
+    #[test]
+    fn codes_that_name_no_centroid_are_refused() {
+        let dir = std::env::temp_dir().join(format!("remind-code-range-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // M = 2 sub-spaces of 4 centroids (nbits 2) of 3 values.
+        let pq = ProductQuantizer::from_centroids(
+            Tensor::arange(24, (Kind::Float, Device::Cpu)).view([2, 4, 3]),
+        )
+        .unwrap();
+        let info = CodebookInfo {
+            d: 6,
+            num_subspaces: 2,
+            nbits: 2,
+            dsub: 3,
+            params: PqParams::default(),
+            train_vectors: 0,
+            train_mse: None,
+            codebook_hash: pq.hash().unwrap(),
+        };
+        let codebook = dir.join("codebook.arrow");
+        save_codebook(&codebook, &pq, &info, Producer::new("test", "0")).unwrap();
+        let spec = || {
+            TensorSpec::new(
+                "codes",
+                &[1, 1, 2],
+                "HWM",
+                DType::U8,
+                Producer::new("t", "0"),
+            )
+            .with(CODEBOOK_HASH_KEY, info.codebook_hash.clone())
+        };
+        write_single_part(
+            &dir.join("good"),
+            spec(),
+            &[5, 6],
+            Payload::U8(&[0, 3, 2, 1]),
+        )
+        .unwrap();
+        write_single_part(
+            &dir.join("bad"),
+            spec(),
+            &[5, 6],
+            Payload::U8(&[0, 3, 2, 7]),
+        )
+        .unwrap();
+        let open = |name: &str| {
+            let ds = TensorDataset::open(&dir.join(name), "codes").unwrap();
+            StreamCodes::open(&codebook, &[&ds], Device::Cpu, false).map(|_| ())
+        };
+        open("good").unwrap();
+        let err = format!("{:#}", open("bad").unwrap_err());
+        assert!(
+            err.contains("column 'data': row id 6: code 7 in sub-space 1")
+                && err.contains("expected < 2^2 = 4"),
+            "{err}"
+        );
+
+        // A codebook claiming 2^200 centroids per sub-space (1 << 200 wraps to 2^8).
+        let lying = dir.join("lying.arrow");
+        let claims = CodebookInfo {
+            nbits: 200,
+            ..info.clone()
+        };
+        save_codebook(&lying, &pq, &claims, Producer::new("test", "0")).unwrap();
+        let err = format!("{:#}", load_codebook(&lying).unwrap_err());
+        assert!(
+            err.contains("nbits must be 1 to 8") && err.contains("found 200"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
