@@ -138,6 +138,57 @@ pub fn load_split(
     Ok(out)
 }
 
+/// Checks that the ids of `items` (split `split` of the questions table `path`) lie inside
+/// the tables the model is sized for, before libtorch indexes with them: answers in
+/// `0..num_answers` (and -1, "not in the answer table", in the validation split, scored as
+/// wrong), tokens in `0..vocab_size` when the model reads tokens, question types >= 0, and
+/// question ids unique. The error names the file, the column, the question id, what was
+/// expected and what was found (issue #12).
+pub fn check_ids(
+    items: &VqaItems,
+    split: &str,
+    path: &Path,
+    num_answers: usize,
+    vocab_size: Option<usize>,
+) -> Result<()> {
+    let p = path.display();
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    let t = items.max_len;
+    for i in 0..items.len() {
+        let q = items.question_ids[i];
+        ensure!(
+            seen.insert(q),
+            "{p}: column 'question_id': question id {q} appears twice in split '{split}'"
+        );
+        let a = items.answers[i];
+        let lowest = if split == "train" { 0 } else { -1 };
+        ensure!(
+            a >= lowest && a < num_answers as i64,
+            "{p}: column 'answer_id': question id {q}: expected {lowest}..{} (the model's \
+             answer table, model.num_answers), found {a}",
+            num_answers - 1
+        );
+        ensure!(
+            items.types[i] >= 0,
+            "{p}: column 'question_type': question id {q}: expected a type id >= 0, found {}",
+            items.types[i]
+        );
+        if let Some(v) = vocab_size {
+            if let Some(&tok) = items.tokens[i * t..(i + 1) * t]
+                .iter()
+                .find(|&&tok| tok < 0 || tok >= v as i64)
+            {
+                bail!(
+                    "{p}: column 'tokens': question id {q}: expected token ids 0..{} (the \
+                     vocabulary, model.vocab_size), found {tok}",
+                    v - 1
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Padded token tensor `[B, T]` and lengths `[B]` of the given items.
 pub fn question_batch(items: &VqaItems, idx: &[usize], device: Device) -> (Tensor, Tensor) {
     let t = items.max_len;
@@ -432,5 +483,48 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Two questions whose ids all lie in tables of 4 answers and 6 tokens.
+    fn in_range() -> VqaItems {
+        VqaItems {
+            tokens: vec![3, 4, 0, 5, 0, 0],
+            lengths: vec![2, 1],
+            answers: vec![1, 0],
+            types: vec![0, 2],
+            max_len: 3,
+            ..items(&[7, 8])
+        }
+    }
+
+    fn err(items: &VqaItems, split: &str) -> String {
+        let e = check_ids(items, split, Path::new("q.parquet"), 4, Some(6)).unwrap_err();
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn ids_outside_their_tables_are_named() {
+        check_ids(&in_range(), "train", Path::new("q.parquet"), 4, Some(6)).unwrap();
+        let mut bad = in_range();
+        bad.answers[1] = 4;
+        let e = err(&bad, "train");
+        assert!(
+            e.contains("q.parquet: column 'answer_id': question id 8: expected 0..3")
+                && e.contains("found 4"),
+            "{e}"
+        );
+        bad.answers[1] = -1;
+        assert!(err(&bad, "train").contains("found -1"));
+        check_ids(&bad, "val", Path::new("q.parquet"), 4, Some(6)).unwrap();
+        let mut bad = in_range();
+        bad.tokens[1] = 6;
+        assert!(err(&bad, "train").contains("column 'tokens': question id 7"));
+        check_ids(&bad, "train", Path::new("q.parquet"), 4, None).unwrap();
+        let mut bad = in_range();
+        bad.types[0] = -2;
+        assert!(err(&bad, "train").contains("column 'question_type': question id 7"));
+        let mut bad = in_range();
+        bad.question_ids[1] = 7;
+        assert!(err(&bad, "val").contains("question id 7 appears twice"));
     }
 }

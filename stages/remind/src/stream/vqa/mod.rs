@@ -233,6 +233,13 @@ pub fn run_vqa_stream(
         false,
         &mut report,
     )?;
+    let vocab = match model.question_input {
+        QuestionInput::Tokens => Some(model.vocab_size),
+        QuestionInput::Gensen => None,
+    };
+    for (items, split) in [(&train, "train"), (&val, "val")] {
+        data::check_ids(items, split, inputs.questions, model.num_answers, vocab)?;
+    }
     if let Some(f) = inputs.question_features {
         // Only the questions the stream uses need vectors (after max_per_type).
         f.attach(&mut train, "train")?;
