@@ -24,6 +24,9 @@
 //!
 //! And [`diag`]: the CUDA check, benchmarks and synthetic data.
 
+#[macro_use]
+mod named;
+
 pub mod artifact;
 pub mod backbone;
 pub mod buffer;

@@ -626,7 +626,10 @@ mod tests {
             Ok(_) => panic!("a wrapped shape was accepted"),
             Err(e) => format!("{e:#}"),
         };
-        assert!(err.contains("field 'remind.shape'") && err.contains("product"), "{err}");
+        assert!(
+            err.contains("field 'remind.shape'") && err.contains("product"),
+            "{err}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

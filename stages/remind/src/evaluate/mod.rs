@@ -50,16 +50,7 @@ pub enum Task {
     Classification,
 }
 
-impl std::str::FromStr for Task {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "vqa" => Ok(Task::Vqa),
-            "classification" => Ok(Task::Classification),
-            other => bail!("unknown task '{other}' (expected vqa or classification)"),
-        }
-    }
-}
+named_enum!(Task, "task", { Vqa => "vqa", Classification => "classification" });
 
 /// Config section `evaluate`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,10 +166,15 @@ fn read_split_questions(path: &Path, split: &str) -> Result<SplitQuestions> {
             continue;
         }
         let id = qid.value(i);
+        let (a, t) = (answers.value(i), types.value(i));
         ensure!(
-            by_id
-                .insert(id, (answers.value(i), i64::from(types.value(i))))
-                .is_none(),
+            a >= -1 && t >= 0,
+            "{}: question id {id}: expected answer_id >= -1 and question_type >= 0, found \
+             answer_id {a}, question_type {t}",
+            path.display()
+        );
+        ensure!(
+            by_id.insert(id, (a, i64::from(t))).is_none(),
             "{}: question id {id} occurs twice in split '{split}'",
             path.display()
         );
@@ -318,7 +314,13 @@ fn score_file(
         let id = ids.value(i);
         match questions.by_id.get(&id) {
             Some(&(a, t)) => {
-                pred.push(predicted.value(i));
+                let v = predicted.value(i);
+                ensure!(
+                    v >= 0,
+                    "{p}: column 'predicted': question id {id}: expected an answer id >= 0, \
+                     found {v}"
+                );
+                pred.push(v);
                 answers.push(a);
                 types.push(t);
             }

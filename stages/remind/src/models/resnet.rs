@@ -28,7 +28,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Result};
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
@@ -53,16 +53,6 @@ impl Arch {
         Arch::ResNet101,
         Arch::ResNet152,
     ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Arch::ResNet18 => "resnet18",
-            Arch::ResNet34 => "resnet34",
-            Arch::ResNet50 => "resnet50",
-            Arch::ResNet101 => "resnet101",
-            Arch::ResNet152 => "resnet152",
-        }
-    }
 
     /// Blocks in `layer1` .. `layer4`.
     pub fn blocks(self) -> [usize; 4] {
@@ -89,23 +79,13 @@ impl Arch {
     }
 }
 
-impl FromStr for Arch {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        Arch::ALL
-            .into_iter()
-            .find(|a| a.name() == s)
-            .with_context(|| {
-                format!("unknown architecture '{s}' (expected resnet18, resnet34, resnet50, resnet101 or resnet152)")
-            })
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+named_enum!(Arch, "architecture", {
+    ResNet18 => "resnet18",
+    ResNet34 => "resnet34",
+    ResNet50 => "resnet50",
+    ResNet101 => "resnet101",
+    ResNet152 => "resnet152",
+});
 
 /// The stem: torchvision's (7x7 stride-2 conv + 3x3 stride-2 max-pool, for 224 px
 /// images) or the small-image one (3x3 stride-1 conv, no pool, for 28-32 px images).
@@ -117,31 +97,7 @@ pub enum Stem {
     Small,
 }
 
-impl Stem {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stem::ImageNet => "imagenet",
-            Stem::Small => "small",
-        }
-    }
-}
-
-impl FromStr for Stem {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "imagenet" => Ok(Stem::ImageNet),
-            "small" => Ok(Stem::Small),
-            other => bail!("unknown stem '{other}' (expected imagenet or small)"),
-        }
-    }
-}
-
-impl fmt::Display for Stem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+named_enum!(Stem, "stem", { ImageNet => "imagenet", Small => "small" });
 
 /// Where G ends: after a whole stage (`layer3`) or after one block of a stage (`layer4.0`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

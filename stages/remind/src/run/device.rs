@@ -1,7 +1,6 @@
 //! `--device cpu|cuda|auto`.
 
 use std::ffi::CStr;
-use std::str::FromStr;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
@@ -83,14 +82,4 @@ pub fn cuda_backend() -> std::result::Result<(), String> {
         .clone()
 }
 
-impl FromStr for DeviceChoice {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            "auto" => Ok(Self::Auto),
-            other => bail!("unknown device '{other}' (expected cpu, cuda or auto)"),
-        }
-    }
-}
+named_enum!(DeviceChoice, "device", { Cpu => "cpu", Cuda => "cuda", Auto => "auto" });

@@ -21,7 +21,6 @@ pub mod metrics;
 pub mod plan;
 pub mod vqa;
 
-use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 pub use driver::{Learner, Net, Replay, Resume, Step};
@@ -39,24 +38,8 @@ pub enum Method {
     Offline,
 }
 
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Remind => "remind",
-            Method::Finetune => "finetune",
-            Method::Offline => "offline",
-        }
-    }
-}
-
-impl std::str::FromStr for Method {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "remind" => Ok(Method::Remind),
-            "finetune" => Ok(Method::Finetune),
-            "offline" => Ok(Method::Offline),
-            other => bail!("unknown method '{other}' (expected remind, finetune or offline)"),
-        }
-    }
-}
+named_enum!(Method, "method", {
+    Remind => "remind",
+    Finetune => "finetune",
+    Offline => "offline",
+});

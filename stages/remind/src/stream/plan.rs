@@ -17,16 +17,7 @@ pub enum Order {
     Qtype,
 }
 
-impl std::str::FromStr for Order {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "iid" => Ok(Order::Iid),
-            "qtype" => Ok(Order::Qtype),
-            other => anyhow::bail!("unknown order '{other}' (expected iid or qtype)"),
-        }
-    }
-}
+named_enum!(Order, "order", { Iid => "iid", Qtype => "qtype" });
 
 /// A planned stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

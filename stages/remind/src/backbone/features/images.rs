@@ -1,11 +1,9 @@
 //! The input side of feature extraction: which images, with which ids, and decoding them
 //! to square RGB pixels.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use image::imageops::FilterType;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,35 +24,11 @@ pub enum IdFrom {
     CocoFilename,
 }
 
-impl IdFrom {
-    pub fn name(self) -> &'static str {
-        match self {
-            IdFrom::Sorted => "sorted",
-            IdFrom::ClevrFilename => "clevr-filename",
-            IdFrom::CocoFilename => "coco-filename",
-        }
-    }
-}
-
-impl FromStr for IdFrom {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "sorted" => Ok(IdFrom::Sorted),
-            "clevr-filename" => Ok(IdFrom::ClevrFilename),
-            "coco-filename" => Ok(IdFrom::CocoFilename),
-            other => bail!(
-                "unknown id scheme '{other}' (expected sorted, clevr-filename or coco-filename)"
-            ),
-        }
-    }
-}
-
-impl fmt::Display for IdFrom {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+named_enum!(IdFrom, "id scheme", {
+    Sorted => "sorted",
+    ClevrFilename => "clevr-filename",
+    CocoFilename => "coco-filename",
+});
 
 /// One input image.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -591,7 +591,19 @@ impl Pipeline<'_> {
                 .contiguous()
                 .to_device(Device::Cpu)
                 .flatten(0, -1);
-            Ok(Vec::<f32>::try_from(&y)?)
+            let values = Vec::<f32>::try_from(&y)?;
+            // Features are data only when finite: NaN weights (a diverged training) give
+            // NaN maps for every image, which no later stage could use (issue #12).
+            if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+                let per_item = (h * w * c).max(1) as usize;
+                bail!(
+                    "the features of image id {} hold {} (are the backbone weights finite? \
+                     `remind-artifact inspect` on them shows their statistics)",
+                    batch.ids[at / per_item],
+                    if values[at].is_nan() { "NaN" } else { "an infinite value" }
+                );
+            }
+            Ok(values)
         };
         catch_unwind(AssertUnwindSafe(run))
             .map_err(|p| anyhow!("libtorch failed: {}", panic_text(&p)))?

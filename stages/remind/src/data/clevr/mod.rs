@@ -74,16 +74,7 @@ pub enum SizePreset {
     Default,
 }
 
-impl std::str::FromStr for SizePreset {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "tiny" => Ok(Self::Tiny),
-            "default" => Ok(Self::Default),
-            other => anyhow::bail!("unknown size '{other}' (expected tiny or default)"),
-        }
-    }
-}
+named_enum!(SizePreset, "size", { Tiny => "tiny", Default => "default" });
 
 impl GenerateClevrConfig {
     /// Sets the image and question counts of `preset` (other fields unchanged).
