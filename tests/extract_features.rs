@@ -203,5 +203,50 @@ fn weights_of_the_wrong_shape_are_refused_by_name() {
         &init_weights(&dir, "16"),
         &[],
     ));
-    assert!(err.contains("missing: layer1.2."), "{err}");
+    assert!(
+        err.contains("these are the weights of resnet18 (basic blocks 2-2-2-2)")
+            && err.contains(
+                "the model is resnet34 (basic blocks 3-4-6 in the part built, up to layer3)"
+            ),
+        "{err}"
+    );
+}
+
+/// Weights that are not finite (a diverged training) give no features file: the stage
+/// fails naming the first image whose features hold NaN.
+#[test]
+fn nan_weights_give_no_features() {
+    let dir = scratch("extract_features_nan_weights");
+    let images = dir.join("images");
+    write_images(&images);
+    let weights = init_weights(&dir, "16");
+    let nan = dir.join("nan.safetensors");
+    remind_e2e::run_python(
+        r#"
+import sys, math
+from safetensors import safe_open
+from safetensors.torch import save_file
+with safe_open(sys.argv[1], "pt") as f:
+    meta = f.metadata()
+    tensors = {k: f.get_tensor(k) for k in f.keys()}
+tensors["conv1.weight"].fill_(math.nan)
+save_file(tensors, sys.argv[2], metadata=meta)
+"#,
+        &[weights.to_str().unwrap(), nan.to_str().unwrap()],
+    );
+    let out = dir.join("out");
+    let err = run_fail(&mut extract(&images, &out, &nan, &[]));
+    assert!(
+        err.contains("the features of image id 0 hold NaN")
+            && err.contains("backbone weights finite"),
+        "{err}"
+    );
+    let parts = std::fs::read_dir(&out)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
+                .count()
+        })
+        .unwrap_or(0);
+    assert_eq!(parts, 0, "a features part was written");
 }

@@ -206,7 +206,21 @@ fn what_the_file_is(
                     .map(|a| a.name())
                     .collect::<Vec<_>>()
                     .join(" or ");
-                let shape = format!("{kind} blocks {}", blocks.map(|b| b.to_string()).join("-"));
+                // A part (G cut at layer3) lists only the layers it holds.
+                let held = if exact {
+                    4
+                } else {
+                    blocks.iter().rposition(|&b| b > 0).map_or(4, |l| l + 1)
+                };
+                let counts: Vec<String> = blocks[..held].iter().map(|b| b.to_string()).collect();
+                let shape = if held < 4 {
+                    format!(
+                        "{kind} blocks {} in the part built, up to layer{held}",
+                        counts.join("-")
+                    )
+                } else {
+                    format!("{kind} blocks {}", counts.join("-"))
+                };
                 if name.is_empty() {
                     format!("a ResNet ({shape})")
                 } else {

@@ -597,10 +597,13 @@ impl Pipeline<'_> {
             if let Some(at) = values.iter().position(|v| !v.is_finite()) {
                 let per_item = (h * w * c).max(1) as usize;
                 bail!(
-                    "the features of image id {} hold {} (are the backbone weights finite? \
-                     `remind-artifact inspect` on them shows their statistics)",
+                    "the features of image id {} hold {} (are the backbone weights finite?)",
                     batch.ids[at / per_item],
-                    if values[at].is_nan() { "NaN" } else { "an infinite value" }
+                    if values[at].is_nan() {
+                        "NaN"
+                    } else {
+                        "an infinite value"
+                    }
                 );
             }
             Ok(values)
