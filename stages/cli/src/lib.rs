@@ -127,6 +127,27 @@ impl Compute {
         }
         Ok(())
     }
+
+    /// What a computing stage does first: [`Compute::apply_threads`], then the `--device`.
+    pub fn setup(&self) -> anyhow::Result<tch::Device> {
+        self.apply_threads()?;
+        self.device.device()
+    }
+}
+
+/// Lays source flags over the config's sources. A source given on the command line replaces
+/// the config's source as a whole: when any flag is given, every slot takes its flag's value
+/// (none where not given); when none is, the config's stand. Returns whether they replaced it.
+pub fn replace_sources<const N: usize>(
+    slots: [(&mut Option<PathBuf>, &Option<PathBuf>); N],
+) -> bool {
+    let given = slots.iter().any(|(_, flag)| flag.is_some());
+    if given {
+        for (slot, flag) in slots {
+            *slot = flag.clone();
+        }
+    }
+    given
 }
 
 impl Common {
@@ -163,22 +184,35 @@ pub fn tune_allocator() {
 
 pub use serde_yaml;
 
-/// A stage binary whose config-backed flags lay over one config section; implemented with
-/// [`stage!`] by a `Cli` holding `common: Common` and the flags in `section`.
+/// A stage binary whose config-backed flags lay over one config section; implemented by
+/// [`stage!`] for a `Cli` holding `common: Common` and the flags in `section`.
 pub trait Stage: Parser {
     /// The config section its flags lay over (`fit_pq`, ...).
     const SECTION: &'static str;
     /// The section's type: its `Default` holds every default, which `--help` shows.
     type Config: DeserializeOwned + Serialize + Default;
     fn common(&self) -> &Common;
-    /// The flags laid over the section: a map, null for a flag not given.
+    /// The flags laid over the section: a map of the given ones ([`given_flags`]).
     fn flags(&self) -> anyhow::Result<serde_yaml::Value>;
 }
 
-/// Implements [`Stage`] for a `Cli` type: `stage!(Cli, "fit_pq", PqParams);`.
+/// The flags of `section` that were given, as a map for
+/// [`remind::run::load_section_over`]: a flag not given is an unset `Option` (null, which it
+/// skips) or a switch left off (false, dropped here), so neither replaces the config's value.
+pub fn given_flags<F: Serialize>(section: &F) -> anyhow::Result<serde_yaml::Value> {
+    let mut value = serde_yaml::to_value(section)?;
+    if let serde_yaml::Value::Mapping(map) = &mut value {
+        map.retain(|_, v| !matches!(v, serde_yaml::Value::Bool(false)));
+    }
+    Ok(value)
+}
+
+/// Declares a stage binary: implements [`Stage`] for its `Cli` type and defines `main`, which
+/// runs `body` (a closure taking the parsed `Cli` and the config section) through
+/// [`run_stage`] under the binary's name: `stage!(Cli, "fit_pq", PqParams, |cli, p| { ... });`.
 #[macro_export]
 macro_rules! stage {
-    ($cli:ty, $section:literal, $config:ty) => {
+    ($cli:ty, $section:literal, $config:ty, $body:expr) => {
         impl $crate::Stage for $cli {
             const SECTION: &'static str = $section;
             type Config = $config;
@@ -186,8 +220,12 @@ macro_rules! stage {
                 &self.common
             }
             fn flags(&self) -> anyhow::Result<$crate::serde_yaml::Value> {
-                Ok($crate::serde_yaml::to_value(&self.section)?)
+                $crate::given_flags(&self.section)
             }
+        }
+
+        fn main() -> std::process::ExitCode {
+            $crate::run_stage::<$cli>(env!("CARGO_BIN_NAME"), $body)
         }
     };
 }

@@ -24,7 +24,7 @@ use remind::stream::Replay;
 use remind::train::optim::{OptimKind, Optimizer};
 use remind_stages::{main_with, tune_allocator, Compute};
 use tch::nn::{self, ModuleT, OptimizerConfig};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +58,24 @@ struct Cli {
     iters: usize,
     #[arg(long, default_value_t = 4)]
     blocks: usize,
+}
+
+/// A fresh F on `device`, with its own variables (drawn from libtorch's generator).
+fn fresh_f(device: Device, cfg: ResNetConfig, cut: Cut) -> Result<(nn::VarStore, ResNet)> {
+    let vs = nn::VarStore::new(device);
+    let f = ResNet::f(&vs.root(), cfg, cut)?;
+    Ok((vs, f))
+}
+
+/// REMIND's optimiser over `vs`: SGD with momentum 0.9 and weight decay 1e-5.
+fn remind_sgd(vs: &nn::VarStore) -> Optimizer {
+    Optimizer::new(
+        vs,
+        OptimKind::Sgd {
+            momentum: 0.9,
+            weight_decay: 1e-5,
+        },
+    )
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -111,15 +129,8 @@ fn run(cli: &Cli) -> Result<()> {
         },
     };
     // REMIND's F and optimiser.
-    let vs = nn::VarStore::new(device);
-    let f = ResNet::f(&vs.root(), cfg, cut)?;
-    let mut opt = Optimizer::new(
-        &vs,
-        OptimKind::Sgd {
-            momentum: 0.9,
-            weight_decay: 1e-5,
-        },
-    );
+    let (vs, f) = fresh_f(device, cfg, cut)?;
+    let mut opt = remind_sgd(&vs);
     let mut counters = vec![0u64; cli.classes as usize];
     let mut next_id = cli.items as u64;
     let mut remind_step = |rng: &mut ChaCha8Rng| -> Result<()> {
@@ -136,8 +147,7 @@ fn run(cli: &Cli) -> Result<()> {
         Ok(())
     };
     // The floor: the same F shape, libtorch's SGD, a prepared batch of r+1 maps.
-    let vs2 = nn::VarStore::new(device);
-    let f2 = ResNet::f(&vs2.root(), cfg, cut)?;
+    let (vs2, f2) = fresh_f(device, cfg, cut)?;
     let mut sgd = nn::Sgd {
         momentum: 0.9,
         wd: 1e-5,
@@ -154,15 +164,8 @@ fn run(cli: &Cli) -> Result<()> {
     };
     // The floor's batch through REMIND's own optimiser (written on tensors): separates the
     // optimiser's cost from the rest of the update.
-    let vs3 = nn::VarStore::new(device);
-    let f3 = ResNet::f(&vs3.root(), cfg, cut)?;
-    let mut opt3 = Optimizer::new(
-        &vs3,
-        OptimKind::Sgd {
-            momentum: 0.9,
-            weight_decay: 1e-5,
-        },
-    );
+    let (vs3, f3) = fresh_f(device, cfg, cut)?;
+    let mut opt3 = remind_sgd(&vs3);
     let mut own_opt_step = || {
         let loss = f3.forward_t(&x, true).cross_entropy_for_logits(&y);
         opt3.backward_step(&loss, 0.1);

@@ -2,8 +2,7 @@
 //! mean-per-type and overall accuracy, Omega against the offline model) and writes
 //! metrics.json, metrics.parquet, metrics.png and a printed table.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,7 +11,7 @@ use remind::artifact::Producer;
 use remind::evaluate::report::{render_tables, write_outputs};
 use remind::evaluate::{classify_eval, evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs};
 use remind::run::config_hash;
-use remind_stages::{run_stage, stage, Common};
+use remind_stages::{stage, Common};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -59,98 +58,95 @@ struct EvaluateFlags {
     split: Option<String>,
     /// Evaluate methods that lack some boundaries instead of refusing.
     #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     allow_partial: bool,
 }
 
-stage!(Cli, "evaluate", EvaluateSettings);
-
-fn main() -> ExitCode {
-    run_stage("remind-evaluate", |cli: Cli, s: EvaluateSettings| {
-        if s.task == Task::Classification {
-            return classification(&cli, &s);
-        }
-        let questions = cli
-            .questions
-            .as_deref()
-            .context("--questions is required for --task vqa")?;
-        let stream_dir = cli
-            .stream_dir
-            .as_deref()
-            .context("--stream-dir is required for --task vqa")?;
-        let inputs = VqaEvalInputs {
-            questions,
-            question_types: cli.question_types.as_deref(),
-            stream_dir,
-        };
-        let ev = evaluate_vqa(&inputs, &s)?;
-        let run_dir = cli.common.run_dir()?;
-        let out = cli.out.clone().unwrap_or_else(|| run_dir.clone());
-        let producer = Producer::new("evaluate", &config_hash(&s)?)
-            .param("task", "vqa")
-            .param(
-                "methods",
-                ev.methods
-                    .iter()
-                    .map(|m| m.name.clone())
-                    .collect::<Vec<_>>(),
-            );
-        let written = write_outputs(&ev, &out, &producer)?;
-        let mut used = vec![questions, stream_dir];
-        used.extend(cli.question_types.as_deref());
-        for path in &written {
-            record_output(&run_dir, path, &producer, &used)?;
-        }
-        print!("{}", render_tables(&ev));
-        eprintln!(
-            "remind-evaluate: {} method(s), {} boundaries, {} questions -> {}",
-            ev.methods.len(),
-            ev.positions.len(),
-            ev.questions,
-            written
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        Ok(())
-    })
-}
-
-fn classification(cli: &Cli, s: &EvaluateSettings) -> anyhow::Result<()> {
-    let labels = cli
-        .labels
-        .as_deref()
-        .context("--labels is required for --task classification")?;
-    let stream_dir = cli
-        .stream_dir
-        .as_deref()
-        .context("--stream-dir is required for --task classification")?;
-    let ev = classify_eval::evaluate_classification(labels, stream_dir, s)?;
-    let run_dir = cli.common.run_dir()?;
-    let out = cli.out.clone().unwrap_or_else(|| run_dir.clone());
-    let producer = Producer::new("evaluate", &config_hash(s)?)
-        .param("task", "classification")
-        .param(
-            "methods",
-            ev.methods
-                .iter()
-                .map(|m| m.name.clone())
-                .collect::<Vec<_>>(),
-        );
-    let written = classify_eval::write_outputs(&ev, &out, &producer)?;
-    for path in &written {
-        record_output(&run_dir, path, &producer, &[labels, stream_dir])?;
+stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
+    if s.task == Task::Classification {
+        return classification(&cli, &s);
     }
-    print!("{}", classify_eval::render_table(&ev));
+    let questions = required(&cli.questions, "questions", "vqa")?;
+    let stream_dir = required(&cli.stream_dir, "stream-dir", "vqa")?;
+    let inputs = VqaEvalInputs {
+        questions,
+        question_types: cli.question_types.as_deref(),
+        stream_dir,
+    };
+    let ev = evaluate_vqa(&inputs, &s)?;
+    let (run_dir, out) = cli.folders()?;
+    let producer = producer(&s, "vqa", ev.methods.iter().map(|m| &m.name))?;
+    let written = write_outputs(&ev, &out, &producer)?;
+    let mut used = vec![questions, stream_dir];
+    used.extend(cli.question_types.as_deref());
+    let listed = record_written(&run_dir, &written, &producer, &used)?;
+    print!("{}", render_tables(&ev));
     eprintln!(
-        "remind-evaluate: {} method(s) -> {}",
+        "remind-evaluate: {} method(s), {} boundaries, {} questions -> {listed}",
         ev.methods.len(),
-        written
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
+        ev.positions.len(),
+        ev.questions,
     );
     Ok(())
+});
+
+fn classification(cli: &Cli, s: &EvaluateSettings) -> anyhow::Result<()> {
+    let labels = required(&cli.labels, "labels", "classification")?;
+    let stream_dir = required(&cli.stream_dir, "stream-dir", "classification")?;
+    let ev = classify_eval::evaluate_classification(labels, stream_dir, s)?;
+    let (run_dir, out) = cli.folders()?;
+    let producer = producer(s, "classification", ev.methods.iter().map(|m| &m.name))?;
+    let written = classify_eval::write_outputs(&ev, &out, &producer)?;
+    let listed = record_written(&run_dir, &written, &producer, &[labels, stream_dir])?;
+    print!("{}", classify_eval::render_table(&ev));
+    eprintln!(
+        "remind-evaluate: {} method(s) -> {listed}",
+        ev.methods.len()
+    );
+    Ok(())
+}
+
+/// The path of an input flag the task needs: `--{flag} is required for --task {task}`
+/// when it was not given.
+fn required<'a>(value: &'a Option<PathBuf>, flag: &str, task: &str) -> anyhow::Result<&'a Path> {
+    value
+        .as_deref()
+        .with_context(|| format!("--{flag} is required for --task {task}"))
+}
+
+impl Cli {
+    /// The run folder, and the output folder: `--out`, else the run folder.
+    fn folders(&self) -> anyhow::Result<(PathBuf, PathBuf)> {
+        let run_dir = self.common.run_dir()?;
+        let out = self.out.clone().unwrap_or_else(|| run_dir.clone());
+        Ok((run_dir, out))
+    }
+}
+
+/// The producer of the outputs: the section's hash, the task and the methods scored.
+fn producer<'a>(
+    s: &EvaluateSettings,
+    task: &str,
+    methods: impl Iterator<Item = &'a String>,
+) -> anyhow::Result<Producer> {
+    Ok(Producer::new("evaluate", &config_hash(s)?)
+        .param("task", task)
+        .param("methods", methods.cloned().collect::<Vec<_>>()))
+}
+
+/// Records the written files in the run manifest as made from `inputs`; returns them
+/// listed for the summary line.
+fn record_written(
+    run_dir: &Path,
+    written: &[PathBuf],
+    producer: &Producer,
+    inputs: &[&Path],
+) -> anyhow::Result<String> {
+    for path in written {
+        record_output(run_dir, path, producer, inputs)?;
+    }
+    Ok(written
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", "))
 }

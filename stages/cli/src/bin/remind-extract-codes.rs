@@ -1,13 +1,12 @@
 //! Stage extract-codes: PQ-encodes a features dataset into a codes dataset.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::codes::extract_codes::extract_codes;
 use remind::run::Shard;
-use remind_stages::{run_stage, stage, Common, Compute, Sharding};
+use remind_stages::{stage, Common, Compute, Sharding};
 use serde::{Deserialize, Serialize};
 
 /// Config section `extract_codes`.
@@ -57,25 +56,21 @@ struct ExtractCodesFlags {
     batch: Option<usize>,
 }
 
-stage!(Cli, "extract_codes", Section);
-
-fn main() -> ExitCode {
-    run_stage("remind-extract-codes", |cli: Cli, section: Section| {
-        cli.compute.apply_threads()?;
-        let batch = section.batch;
-        let shard = Shard::resolve(cli.sharding.shard)?;
-        let device = cli.compute.device.device()?;
-        if let Some((path, producer)) =
-            extract_codes(&cli.features, &cli.codebook, &cli.out, shard, batch, device)?
-        {
-            record_output(
-                &cli.common.run_dir()?,
-                &path,
-                &producer,
-                &[&cli.features, &cli.codebook],
-            )?;
-            eprintln!("remind-extract-codes: wrote {}", path.display());
-        }
-        Ok(())
-    })
-}
+stage!(Cli, "extract_codes", Section, |cli, section| {
+    cli.compute.apply_threads()?;
+    let batch = section.batch;
+    let shard = Shard::resolve(cli.sharding.shard)?;
+    let device = cli.compute.device.device()?;
+    if let Some((path, producer)) =
+        extract_codes(&cli.features, &cli.codebook, &cli.out, shard, batch, device)?
+    {
+        record_output(
+            &cli.common.run_dir()?,
+            &path,
+            &producer,
+            &[&cli.features, &cli.codebook],
+        )?;
+        eprintln!("remind-extract-codes: wrote {}", path.display());
+    }
+    Ok(())
+});

@@ -1,13 +1,12 @@
 //! Feature maps of a frozen backbone (G) over a folder of images, as a features dataset.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::backbone::features::{extract_features, ExtractConfig, IdFrom};
 use remind::run::Shard;
-use remind_stages::{run_stage, stage, Common, Compute, NetworkShape, Sharding};
+use remind_stages::{stage, Common, Compute, NetworkShape, Sharding};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -51,32 +50,27 @@ struct ExtractFeaturesFlags {
     batch: Option<usize>,
     /// List undecodable images in bad_images.json instead of failing.
     #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     skip_bad: bool,
     /// Decoding threads.
     #[arg(long)]
     decode_threads: Option<usize>,
 }
 
-stage!(Cli, "extract_features", ExtractConfig);
-
-fn main() -> ExitCode {
-    run_stage("remind-extract-features", |cli: Cli, cfg: ExtractConfig| {
-        cli.compute.apply_threads()?;
-        let device = cli.compute.device.device()?;
-        let shard = Shard::resolve(cli.sharding.shard)?;
-        let outcome = extract_features(&cfg, device, shard)?;
-        let Some(part) = &outcome.part else {
-            eprintln!("remind-extract-features: shard {shard} already complete, skipped");
-            return Ok(());
-        };
-        let run_dir = cli.common.run_dir()?;
-        let mut inputs = Vec::new();
-        inputs.extend(cfg.images.as_deref());
-        inputs.extend(cfg.weights.as_deref());
-        record_output(&run_dir, part, &outcome.producer, &inputs)?;
-        record_output(&run_dir, &outcome.index, &outcome.producer, &inputs)?;
-        eprintln!(
+stage!(Cli, "extract_features", ExtractConfig, |cli, cfg| {
+    let device = cli.compute.setup()?;
+    let shard = Shard::resolve(cli.sharding.shard)?;
+    let outcome = extract_features(&cfg, device, shard)?;
+    let Some(part) = &outcome.part else {
+        eprintln!("remind-extract-features: shard {shard} already complete, skipped");
+        return Ok(());
+    };
+    let run_dir = cli.common.run_dir()?;
+    let mut inputs = Vec::new();
+    inputs.extend(cfg.images.as_deref());
+    inputs.extend(cfg.weights.as_deref());
+    record_output(&run_dir, part, &outcome.producer, &inputs)?;
+    record_output(&run_dir, &outcome.index, &outcome.producer, &inputs)?;
+    eprintln!(
             "remind-extract-features: wrote {} ({} rows of {:?} HWC); backbone busy {:.1}% of the {:.2} s pipeline",
             part.display(),
             outcome.rows,
@@ -84,13 +78,12 @@ fn main() -> ExitCode {
             100.0 * outcome.busy_seconds / outcome.pipeline_seconds.max(1e-9),
             outcome.pipeline_seconds
         );
-        if let Some(report) = &outcome.report {
-            eprintln!(
-                "remind-extract-features: {} unreadable image(s) listed in {}",
-                outcome.bad.len(),
-                report.display()
-            );
-        }
-        Ok(())
-    })
-}
+    if let Some(report) = &outcome.report {
+        eprintln!(
+            "remind-extract-features: {} unreadable image(s) listed in {}",
+            outcome.bad.len(),
+            report.display()
+        );
+    }
+    Ok(())
+});

@@ -1,13 +1,12 @@
 //! Stage fit-pq: fits the product quantizer on a features dataset and writes the codebook.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::codes::fit_pq::{fit_pq, IdFilter};
 use remind::pq::PqParams;
-use remind_stages::{run_stage, stage, Common, Compute};
+use remind_stages::{stage, Common, Compute};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -59,46 +58,41 @@ struct FitPqFlags {
     seed: Option<u64>,
     /// Learn an OPQ rotation before quantizing (codes then decode through it).
     #[arg(long)]
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     opq: bool,
     /// Alternations of the OPQ fit.
     #[arg(long)]
     opq_iterations: Option<usize>,
 }
 
-stage!(Cli, "fit_pq", PqParams);
-
-fn main() -> ExitCode {
-    run_stage("remind-fit-pq", |cli: Cli, p: PqParams| {
-        cli.compute.apply_threads()?;
-        let report = cli.report.clone().unwrap_or_else(|| {
-            cli.out
-                .parent()
-                .map(|d| d.join("fit_report.json"))
-                .unwrap_or_else(|| "fit_report.json".into())
-        });
-        let filter = cli.ids.as_deref().map(|table| IdFilter {
-            table,
-            column: &cli.ids_column,
-        });
-        let (rep, producer) = fit_pq(
-            &cli.features,
-            filter.as_ref(),
-            &p,
-            cli.compute.device.device()?,
-            &cli.out,
-            &report,
-        )?;
-        let run_dir = cli.common.run_dir()?;
-        let mut inputs = vec![cli.features.as_path()];
-        inputs.extend(cli.ids.as_deref());
-        record_output(&run_dir, &cli.out, &producer, &inputs)?;
-        eprintln!(
+stage!(Cli, "fit_pq", PqParams, |cli, p| {
+    cli.compute.apply_threads()?;
+    let report = cli.report.clone().unwrap_or_else(|| {
+        cli.out
+            .parent()
+            .map(|d| d.join("fit_report.json"))
+            .unwrap_or_else(|| "fit_report.json".into())
+    });
+    let filter = cli.ids.as_deref().map(|table| IdFilter {
+        table,
+        column: &cli.ids_column,
+    });
+    let (rep, producer) = fit_pq(
+        &cli.features,
+        filter.as_ref(),
+        &p,
+        cli.compute.device.device()?,
+        &cli.out,
+        &report,
+    )?;
+    let run_dir = cli.common.run_dir()?;
+    let mut inputs = vec![cli.features.as_path()];
+    inputs.extend(cli.ids.as_deref());
+    record_output(&run_dir, &cli.out, &producer, &inputs)?;
+    eprintln!(
             "remind-fit-pq: {}{} codebooks x {} centroids on {} of {} vectors in {:.2}s, train MSE {:.5} ({:.2}% of the mean squared norm) -> {}",
             if p.opq { "OPQ rotation + " } else { "" },
             rep.num_subspaces, 1usize << rep.nbits, rep.train_vectors, rep.input_vectors, rep.fit_seconds,
             rep.train_mse, 100.0 * rep.relative_mse, cli.out.display()
         );
-        Ok(())
-    })
-}
+    Ok(())
+});

@@ -2,12 +2,11 @@
 //! them, or .npy) as a `question_features` artifact aligned with the questions table.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::data::gensen::{inputs, producer, run, ImportGensenConfig};
-use remind_stages::{run_stage, stage, Common};
+use remind_stages::{replace_sources, stage, Common};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -50,50 +49,41 @@ struct ImportGensenFlags {
     out: Option<PathBuf>,
 }
 
-stage!(Cli, "import_gensen", ImportGensenConfig);
-
-fn main() -> ExitCode {
-    run_stage(
-        "remind-import-gensen",
-        |cli: Cli, mut cfg: ImportGensenConfig| {
-            // A source given here replaces the config's (and its row ids) as a whole.
-            if cli.h5.is_some() || cli.npy.is_some() {
-                cfg.h5 = cli.h5.clone();
-                cfg.npy = cli.npy.clone();
-                cfg.npy_ids = cli.section.npy_ids.clone();
-            }
-            let producer = producer(&cfg)?;
-            let report = run(&cfg, &producer)?;
-            let run_dir = cli.common.run_dir()?;
-            let sources = inputs(&cfg);
-            let sources: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
-            for path in &report.outputs {
-                record_output(&run_dir, path, &producer, &sources)?;
-            }
-            eprintln!(
-                "remind-import-gensen: {} of {} rows of {} ({} wide) matched the {} questions{}; \
+stage!(Cli, "import_gensen", ImportGensenConfig, |cli, mut cfg| {
+    // A source given here replaces the config's (and its row ids) as a whole.
+    if replace_sources([(&mut cfg.h5, &cli.h5), (&mut cfg.npy, &cli.npy)]) {
+        cfg.npy_ids = cli.section.npy_ids.clone();
+    }
+    let producer = producer(&cfg)?;
+    let report = run(&cfg, &producer)?;
+    let run_dir = cli.common.run_dir()?;
+    let sources = inputs(&cfg);
+    let sources: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
+    for path in &report.outputs {
+        record_output(&run_dir, path, &producer, &sources)?;
+    }
+    eprintln!(
+        "remind-import-gensen: {} of {} rows of {} ({} wide) matched the {} questions{}; \
              {} extra rows not imported; wrote {}",
-                report.matched,
-                report.in_file,
-                report.source.display(),
-                report.dim,
-                report.in_table,
-                report
-                    .split
-                    .as_ref()
-                    .map(|s| format!(" of split '{s}'"))
-                    .unwrap_or_default(),
-                report.extra_in_file,
-                report.outputs[0].display()
-            );
-            if let Some(bad) = report.text_mismatches.filter(|&b| b > 0) {
-                eprintln!(
-                    "remind-import-gensen: warning: {bad} question texts of the file differ from \
+        report.matched,
+        report.in_file,
+        report.source.display(),
+        report.dim,
+        report.in_table,
+        report
+            .split
+            .as_ref()
+            .map(|s| format!(" of split '{s}'"))
+            .unwrap_or_default(),
+        report.extra_in_file,
+        report.outputs[0].display()
+    );
+    if let Some(bad) = report.text_mismatches.filter(|&b| b > 0) {
+        eprintln!(
+            "remind-import-gensen: warning: {bad} question texts of the file differ from \
                  the table's (e.g. question ids {:?}): are the ids of the same data set?",
-                    report.text_mismatch_examples
-                );
-            }
-            Ok(())
-        },
-    )
-}
+            report.text_mismatch_examples
+        );
+    }
+    Ok(())
+});

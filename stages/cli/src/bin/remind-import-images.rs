@@ -3,12 +3,11 @@
 //! IDX images are written out as PNG folders.
 
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::data::images::{load, producer, write, ImportImagesConfig};
-use remind_stages::{run_stage, stage, Common};
+use remind_stages::{replace_sources, stage, Common};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -57,42 +56,32 @@ struct ImportImagesFlags {
     max_val_per_class: Option<usize>,
 }
 
-stage!(Cli, "import_images", ImportImagesConfig);
-
-fn main() -> ExitCode {
-    run_stage(
-        "remind-import-images",
-        |cli: Cli, mut cfg: ImportImagesConfig| {
-            // A source given here replaces the config's as a whole.
-            if cli.idx.is_some() || cli.folder.is_some() {
-                cfg.idx = cli.idx.clone();
-                cfg.folder = cli.folder.clone();
-            }
-            let prepared = load(&cfg)?;
-            let producer = producer(&cfg)?;
-            let report = write(&prepared, &producer)?;
-            let run_dir = cli.common.run_dir()?;
-            let inputs: Vec<&Path> = report.sources.iter().map(PathBuf::as_path).collect();
-            for path in &report.outputs {
-                record_output(&run_dir, path, &producer, &inputs)?;
-            }
-            for (split, s) in &report.splits {
-                eprintln!(
-                    "remind-import-images: {split}: {} of {} items",
-                    s.items, s.available
-                );
-            }
-            eprintln!(
-            "remind-import-images: {} classes ({} base, {} base training items), order from {}; \
-             image root {}; wrote {}",
-            report.num_classes,
-            report.base_classes,
-            report.base_train_items,
-            report.class_order,
-            report.image_root.display(),
-            cfg.out.display()
+stage!(Cli, "import_images", ImportImagesConfig, |cli, mut cfg| {
+    // A source given here replaces the config's as a whole.
+    replace_sources([(&mut cfg.idx, &cli.idx), (&mut cfg.folder, &cli.folder)]);
+    let prepared = load(&cfg)?;
+    let producer = producer(&cfg)?;
+    let report = write(&prepared, &producer)?;
+    let run_dir = cli.common.run_dir()?;
+    let inputs: Vec<&Path> = report.sources.iter().map(PathBuf::as_path).collect();
+    for path in &report.outputs {
+        record_output(&run_dir, path, &producer, &inputs)?;
+    }
+    for (split, s) in &report.splits {
+        eprintln!(
+            "remind-import-images: {split}: {} of {} items",
+            s.items, s.available
         );
-            Ok(())
-        },
-    )
-}
+    }
+    eprintln!(
+        "remind-import-images: {} classes ({} base, {} base training items), order from {}; \
+             image root {}; wrote {}",
+        report.num_classes,
+        report.base_classes,
+        report.base_train_items,
+        report.class_order,
+        report.image_root.display(),
+        cfg.out.display()
+    );
+    Ok(())
+});

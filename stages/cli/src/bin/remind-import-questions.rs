@@ -2,12 +2,11 @@
 //! question types and an import report.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::data::questions::{load, producer, write, ImportQuestionsConfig};
-use remind_stages::{run_stage, stage, Common};
+use remind_stages::{replace_sources, stage, Common};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -49,40 +48,38 @@ struct ImportQuestionsFlags {
     glove: Option<PathBuf>,
 }
 
-stage!(Cli, "import_questions", ImportQuestionsConfig);
-
-fn main() -> ExitCode {
-    run_stage(
-        "remind-import-questions",
-        |cli: Cli, mut cfg: ImportQuestionsConfig| {
-            // A source given here replaces the config's as a whole.
-            if cli.clevr_dir.is_some() || cli.tdiuc_dir.is_some() {
-                cfg.clevr_dir = cli.clevr_dir.clone();
-                cfg.tdiuc_dir = cli.tdiuc_dir.clone();
-            }
-            let imported = load(&cfg)?;
-            let producer = producer(&cfg, imported.dataset)?;
-            let report = write(&imported, &cli.out, &producer)?;
-            let run_dir = cli.common.run_dir()?;
-            let inputs: Vec<&std::path::Path> =
-                report.sources.iter().map(PathBuf::as_path).collect();
-            for path in &report.outputs {
-                record_output(&run_dir, path, &producer, &inputs)?;
-            }
-            for (split, s) in &report.splits {
-                eprintln!(
+stage!(
+    Cli,
+    "import_questions",
+    ImportQuestionsConfig,
+    |cli, mut cfg| {
+        // A source given here replaces the config's as a whole.
+        replace_sources([
+            (&mut cfg.clevr_dir, &cli.clevr_dir),
+            (&mut cfg.tdiuc_dir, &cli.tdiuc_dir),
+        ]);
+        let imported = load(&cfg)?;
+        let producer = producer(&cfg, imported.dataset)?;
+        let report = write(&imported, &cli.out, &producer)?;
+        let run_dir = cli.common.run_dir()?;
+        let inputs: Vec<&std::path::Path> = report.sources.iter().map(PathBuf::as_path).collect();
+        for path in &report.outputs {
+            record_output(&run_dir, path, &producer, &inputs)?;
+        }
+        for (split, s) in &report.splits {
+            eprintln!(
                 "remind-import-questions: {split}: {} questions, {} with an answer outside the \
                  answer table, {} unknown tokens, {} truncated to {} tokens",
                 s.questions, s.unknown_answers, s.unknown_tokens, s.truncated, report.max_length
             );
-            }
-            if let Some(wv) = &report.word_vectors {
-                eprintln!(
-                    "remind-import-questions: word vectors ({} dims) for {} of {} tokens",
-                    wv.dim, wv.found, report.vocabulary_size
-                );
-            }
+        }
+        if let Some(wv) = &report.word_vectors {
             eprintln!(
+                "remind-import-questions: word vectors ({} dims) for {} of {} tokens",
+                wv.dim, wv.found, report.vocabulary_size
+            );
+        }
+        eprintln!(
             "remind-import-questions: {}: vocabulary {} tokens, {} answers, {} question types; \
              wrote {}",
             report.dataset.name(),
@@ -91,7 +88,6 @@ fn main() -> ExitCode {
             report.question_types.len(),
             cli.out.display()
         );
-            Ok(())
-        },
-    )
-}
+        Ok(())
+    }
+);

@@ -1,14 +1,13 @@
 //! Writes synthetic ReLU-like feature maps as a features dataset (tests, benchmarks).
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
 use remind::diag::synth::{write_synthetic_features, SynthConfig};
 use remind::run::{config_hash, Shard};
-use remind_stages::{run_stage, stage, Common, Sharding};
+use remind_stages::{stage, Common, Sharding};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -51,16 +50,12 @@ struct SynthFlags {
     batch: Option<usize>,
 }
 
-stage!(Cli, "synth_features", SynthConfig);
-
-fn main() -> ExitCode {
-    run_stage("remind-synth-features", |cli: Cli, cfg: SynthConfig| {
-        let shard = Shard::resolve(cli.sharding.shard)?;
-        if let Some(path) = write_synthetic_features(&cfg, &cli.out, shard)? {
-            let producer = Producer::new("synth-features", &config_hash(&cfg)?);
-            record_output(&cli.common.run_dir()?, &path, &producer, &[])?;
-            eprintln!("remind-synth-features: wrote {}", path.display());
-        }
-        Ok(())
-    })
-}
+stage!(Cli, "synth_features", SynthConfig, |cli, cfg| {
+    let shard = Shard::resolve(cli.sharding.shard)?;
+    if let Some(path) = write_synthetic_features(&cfg, &cli.out, shard)? {
+        let producer = Producer::new("synth-features", &config_hash(&cfg)?);
+        record_output(&cli.common.run_dir()?, &path, &producer, &[])?;
+        eprintln!("remind-synth-features: wrote {}", path.display());
+    }
+    Ok(())
+});

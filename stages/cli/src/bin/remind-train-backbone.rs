@@ -2,12 +2,11 @@
 //! annotations (the stand-in for ImageNet pre-training), and writes its weights.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::backbone::scenes::{train_backbone, EpochReport, TrainBackboneConfig};
-use remind_stages::{run_stage, stage, Common, Compute, NetworkShape};
+use remind_stages::{stage, Common, Compute, NetworkShape};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -94,25 +93,23 @@ fn print_epoch(e: &EpochReport, epochs: usize) {
     );
 }
 
-stage!(Cli, "train_backbone", TrainBackboneConfig);
-
-fn main() -> ExitCode {
-    run_stage(
-        "remind-train-backbone",
-        |cli: Cli, mut cfg: TrainBackboneConfig| {
-            if cli.no_flip {
-                cfg.flip = false;
-            }
-            cli.compute.apply_threads()?;
-            let device = cli.compute.device.device()?;
-            let epochs = cfg.epochs;
-            let outcome = train_backbone(&cfg, device, |e| print_epoch(e, epochs))?;
-            let run_dir = cli.common.run_dir()?;
-            let inputs: Vec<&std::path::Path> = cfg.clevr_dir.as_deref().into_iter().collect();
-            record_output(&run_dir, &outcome.weights, &outcome.producer, &inputs)?;
-            record_output(&run_dir, &outcome.report_path, &outcome.producer, &inputs)?;
-            let r = &outcome.report;
-            eprintln!(
+stage!(
+    Cli,
+    "train_backbone",
+    TrainBackboneConfig,
+    |cli, mut cfg| {
+        if cli.no_flip {
+            cfg.flip = false;
+        }
+        let device = cli.compute.setup()?;
+        let epochs = cfg.epochs;
+        let outcome = train_backbone(&cfg, device, |e| print_epoch(e, epochs))?;
+        let run_dir = cli.common.run_dir()?;
+        let inputs: Vec<&std::path::Path> = cfg.clevr_dir.as_deref().into_iter().collect();
+        record_output(&run_dir, &outcome.weights, &outcome.producer, &inputs)?;
+        record_output(&run_dir, &outcome.report_path, &outcome.producer, &inputs)?;
+        let r = &outcome.report;
+        eprintln!(
             "remind-train-backbone: wrote {} ({} {} width {}, G up to {}: {:?} HWC features at {} px) and {}; {} train / {} held-out images, {:.1}s",
             outcome.weights.display(),
             r.arch,
@@ -126,7 +123,6 @@ fn main() -> ExitCode {
             r.heldout_images,
             r.total_seconds
         );
-            Ok(())
-        },
-    )
-}
+        Ok(())
+    }
+);

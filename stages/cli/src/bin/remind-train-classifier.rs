@@ -2,14 +2,13 @@
 //! classes of a label table (remind-import-images) and writes the best weights.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
 use remind::backbone::classifier::{report_path, train_classifier, TrainClassifierConfig};
 use remind::models::{Arch, Stem};
-use remind_stages::{run_stage, stage, Common, Compute};
+use remind_stages::{stage, Common, Compute};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -65,28 +64,26 @@ struct TrainClassifierFlags {
     seed: Option<u64>,
 }
 
-stage!(Cli, "train_classifier", TrainClassifierConfig);
-
-fn main() -> ExitCode {
-    run_stage(
-        "remind-train-classifier",
-        |cli: Cli, cfg: TrainClassifierConfig| {
-            cli.compute.apply_threads()?;
-            let device = cli.compute.device.device()?;
-            let epochs = cfg.epochs;
-            let report = train_classifier(&cfg, device, |e| {
-                eprintln!(
+stage!(
+    Cli,
+    "train_classifier",
+    TrainClassifierConfig,
+    |cli, cfg| {
+        let device = cli.compute.setup()?;
+        let epochs = cfg.epochs;
+        let report = train_classifier(&cfg, device, |e| {
+            eprintln!(
                 "remind-train-classifier: epoch {}/{epochs}: loss {:.4}, train top-1 {:.2}%, val top-1 {:.2}%, lr {:.4}, {:.1}s",
                 e.epoch, e.loss, 100.0 * e.train_top1, 100.0 * e.val_top1, e.lr, e.seconds
             );
-            })?;
-            let out = PathBuf::from(&report.weights);
-            let producer = Producer::new("train-classifier", &report.config_hash);
-            let inputs: Vec<&std::path::Path> = cfg.labels.as_deref().into_iter().collect();
-            let run_dir = cli.common.run_dir()?;
-            record_output(&run_dir, &out, &producer, &inputs)?;
-            record_output(&run_dir, &report_path(&out), &producer, &inputs)?;
-            eprintln!(
+        })?;
+        let out = PathBuf::from(&report.weights);
+        let producer = Producer::new("train-classifier", &report.config_hash);
+        let inputs: Vec<&std::path::Path> = cfg.labels.as_deref().into_iter().collect();
+        let run_dir = cli.common.run_dir()?;
+        record_output(&run_dir, &out, &producer, &inputs)?;
+        record_output(&run_dir, &report_path(&out), &producer, &inputs)?;
+        eprintln!(
             "remind-train-classifier: wrote {} (best epoch {}: val top-1 {:.2}% on the {} base classes), {:.1}s",
             out.display(),
             report.best_epoch,
@@ -94,7 +91,6 @@ fn main() -> ExitCode {
             report.base_classes,
             report.seconds
         );
-            Ok(())
-        },
-    )
-}
+        Ok(())
+    }
+);
