@@ -2,15 +2,24 @@
 //! optimiser's tensors (safetensors), the replay buffer (Arrow IPC) and `state.json` (stream
 //! position, RNG position, config hash). A checkpoint is assembled in a hidden folder and
 //! renamed into place, so an interrupted write never looks complete.
+//!
+//! A checkpoint proves itself: `state.json` records the SHA-256 of every other file of the
+//! folder, and `state.sha256` the SHA-256 of `state.json`; reading a checkpoint verifies
+//! both and refuses, naming the file, one that was altered (issue #12).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::layout::{checkpoint_index, MethodDir};
 use crate::artifact::atomic::{write_bytes, TEMP_PREFIX};
+use crate::artifact::weights::file_sha256;
+
+/// The file beside `state.json` holding its SHA-256 (hex).
+const STATE_DIGEST: &str = "state.sha256";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointState {
@@ -26,6 +35,10 @@ pub struct CheckpointState {
     /// Learning-rate counters (per class; classification) or empty.
     #[serde(default)]
     pub counters: Vec<u64>,
+    /// SHA-256 (hex) of every other file of the checkpoint folder, by name; filled in by
+    /// [`write_checkpoint`], verified by [`read_state`].
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 /// Writes a checkpoint: `fill` writes the tensor files into the folder it is given.
@@ -44,7 +57,11 @@ pub fn write_checkpoint(
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let result = (|| {
         fill(&tmp)?;
-        write_bytes(&tmp.join("state.json"), &serde_json::to_vec_pretty(state)?)?;
+        let mut state = state.clone();
+        state.files = digests(&tmp)?;
+        let json = serde_json::to_vec_pretty(&state)?;
+        write_bytes(&tmp.join("state.json"), &json)?;
+        write_bytes(&tmp.join(STATE_DIGEST), sha256_hex(&json).as_bytes())?;
         if final_dir.exists() {
             fs::remove_dir_all(&final_dir)
                 .with_context(|| format!("cannot replace {}", final_dir.display()))?;
@@ -79,12 +96,75 @@ pub fn latest_checkpoint(method_dir: &Path) -> Result<Option<(PathBuf, Checkpoin
     }
 }
 
-/// Reads `state.json` of a checkpoint folder.
+/// SHA-256 (hex) of each file of `dir` but the state's own two.
+fn digests(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for e in fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name != "state.json" && name != STATE_DIGEST && e.file_type()?.is_file() {
+            out.insert(name, file_sha256(&e.path())?);
+        }
+    }
+    Ok(out)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Reads `state.json` of a checkpoint folder after verifying it against `state.sha256` and
+/// every file it lists against its recorded SHA-256; a file altered, missing or added since
+/// the checkpoint was written is named in the error.
 pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     let path = dir.join("state.json");
-    let bytes = fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_slice(&bytes)
-        .with_context(|| format!("{}: not a valid checkpoint state", path.display()))
+    let p = path.display();
+    let bytes = fs::read(&path).with_context(|| format!("cannot read {p}"))?;
+    let digest_path = dir.join(STATE_DIGEST);
+    let recorded = fs::read_to_string(&digest_path).with_context(|| {
+        format!(
+            "cannot read {}: the checkpoint's state is not verifiable (written by an older \
+             remind-rs, or altered); start afresh without --resume",
+            digest_path.display()
+        )
+    })?;
+    let found = sha256_hex(&bytes);
+    ensure!(
+        recorded.trim() == found,
+        "{p}: SHA-256 {found}, but {} records {}: the checkpoint's state was altered; refusing \
+         to resume from it",
+        digest_path.display(),
+        recorded.trim()
+    );
+    let state: CheckpointState = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{p}: not a valid checkpoint state"))?;
+    let on_disk = digests(dir)?;
+    for (name, want) in &state.files {
+        match on_disk.get(name) {
+            None => bail!(
+                "{}: missing from the checkpoint (state.json lists it); refusing to resume",
+                dir.join(name).display()
+            ),
+            Some(have) if have != want => bail!(
+                "{}: SHA-256 {have}, but state.json records {want}: the file was altered since \
+                 the checkpoint was written; refusing to resume from it",
+                dir.join(name).display()
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = on_disk.keys().find(|n| !state.files.contains_key(*n)) {
+        bail!(
+            "{}: not part of the checkpoint as written (state.json does not list it); refusing \
+             to resume",
+            dir.join(extra).display()
+        );
+    }
+    Ok(state)
 }
 
 /// Refuses a checkpoint made under another configuration.
@@ -120,4 +200,59 @@ pub fn accept_checkpoint(
     }
     check_config(&dir, &state, hash)?;
     Ok(Some((dir, state)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn altered_checkpoint_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("remind-ckpt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let state = CheckpointState {
+            method: "remind".into(),
+            boundary: 2,
+            position: 40,
+            config_hash: "abc".into(),
+            rng_word_pos: 7,
+            counters: vec![1, 2],
+            files: BTreeMap::new(),
+        };
+        let ckpt = write_checkpoint(&dir, &state, |d| {
+            fs::write(d.join("model.safetensors"), b"weights")?;
+            fs::write(d.join("buffer.arrow"), b"buffer")?;
+            Ok(())
+        })
+        .unwrap();
+        let read = read_state(&ckpt).unwrap();
+        assert_eq!(read.files.len(), 2);
+        assert_eq!((read.position, read.counters.clone()), (40, vec![1, 2]));
+        let err = |d: &Path| format!("{:#}", read_state(d).unwrap_err());
+
+        fs::write(ckpt.join("model.safetensors"), b"weightz").unwrap();
+        let e = err(&ckpt);
+        assert!(
+            e.contains("model.safetensors: SHA-256") && e.contains("altered"),
+            "{e}"
+        );
+        fs::write(ckpt.join("model.safetensors"), b"weights").unwrap();
+        read_state(&ckpt).unwrap();
+
+        let json = fs::read_to_string(ckpt.join("state.json")).unwrap();
+        fs::write(ckpt.join("state.json"), json.replace("40", "41")).unwrap();
+        let e = err(&ckpt);
+        assert!(
+            e.contains("state.json: SHA-256") && e.contains("state was altered"),
+            "{e}"
+        );
+        fs::write(ckpt.join("state.json"), json).unwrap();
+
+        fs::remove_file(ckpt.join("buffer.arrow")).unwrap();
+        assert!(err(&ckpt).contains("buffer.arrow: missing from the checkpoint"));
+        fs::remove_file(ckpt.join(STATE_DIGEST)).unwrap();
+        assert!(err(&ckpt).contains("not verifiable"));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -264,6 +264,7 @@ fn evaluation_point<L: Learner>(
         config_hash: spec.config_hash.clone(),
         rng_word_pos: rng.get_word_pos(),
         counters: net.counters.clone(),
+        files: Default::default(),
     };
     write_checkpoint(dir.path(), &state, |ckpt| {
         net.vs
