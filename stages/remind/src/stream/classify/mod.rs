@@ -226,8 +226,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn decode(&self, codes: &[u8]) -> Result<Tensor> {
-        self.run.codes.decode(codes)
+    /// The codes of training item `row` of the label table.
+    fn train_codes(&self, row: usize) -> Result<&[u8]> {
+        self.codes.row_u8(self.train_rows[row])
     }
     fn updater(&self) -> Updater<'_> {
         Updater {
@@ -364,27 +365,6 @@ pub fn run_classify_stream(
     driver::run(&ctx, out, method, resume, serde_json::json!({}))
 }
 
-/// F with the base weights, and its optimiser.
-fn new_f(ctx: &Ctx) -> Result<Net<ResNet>> {
-    let vs = VarStore::new(ctx.device);
-    let f = ResNet::f(&vs.root(), ctx.net, ctx.s.cut)?;
-    load_weights(&vs, ctx.base_weights, Unexpected::Ignore)
-        .with_context(|| format!("cannot load F from {}", ctx.base_weights.display()))?;
-    let opt = Optimizer::new(
-        &vs,
-        OptimKind::Sgd {
-            momentum: ctx.s.momentum,
-            weight_decay: ctx.s.weight_decay,
-        },
-    );
-    Ok(Net {
-        vs,
-        model: f,
-        opt,
-        counters: vec![0; ctx.num_classes],
-    })
-}
-
 /// Scores the validation items of the first `seen` classes; returns their ids and the
 /// softmax probabilities (row-major, all classes).
 fn predict(ctx: &Ctx, f: &ResNet, seen: usize) -> Result<(Vec<u64>, Vec<f32>)> {
@@ -397,7 +377,7 @@ fn predict(ctx: &Ctx, f: &ResNet, seen: usize) -> Result<(Vec<u64>, Vec<f32>)> {
         for &r in chunk {
             codes.extend_from_slice(ctx.codes.row_u8(ctx.val_rows[r])?);
         }
-        let x = ctx.decode(&codes)?;
+        let x = ctx.run.codes.decode(&codes)?;
         let p = f
             .forward_t(&x, false)
             .softmax(-1, Kind::Float)
@@ -566,11 +546,6 @@ impl Updater<'_> {
     }
 }
 
-/// The codes of training item `row` of the label table.
-fn train_codes<'c>(ctx: &'c Ctx, row: usize) -> Result<&'c [u8]> {
-    ctx.codes.row_u8(ctx.train_rows[row])
-}
-
 impl Learner for Ctx<'_> {
     type Model = ResNet;
 
@@ -578,8 +553,25 @@ impl Learner for Ctx<'_> {
         &self.run
     }
 
+    /// F with the base weights, and its optimiser.
     fn fresh(&self) -> Result<Net<ResNet>> {
-        new_f(self)
+        let vs = VarStore::new(self.device);
+        let f = ResNet::f(&vs.root(), self.net, self.s.cut)?;
+        load_weights(&vs, self.base_weights, Unexpected::Ignore)
+            .with_context(|| format!("cannot load F from {}", self.base_weights.display()))?;
+        let opt = Optimizer::new(
+            &vs,
+            OptimKind::Sgd {
+                momentum: self.s.momentum,
+                weight_decay: self.s.weight_decay,
+            },
+        );
+        Ok(Net {
+            vs,
+            model: f,
+            opt,
+            counters: vec![0; self.num_classes],
+        })
     }
 
     /// F already holds the base initialisation (`remind-train-classifier`'s weights).
@@ -596,7 +588,7 @@ impl Learner for Ctx<'_> {
         Ok((
             self.set.train.ids[row],
             self.set.train.labels[row],
-            train_codes(self, row)?,
+            self.train_codes(row)?,
         ))
     }
 
@@ -615,7 +607,7 @@ impl Learner for Ctx<'_> {
         self.updater().update(
             &net.model,
             &mut net.opt,
-            train_codes(self, row)?,
+            self.train_codes(row)?,
             self.set.train.labels[row],
             replay,
             rng,
@@ -653,9 +645,9 @@ impl Learner for Ctx<'_> {
             for chunk in rows.chunks(b) {
                 codes.clear();
                 for &r in chunk {
-                    codes.extend_from_slice(train_codes(self, r)?);
+                    codes.extend_from_slice(self.train_codes(r)?);
                 }
-                let mut x = self.decode(&codes)?;
+                let mut x = self.run.codes.decode(&codes)?;
                 if self.s.offline_crops {
                     x = random_resized_crops(&x, &mut order_rng)?;
                 }
@@ -700,9 +692,9 @@ impl Learner for Ctx<'_> {
         let rows: Vec<usize> = self.run.plan.items.iter().copied().take(batch).collect();
         let mut codes = Vec::new();
         for &r in &rows {
-            codes.extend_from_slice(train_codes(self, r)?);
+            codes.extend_from_slice(self.train_codes(r)?);
         }
-        let x = self.decode(&codes)?;
+        let x = self.run.codes.decode(&codes)?;
         let y: Vec<i64> = rows.iter().map(|&r| self.set.train.labels[r]).collect();
         let y = Tensor::from_slice(&y).to_device(self.device);
         let lr = self.s.lr.start;

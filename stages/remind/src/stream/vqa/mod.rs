@@ -134,8 +134,9 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn decode(&self, codes: &[u8]) -> Result<Tensor> {
-        self.run.codes.decode(codes)
+    /// The PQ codes of training item `item`'s image (a slice of the memory-mapped dataset).
+    fn item_codes(&self, item: usize) -> Result<&[u8]> {
+        self.train_codes.row_u8(self.train.image_rows[item])
     }
 
     /// The question side of a batch of `items` (train or val) at `idx`.
@@ -307,20 +308,6 @@ fn capped_per_type(types: &[i64], cap: usize, seed: u64) -> Vec<usize> {
     keep
 }
 
-/// A freshly initialised model (seeded: every method starts from the same weights).
-fn new_model(ctx: &Ctx) -> Result<Net<VqaModel>> {
-    tch::manual_seed(ctx.s.seed as i64);
-    let vs = VarStore::new(ctx.device);
-    let model = VqaModel::new(&vs.root(), ctx.model, None)?;
-    let opt = Optimizer::new(&vs, OptimKind::adamax());
-    Ok(Net {
-        vs,
-        model,
-        opt,
-        counters: Vec::new(),
-    })
-}
-
 /// The loss of training items `idx` with their codes `codes` (dropout seeded by
 /// `dropout_seed`).
 fn loss(
@@ -331,7 +318,7 @@ fn loss(
     dropout_seed: u64,
 ) -> Result<Tensor> {
     tch::manual_seed(dropout_seed as i64);
-    let feats = ctx.decode(codes)?;
+    let feats = ctx.run.codes.decode(codes)?;
     let questions = ctx.questions(&ctx.train, idx)?;
     let target = answer_batch(&ctx.train, idx, ctx.device);
     let logits = model.forward_t(&feats, &questions.view(), true)?;
@@ -393,7 +380,7 @@ fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
     for batch in all.chunks(ctx.s.eval_batch) {
         codes.clear();
         gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
-        let feats = ctx.decode(&codes)?;
+        let feats = ctx.run.codes.decode(&codes)?;
         let questions = ctx.questions(&ctx.val, batch)?;
         let logits = model.forward_t(&feats, &questions.view(), false)?;
         let pred = logits.argmax(-1, false).to_device(Device::Cpu);
@@ -427,11 +414,6 @@ fn write_predictions(
     write_table(&dir.predictions(k), "predictions", &producer, cols, meta)
 }
 
-/// The PQ codes of training item `item`'s image (a slice of the memory-mapped dataset).
-fn item_codes<'c>(ctx: &'c Ctx, item: usize) -> Result<&'c [u8]> {
-    ctx.train_codes.row_u8(ctx.train.image_rows[item])
-}
-
 impl Learner for Ctx<'_> {
     type Model = VqaModel;
 
@@ -439,8 +421,18 @@ impl Learner for Ctx<'_> {
         &self.run
     }
 
+    /// A freshly initialised model (seeded: every method starts from the same weights).
     fn fresh(&self) -> Result<Net<VqaModel>> {
-        new_model(self)
+        tch::manual_seed(self.s.seed as i64);
+        let vs = VarStore::new(self.device);
+        let model = VqaModel::new(&vs.root(), self.model, None)?;
+        let opt = Optimizer::new(&vs, OptimKind::adamax());
+        Ok(Net {
+            vs,
+            model,
+            opt,
+            counters: Vec::new(),
+        })
     }
 
     /// Offline epochs on the first segment, the same for every method.
@@ -464,7 +456,7 @@ impl Learner for Ctx<'_> {
         Ok((
             item as u64,
             self.train.answers[item],
-            item_codes(self, item)?,
+            self.item_codes(item)?,
         ))
     }
 
@@ -483,7 +475,7 @@ impl Learner for Ctx<'_> {
         _rng: &mut ChaCha8Rng,
     ) -> Result<Step> {
         let mut idx = vec![item];
-        let mut codes = item_codes(self, item)?.to_vec();
+        let mut codes = self.item_codes(item)?.to_vec();
         if let Some(r) = replay {
             for &slot in r.slots {
                 idx.push(r.buffer.id(slot) as usize);
@@ -544,7 +536,7 @@ impl Learner for Ctx<'_> {
         let idx: Vec<usize> = self.run.plan.items.iter().copied().take(batch).collect();
         let mut codes = Vec::new();
         gather_codes(&self.train, &idx, &self.train_codes, &mut codes)?;
-        let feats = self.decode(&codes)?;
+        let feats = self.run.codes.decode(&codes)?;
         let questions = self.questions(&self.train, &idx)?;
         let target = answer_batch(&self.train, &idx, self.device);
         Ok(Box::new(move || {
