@@ -250,3 +250,30 @@ save_file(tensors, sys.argv[2], metadata=meta)
         .unwrap_or(0);
     assert_eq!(parts, 0, "a features part was written");
 }
+
+/// Weights that make every feature zero (zeroed by a bad conversion) are refused too.
+#[test]
+fn zero_weights_give_no_features() {
+    let dir = scratch("extract_features_zero_weights");
+    let images = dir.join("images");
+    write_images(&images);
+    let weights = init_weights(&dir, "16");
+    let zero = dir.join("zero.safetensors");
+    remind_e2e::run_python(
+        r#"
+import sys
+from safetensors import safe_open
+from safetensors.torch import save_file
+with safe_open(sys.argv[1], "pt") as f:
+    meta = f.metadata()
+    tensors = {k: f.get_tensor(k) for k in f.keys()}
+for k, t in tensors.items():
+    if k.endswith("weight") or k.endswith("bias"):
+        t.zero_()
+save_file(tensors, sys.argv[2], metadata=meta)
+"#,
+        &[weights.to_str().unwrap(), zero.to_str().unwrap()],
+    );
+    let err = run_fail(&mut extract(&images, &dir.join("out"), &zero, &[]));
+    assert!(err.contains("are all zeros"), "{err}");
+}

@@ -606,6 +606,15 @@ impl Pipeline<'_> {
                     }
                 );
             }
+            // All zeros for a whole batch is no data either (zeroed or never-trained weights
+            // past a ReLU): one image's map may be zero, a batch's is not.
+            ensure!(
+                values.iter().any(|&v| v != 0.0),
+                "the features of image ids {}..={} are all zeros (are the backbone weights \
+                 trained?)",
+                batch.ids[0],
+                batch.ids[batch.ids.len() - 1]
+            );
             Ok(values)
         };
         catch_unwind(AssertUnwindSafe(run))
