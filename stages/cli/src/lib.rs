@@ -44,6 +44,66 @@ pub struct Compute {
     pub threads: Option<i32>,
 }
 
+/// The flags of a stage that computes with libtorch: [`Common`] then [`Compute`]. It
+/// dereferences to [`Common`], so a `Cli` holding it as `common` reads like one holding
+/// [`Common`] itself.
+#[derive(Debug, Args)]
+pub struct ComputeStage {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub compute: Compute,
+}
+
+/// The flags of a stage that maps over items with libtorch: [`Common`], [`Sharding`] then
+/// [`Compute`]; it dereferences to [`Common`] like [`ComputeStage`].
+#[derive(Debug, Args)]
+pub struct ShardedComputeStage {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub sharding: Sharding,
+    #[command(flatten)]
+    pub compute: Compute,
+}
+
+macro_rules! deref_to_common {
+    ($($group:ty),*) => {$(
+        impl std::ops::Deref for $group {
+            type Target = Common;
+            fn deref(&self) -> &Common {
+                &self.common
+            }
+        }
+    )*};
+}
+deref_to_common!(ComputeStage, ShardedComputeStage);
+
+/// What `--lr` is in a stage's [`Training`]: the rate of that stage's optimizer and
+/// schedule, told by its help.
+pub trait LearningRate {
+    /// The help of `--lr`.
+    const HELP: &'static str;
+}
+
+/// How a training stage trains, laid over its config section like the rest of its flags;
+/// `L` says what its learning rate is.
+#[derive(Args, Serialize)]
+#[serde(bound = "")]
+pub struct Training<L: LearningRate> {
+    /// Training epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Images per step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, help = L::HELP)]
+    pub lr: Option<f64>,
+    #[arg(skip)]
+    #[serde(skip)]
+    rate: std::marker::PhantomData<L>,
+}
+
 /// The network shape, shared by every stage that builds a ResNet. Each flag, when given,
 /// replaces the key of the same name in the stage's config section (see
 /// [`remind::run::load_section_over`]; a flag not given serialises as null and is skipped).

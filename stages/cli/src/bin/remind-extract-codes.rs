@@ -6,7 +6,7 @@ use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::codes::extract_codes::extract_codes;
 use remind::run::Shard;
-use remind_stages::{stage, Common, Compute, Sharding};
+use remind_stages::{stage, ShardedComputeStage};
 use serde::{Deserialize, Serialize};
 
 /// Config section `extract_codes`.
@@ -30,11 +30,7 @@ impl Default for Section {
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    sharding: Sharding,
-    #[command(flatten)]
-    compute: Compute,
+    common: ShardedComputeStage,
     /// Features dataset (folder of parts or one .arrow file).
     #[arg(long)]
     features: PathBuf,
@@ -57,10 +53,10 @@ struct ExtractCodesFlags {
 }
 
 stage!(Cli, "extract_codes", Section, |cli, section| {
-    cli.compute.apply_threads()?;
+    cli.common.compute.apply_threads()?;
     let batch = section.batch;
-    let shard = Shard::resolve(cli.sharding.shard)?;
-    let device = cli.compute.device.device()?;
+    let shard = Shard::resolve(cli.common.sharding.shard)?;
+    let device = cli.common.compute.device.device()?;
     if let Some((path, producer)) =
         extract_codes(&cli.features, &cli.codebook, &cli.out, shard, batch, device)?
     {

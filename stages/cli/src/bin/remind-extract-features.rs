@@ -6,7 +6,7 @@ use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::backbone::features::{extract_features, ExtractConfig, IdFrom};
 use remind::run::Shard;
-use remind_stages::{stage, Common, Compute, NetworkShape, Sharding};
+use remind_stages::{stage, NetworkShape, ShardedComputeStage};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -16,11 +16,7 @@ use serde::Serialize;
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    sharding: Sharding,
-    #[command(flatten)]
-    compute: Compute,
+    common: ShardedComputeStage,
     #[command(flatten)]
     section: ExtractFeaturesFlags,
 }
@@ -57,8 +53,8 @@ struct ExtractFeaturesFlags {
 }
 
 stage!(Cli, "extract_features", ExtractConfig, |cli, cfg| {
-    let device = cli.compute.setup()?;
-    let shard = Shard::resolve(cli.sharding.shard)?;
+    let device = cli.common.compute.setup()?;
+    let shard = Shard::resolve(cli.common.sharding.shard)?;
     let outcome = extract_features(&cfg, device, shard)?;
     let Some(part) = &outcome.part else {
         eprintln!("remind-extract-features: shard {shard} already complete, skipped");

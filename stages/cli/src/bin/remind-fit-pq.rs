@@ -6,7 +6,7 @@ use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::codes::fit_pq::{fit_pq, IdFilter};
 use remind::pq::PqParams;
-use remind_stages::{stage, Common, Compute};
+use remind_stages::{stage, ComputeStage};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -16,9 +16,7 @@ use serde::Serialize;
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    compute: Compute,
+    common: ComputeStage,
     /// Features dataset (folder of parts or one .arrow file).
     #[arg(long)]
     features: PathBuf,
@@ -65,7 +63,7 @@ struct FitPqFlags {
 }
 
 stage!(Cli, "fit_pq", PqParams, |cli, p| {
-    cli.compute.apply_threads()?;
+    cli.common.compute.apply_threads()?;
     let report = cli.report.clone().unwrap_or_else(|| {
         cli.out
             .parent()
@@ -80,7 +78,7 @@ stage!(Cli, "fit_pq", PqParams, |cli, p| {
         &cli.features,
         filter.as_ref(),
         &p,
-        cli.compute.device.device()?,
+        cli.common.compute.device.device()?,
         &cli.out,
         &report,
     )?;

@@ -18,7 +18,7 @@ use remind::stream::plan::Order;
 use remind::stream::vqa::data::QuestionFeatures;
 use remind::stream::vqa::{run_vqa_stream, StreamSettings, VqaInputs};
 use remind::stream::{Method, Resume};
-use remind_stages::{defaults_of, main_with, parse_with_defaults, tune_allocator, Common, Compute};
+use remind_stages::{defaults_of, main_with, parse_with_defaults, tune_allocator, ComputeStage};
 use serde::Serialize;
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,9 +34,7 @@ enum Task {
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    compute: Compute,
+    common: ComputeStage,
     /// remind, finetune or offline.
     #[arg(long)]
     method: Method,
@@ -111,7 +109,7 @@ fn main() -> ExitCode {
             defaults_of::<ClassifySettings>(),
         ]);
         tune_allocator();
-        cli.compute.apply_threads()?;
+        cli.common.compute.apply_threads()?;
         let task = match cli.task {
             Some(t) => t,
             None => match cli.common.config.as_deref() {
@@ -160,7 +158,7 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
         base_weights,
     };
     let resume = resume_mode(&cli);
-    let device = cli.compute.device.device()?;
+    let device = cli.common.compute.device.device()?;
     run_classify_stream(&s, &inputs, &cli.out, cli.method, device, resume)
         .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
     let producer = Producer::new("stream-train", &config_hash(&s)?)
@@ -232,7 +230,7 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
         codebook: &cli.codebook,
         question_features: features.as_ref(),
     };
-    let device = cli.compute.device.device()?;
+    let device = cli.common.compute.device.device()?;
     let resume = resume_mode(&cli);
     run_vqa_stream(&s, &model, &inputs, &cli.out, cli.method, device, resume)
         .with_context(|| format!("stream-train {} failed", cli.method.name()))?;

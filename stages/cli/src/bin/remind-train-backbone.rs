@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::Parser;
 use remind::artifact::manifest::record_output;
 use remind::backbone::scenes::{train_backbone, EpochReport, TrainBackboneConfig};
-use remind_stages::{stage, Common, Compute, NetworkShape};
+use remind_stages::{stage, ComputeStage, LearningRate, NetworkShape, Training};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -16,9 +16,7 @@ use serde::Serialize;
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    compute: Compute,
+    common: ComputeStage,
     #[command(flatten)]
     section: TrainBackboneFlags,
     /// No random horizontal flips.
@@ -44,15 +42,9 @@ struct TrainBackboneFlags {
     #[command(flatten)]
     #[serde(flatten)]
     shape: NetworkShape,
-    /// Training epochs.
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Images per step.
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Peak learning rate of Adam (warm-up, then cosine decay).
-    #[arg(long)]
-    lr: Option<f64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    training: Training<Adam>,
     /// L2 weight decay.
     #[arg(long)]
     weight_decay: Option<f64>,
@@ -93,6 +85,13 @@ fn print_epoch(e: &EpochReport, epochs: usize) {
     );
 }
 
+/// The rate of --lr: Adam.
+struct Adam;
+
+impl LearningRate for Adam {
+    const HELP: &'static str = "Peak learning rate of Adam (warm-up, then cosine decay)";
+}
+
 stage!(
     Cli,
     "train_backbone",
@@ -101,7 +100,7 @@ stage!(
         if cli.no_flip {
             cfg.flip = false;
         }
-        let device = cli.compute.setup()?;
+        let device = cli.common.compute.setup()?;
         let epochs = cfg.epochs;
         let outcome = train_backbone(&cfg, device, |e| print_epoch(e, epochs))?;
         let run_dir = cli.common.run_dir()?;

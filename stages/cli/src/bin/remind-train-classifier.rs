@@ -8,7 +8,7 @@ use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
 use remind::backbone::classifier::{report_path, train_classifier, TrainClassifierConfig};
 use remind::models::{Arch, Stem};
-use remind_stages::{stage, Common, Compute};
+use remind_stages::{stage, ComputeStage, LearningRate, Training};
 use serde::Serialize;
 
 #[derive(Parser)]
@@ -18,9 +18,7 @@ use serde::Serialize;
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
-    #[command(flatten)]
-    compute: Compute,
+    common: ComputeStage,
     #[command(flatten)]
     section: TrainClassifierFlags,
 }
@@ -50,18 +48,19 @@ struct TrainClassifierFlags {
     /// Images are resized to this many pixels square.
     #[arg(long)]
     image_size: Option<usize>,
-    /// Training epochs.
-    #[arg(long)]
-    epochs: Option<usize>,
-    /// Images per step.
-    #[arg(long)]
-    batch: Option<usize>,
-    /// Peak SGD learning rate of the schedule (train_classifier.schedule: warmup_cosine or one_cycle).
-    #[arg(long)]
-    lr: Option<f64>,
+    #[command(flatten)]
+    #[serde(flatten)]
+    training: Training<ScheduledSgd>,
     /// Seed of the initialisation, the order and the augmentation.
     #[arg(long)]
     seed: Option<u64>,
+}
+
+/// The rate of --lr: SGD under `train_classifier.schedule`.
+struct ScheduledSgd;
+
+impl LearningRate for ScheduledSgd {
+    const HELP: &'static str = "Peak SGD learning rate of the schedule (train_classifier.schedule: warmup_cosine or one_cycle)";
 }
 
 stage!(
@@ -69,7 +68,7 @@ stage!(
     "train_classifier",
     TrainClassifierConfig,
     |cli, cfg| {
-        let device = cli.compute.setup()?;
+        let device = cli.common.compute.setup()?;
         let epochs = cfg.epochs;
         let report = train_classifier(&cfg, device, |e| {
             eprintln!(
