@@ -59,6 +59,15 @@ pub struct Replay<'a> {
     pub slots: &'a [usize],
 }
 
+/// What one update works on: the item at stream position `pos`, the replay part (with
+/// `remind`) and the stream's generator.
+pub struct Update<'a> {
+    pub pos: usize,
+    pub item: usize,
+    pub replay: Option<Replay<'a>>,
+    pub rng: &'a mut ChaCha8Rng,
+}
+
 /// What one update reports.
 pub struct Step {
     /// The loss of the step (checked for divergence).
@@ -102,16 +111,9 @@ pub trait Learner {
     fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])>;
     /// How errors name item `item` (e.g. "item id 17").
     fn describe(&self, item: usize) -> String;
-    /// One update at stream position `pos` on `item` and, with `remind`, the replayed
-    /// items; advances the per-class counters it uses.
-    fn update(
-        &self,
-        net: &mut Net<Self::Model>,
-        pos: usize,
-        item: usize,
-        replay: Option<Replay<'_>>,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Step>;
+    /// One update on the item at stream position `pos` and, with `remind`, the replayed
+    /// items ([`Update`]); advances the per-class counters it uses.
+    fn update(&self, net: &mut Net<Self::Model>, at: Update<'_>) -> Result<Step>;
     /// Trains a fresh network on everything the stream has shown up to boundary `k`.
     fn train_offline(&self, net: &mut Net<Self::Model>, k: usize) -> Result<()>;
     /// Scores the network at boundary `k`, writing its predictions under `dir`.
@@ -122,14 +124,18 @@ pub trait Learner {
         dir: &MethodDir,
         method: Method,
     ) -> Result<()>;
-    /// One bare training step (forward, backward, optimiser step) on a prepared batch of
-    /// `batch` items for `net`: the compute floor the streamed updates are timed against.
+    /// One bare training step (forward, backward, optimiser step) for `net` on a prepared
+    /// batch of `items` (the stream's first): the compute floor the streamed updates are
+    /// timed against.
     fn bare_step<'a>(
         &'a self,
         net: &'a mut Net<Self::Model>,
-        batch: usize,
-    ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>>;
+        items: &[usize],
+    ) -> Result<BareStep<'a>>;
 }
+
+/// A prepared training step ([`Learner::bare_step`]), run again and again to time it.
+pub type BareStep<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
 
 /// Where a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +394,15 @@ fn run_streaming<L: Learner>(
                 slots: &slots,
             });
             let step = learner
-                .update(net, pos, item, replay, rng)
+                .update(
+                    net,
+                    Update {
+                        pos,
+                        item,
+                        replay,
+                        rng,
+                    },
+                )
                 .with_context(|| {
                     format!(
                         "update at stream position {pos} ({})",
@@ -437,7 +451,8 @@ fn run_streaming<L: Learner>(
 /// [`FLOOR_STEPS`]).
 fn floor_seconds<L: Learner>(learner: &L, batch: usize) -> Result<f64> {
     let mut net = learner.fresh()?;
-    let mut step = learner.bare_step(&mut net, batch)?;
+    let items = &learner.spec().plan.items;
+    let mut step = learner.bare_step(&mut net, &items[..batch.min(items.len())])?;
     step()?;
     let t = Instant::now();
     for _ in 0..FLOOR_STEPS {

@@ -23,7 +23,7 @@ pub mod vqa;
 
 use serde::{Deserialize, Serialize};
 
-pub use driver::{Learner, Net, Replay, Resume, Step};
+pub use driver::{Learner, Net, Replay, Resume, Step, Update};
 
 /// A streaming method (paper, section 4: REMIND against its lower bound, fine-tuning one
 /// example at a time, and its upper bound, offline training on everything seen).

@@ -37,7 +37,7 @@ use crate::data::images::labels::{Items, LabelSet};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
 use crate::run::{config_hash, Progress};
 use crate::stream::decode::{Decoder, StreamCodes};
-use crate::stream::driver::{self, Learner, Net, Replay, Resume, RunSpec, Step};
+use crate::stream::driver::{self, BareStep, Learner, Net, Replay, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
 use crate::stream::plan::StreamPlan;
 use crate::stream::Method;
@@ -596,14 +596,13 @@ impl Learner for Ctx<'_> {
         format!("training item id {}", self.set.train.ids[row])
     }
 
-    fn update(
-        &self,
-        net: &mut Net<ResNet>,
-        _pos: usize,
-        row: usize,
-        replay: Option<Replay<'_>>,
-        rng: &mut ChaCha8Rng,
-    ) -> Result<Step> {
+    fn update(&self, net: &mut Net<ResNet>, at: Update<'_>) -> Result<Step> {
+        let Update {
+            item: row,
+            replay,
+            rng,
+            ..
+        } = at;
         self.updater().update(
             &net.model,
             &mut net.opt,
@@ -684,14 +683,9 @@ impl Learner for Ctx<'_> {
     }
 
     /// The SGD step of F on the first `batch` streamed images, decoded once.
-    fn bare_step<'a>(
-        &'a self,
-        net: &'a mut Net<ResNet>,
-        batch: usize,
-    ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
-        let rows: Vec<usize> = self.run.plan.items.iter().copied().take(batch).collect();
+    fn bare_step<'a>(&'a self, net: &'a mut Net<ResNet>, rows: &[usize]) -> Result<BareStep<'a>> {
         let mut codes = Vec::new();
-        for &r in &rows {
+        for &r in rows {
             codes.extend_from_slice(self.train_codes(r)?);
         }
         let x = self.run.codes.decode(&codes)?;

@@ -25,7 +25,7 @@ use crate::buffer::Eviction;
 use crate::models::vqa::{ModelConfig, QuestionInput, Questions, VqaModel};
 use crate::run::{config_hash, Progress};
 use crate::stream::decode::StreamCodes;
-use crate::stream::driver::{self, Learner, Net, Replay, Resume, RunSpec, Step};
+use crate::stream::driver::{self, BareStep, Learner, Net, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
 use crate::stream::metrics::vqa_score;
 use crate::stream::plan::{Order, StreamPlan};
@@ -466,14 +466,10 @@ impl Learner for Ctx<'_> {
 
     /// One Adamax step on the new question and the replayed ones (no augmentation; dropout
     /// seeded by the position).
-    fn update(
-        &self,
-        net: &mut Net<VqaModel>,
-        pos: usize,
-        item: usize,
-        replay: Option<Replay<'_>>,
-        _rng: &mut ChaCha8Rng,
-    ) -> Result<Step> {
+    fn update(&self, net: &mut Net<VqaModel>, at: Update<'_>) -> Result<Step> {
+        let Update {
+            pos, item, replay, ..
+        } = at;
         let mut idx = vec![item];
         let mut codes = self.item_codes(item)?.to_vec();
         if let Some(r) = replay {
@@ -528,17 +524,12 @@ impl Learner for Ctx<'_> {
     }
 
     /// The step on the first `batch` items of the stream.
-    fn bare_step<'a>(
-        &'a self,
-        net: &'a mut Net<VqaModel>,
-        batch: usize,
-    ) -> Result<Box<dyn FnMut() -> Result<()> + 'a>> {
-        let idx: Vec<usize> = self.run.plan.items.iter().copied().take(batch).collect();
+    fn bare_step<'a>(&'a self, net: &'a mut Net<VqaModel>, idx: &[usize]) -> Result<BareStep<'a>> {
         let mut codes = Vec::new();
-        gather_codes(&self.train, &idx, &self.train_codes, &mut codes)?;
+        gather_codes(&self.train, idx, &self.train_codes, &mut codes)?;
         let feats = self.run.codes.decode(&codes)?;
-        let questions = self.questions(&self.train, &idx)?;
-        let target = answer_batch(&self.train, &idx, self.device);
+        let questions = self.questions(&self.train, idx)?;
+        let target = answer_batch(&self.train, idx, self.device);
         Ok(Box::new(move || {
             let logits = net.model.forward_t(&feats, &questions.view(), true)?;
             let loss = logits.cross_entropy_for_logits(&target);
