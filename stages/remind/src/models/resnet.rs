@@ -332,95 +332,58 @@ impl Downsample {
     }
 }
 
-/// torchvision's BasicBlock: 3x3 (stride) - BN - ReLU - 3x3 - BN, plus the shortcut.
+/// A residual block: torchvision's BasicBlock (3x3 (stride) - BN - ReLU - 3x3 - BN) or, for
+/// the deeper archs, its Bottleneck (ResNet v1.5, the stride on the 3x3: 1x1 - BN - ReLU -
+/// 3x3 (stride) - BN - ReLU - 1x1 (x4) - BN), plus the shortcut. `layers` are the conv-BN
+/// pairs `conv1`/`bn1`, `conv2`/`bn2`, ..., a ReLU between consecutive ones.
 #[derive(Debug)]
-struct BasicBlock {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
+struct Block {
+    layers: Vec<(nn::Conv2D, nn::BatchNorm)>,
     downsample: Option<Downsample>,
 }
 
-impl BasicBlock {
-    fn new(p: nn::Path, spec: &BlockSpec, arch: Arch) -> Self {
-        let (i, o) = (spec.in_channels, spec.out_channels(arch));
-        Self {
-            conv1: conv(&p / "conv1", i, spec.planes, 3, spec.stride, 1),
-            bn1: bn(&p / "bn1", spec.planes),
-            conv2: conv(&p / "conv2", spec.planes, o, 3, 1, 1),
-            bn2: bn(&p / "bn2", o),
-            downsample: spec
-                .needs_downsample(arch)
-                .then(|| Downsample::new(&p / "downsample", i, o, spec.stride)),
-        }
-    }
-}
-
-impl ModuleT for BasicBlock {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x
-            .apply(&self.conv1)
-            .apply_t(&self.bn1, train)
-            .relu()
-            .apply(&self.conv2)
-            .apply_t(&self.bn2, train);
-        residual(y, x, self.downsample.as_ref(), train)
-    }
-}
-
-/// A block's output: `relu(y + shortcut)`, the shortcut being `downsample(x)` where the
-/// block changes shape, else `x` itself.
-fn residual(y: Tensor, x: &Tensor, downsample: Option<&Downsample>, train: bool) -> Tensor {
-    let shortcut = match downsample {
-        Some(d) => d.forward_t(x, train),
-        None => x.shallow_clone(),
-    };
-    (y + shortcut).relu()
-}
-
-/// torchvision's Bottleneck (ResNet v1.5: the stride sits on the 3x3 conv):
-/// 1x1 - BN - ReLU - 3x3 (stride) - BN - ReLU - 1x1 (x4) - BN, plus the shortcut.
-#[derive(Debug)]
-struct Bottleneck {
-    conv1: nn::Conv2D,
-    bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
-    bn2: nn::BatchNorm,
-    conv3: nn::Conv2D,
-    bn3: nn::BatchNorm,
-    downsample: Option<Downsample>,
-}
-
-impl Bottleneck {
+impl Block {
     fn new(p: nn::Path, spec: &BlockSpec, arch: Arch) -> Self {
         let (i, w, o) = (spec.in_channels, spec.planes, spec.out_channels(arch));
+        let s = spec.stride;
+        // In and out channels, kernel, stride and padding of each conv.
+        let convs: &[(i64, i64, i64, i64, i64)] = if arch.bottleneck() {
+            &[(i, w, 1, 1, 0), (w, w, 3, s, 1), (w, o, 1, 1, 0)]
+        } else {
+            &[(i, w, 3, s, 1), (w, o, 3, 1, 1)]
+        };
+        let layers = (1..)
+            .zip(convs)
+            .map(|(n, &(ci, co, k, stride, padding))| {
+                (
+                    conv(&p / format!("conv{n}"), ci, co, k, stride, padding),
+                    bn(&p / format!("bn{n}"), co),
+                )
+            })
+            .collect();
         Self {
-            conv1: conv(&p / "conv1", i, w, 1, 1, 0),
-            bn1: bn(&p / "bn1", w),
-            conv2: conv(&p / "conv2", w, w, 3, spec.stride, 1),
-            bn2: bn(&p / "bn2", w),
-            conv3: conv(&p / "conv3", w, o, 1, 1, 0),
-            bn3: bn(&p / "bn3", o),
+            layers,
             downsample: spec
                 .needs_downsample(arch)
-                .then(|| Downsample::new(&p / "downsample", i, o, spec.stride)),
+                .then(|| Downsample::new(&p / "downsample", i, o, s)),
         }
     }
 }
 
-impl ModuleT for Bottleneck {
+impl ModuleT for Block {
+    /// `relu(y + shortcut)`, the shortcut being `downsample(x)` where the block changes
+    /// shape, else `x` itself.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let y = x
-            .apply(&self.conv1)
-            .apply_t(&self.bn1, train)
-            .relu()
-            .apply(&self.conv2)
-            .apply_t(&self.bn2, train)
-            .relu()
-            .apply(&self.conv3)
-            .apply_t(&self.bn3, train);
-        residual(y, x, self.downsample.as_ref(), train)
+        let (conv1, bn1) = &self.layers[0];
+        let mut y = x.apply(conv1).apply_t(bn1, train);
+        for (conv, bn) in &self.layers[1..] {
+            y = y.relu().apply(conv).apply_t(bn, train);
+        }
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward_t(x, train),
+            None => x.shallow_clone(),
+        };
+        (y + shortcut).relu()
     }
 }
 
@@ -506,11 +469,7 @@ impl ResNet {
         for spec in &specs[first..end] {
             let (stage, index) = (format!("layer{}", spec.stage), spec.index.to_string());
             let bp = p / stage.as_str() / index.as_str();
-            let block: Box<dyn ModuleT> = if config.arch.bottleneck() {
-                Box::new(Bottleneck::new(bp, spec, config.arch))
-            } else {
-                Box::new(BasicBlock::new(bp, spec, config.arch))
-            };
+            let block: Box<dyn ModuleT> = Box::new(Block::new(bp, spec, config.arch));
             blocks.push((spec.name.clone(), block));
         }
         let in_channels = if stem {
