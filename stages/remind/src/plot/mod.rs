@@ -209,21 +209,26 @@ impl Canvas {
     pub fn to_png(&self) -> Result<Vec<u8>> {
         let w = u32::try_from(self.width).context("image too wide for a PNG")?;
         let h = u32::try_from(self.height).context("image too tall for a PNG")?;
-        let mut out = Vec::new();
-        {
-            let mut encoder = png::Encoder::new(&mut out, w, h);
-            encoder.set_color(png::ColorType::Rgb);
-            encoder.set_depth(png::BitDepth::Eight);
-            let mut writer = encoder
-                .write_header()
-                .context("cannot start PNG encoding")?;
-            writer
-                .write_image_data(&self.rgb)
-                .context("cannot encode PNG image data")?;
-            writer.finish().context("cannot finish PNG encoding")?;
-        }
-        Ok(out)
+        rgb_png(&self.rgb, w, h)
     }
+}
+
+/// Encodes 8-bit RGB bytes, `width` x `height`, as a PNG.
+pub fn rgb_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut out, width, height);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder
+            .write_header()
+            .context("cannot start PNG encoding")?;
+        writer
+            .write_image_data(rgb)
+            .context("cannot encode PNG image data")?;
+        writer.finish().context("cannot finish PNG encoding")?;
+    }
+    Ok(out)
 }
 
 fn distance_to_segment(p: (f64, f64), a: (f64, f64), b: (f64, f64)) -> f64 {

@@ -48,20 +48,7 @@ impl Rendered {
 /// Encodes square RGB bytes as a PNG.
 pub fn encode_png(rgb: &[u8], size: usize) -> Result<Vec<u8>> {
     let side = u32::try_from(size).context("image size does not fit a PNG")?;
-    let mut out = Vec::new();
-    {
-        let mut encoder = png::Encoder::new(&mut out, side, side);
-        encoder.set_color(png::ColorType::Rgb);
-        encoder.set_depth(png::BitDepth::Eight);
-        let mut writer = encoder
-            .write_header()
-            .context("cannot start PNG encoding")?;
-        writer
-            .write_image_data(rgb)
-            .context("cannot encode PNG image data")?;
-        writer.finish().context("cannot finish PNG encoding")?;
-    }
-    Ok(out)
+    crate::plot::rgb_png(rgb, side, side)
 }
 
 struct Lighting {
