@@ -498,42 +498,42 @@ impl TensorFile {
     }
     /// Float payload of batch `i`, row-major (zero-copy).
     pub fn batch_f32(&self, i: usize) -> Result<&[f32]> {
-        let p = self.path.display();
-        ensure!(
-            self.dtype == DType::F32,
-            "{p}: payload is {}, not float32",
-            self.dtype.name()
-        );
-        let list = self.batches[i]
-            .column(1)
-            .as_any()
-            .downcast_ref::<FixedSizeListArray>()
-            .with_context(|| format!("{p}: column 'data' is not a fixed-size list"))?;
+        let list: &FixedSizeListArray = self.payload(i, DType::F32, "a fixed-size list")?;
         let values = list
             .values()
             .as_any()
             .downcast_ref::<Float32Array>()
-            .with_context(|| format!("{p}: column 'data' does not hold float32"))?;
+            .with_context(|| {
+                format!(
+                    "{}: column 'data' does not hold float32",
+                    self.path.display()
+                )
+            })?;
         let w = self.width();
         let start = list.offset() * w;
         Ok(&values.values()[start..start + list.len() * w])
     }
     /// Byte payload of batch `i`, row-major (zero-copy).
     pub fn batch_u8(&self, i: usize) -> Result<&[u8]> {
-        let p = self.path.display();
-        ensure!(
-            self.dtype == DType::U8,
-            "{p}: payload is {}, not uint8",
-            self.dtype.name()
-        );
-        let bin = self.batches[i]
-            .column(1)
-            .as_any()
-            .downcast_ref::<FixedSizeBinaryArray>()
-            .with_context(|| format!("{p}: column 'data' is not fixed-size binary"))?;
+        let bin: &FixedSizeBinaryArray = self.payload(i, DType::U8, "fixed-size binary")?;
         let w = self.width();
         let start = bin.offset() * w;
         Ok(&bin.value_data()[start..start + bin.len() * w])
+    }
+    /// Column 'data' of batch `i` as an `A` (`what` in the error), the payload being `dtype`.
+    fn payload<A: 'static>(&self, i: usize, dtype: DType, what: &str) -> Result<&A> {
+        let p = self.path.display();
+        ensure!(
+            self.dtype == dtype,
+            "{p}: payload is {}, not {}",
+            self.dtype.name(),
+            dtype.name()
+        );
+        self.batches[i]
+            .column(1)
+            .as_any()
+            .downcast_ref::<A>()
+            .with_context(|| format!("{p}: column 'data' is not {what}"))
     }
     fn batch_bytes(&self, i: usize) -> Result<&[u8]> {
         Ok(match self.dtype {
