@@ -339,31 +339,24 @@ mod tests {
             "{err}"
         );
 
+        // The error of loading the file into a whole network of `arch` and `width`.
+        let full_err = |arch, width| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            ResNet::full(&vs.root(), ResNetConfig::new(arch, width, Stem::ImageNet)).unwrap();
+            load_weights(&vs, &path, Unexpected::Ignore)
+                .unwrap_err()
+                .to_string()
+        };
+
         // Another width: wrong shapes, named with both shapes.
-        let wide = nn::VarStore::new(Device::Cpu);
-        ResNet::full(
-            &wide.root(),
-            ResNetConfig::new(Arch::ResNet18, 16, Stem::ImageNet),
-        )
-        .unwrap();
-        let err = load_weights(&wide, &path, Unexpected::Ignore)
-            .unwrap_err()
-            .to_string();
+        let err = full_err(Arch::ResNet18, 16);
         assert!(
             err.contains("wrong shape: bn1.bias (expected [16], found [8])"),
             "{err}"
         );
 
         // Another depth: the file's architecture is named, not its missing names.
-        let deep = nn::VarStore::new(Device::Cpu);
-        ResNet::full(
-            &deep.root(),
-            ResNetConfig::new(Arch::ResNet34, 8, Stem::ImageNet),
-        )
-        .unwrap();
-        let err = load_weights(&deep, &path, Unexpected::Ignore)
-            .unwrap_err()
-            .to_string();
+        let err = full_err(Arch::ResNet34, 8);
         assert!(
             err.contains("weights of resnet18 (basic blocks 2-2-2-2)")
                 && err.contains("the model is resnet34 (basic blocks 3-4-6-3)"),
