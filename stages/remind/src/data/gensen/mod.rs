@@ -215,16 +215,7 @@ impl FeatureFile {
     pub fn open_npy(path: &Path, ids_path: &Path, id_offset: u64) -> Result<Self> {
         let p = path.display();
         let feats = NpyArray::open(path)?;
-        ensure!(
-            feats.dtype == NpyDType::F32,
-            "{p}: expected float32 ('<f4') features, found '{}'",
-            feats.dtype.descr()
-        );
-        ensure!(
-            feats.shape.len() == 2,
-            "{p}: expected 2-D features [N x D], found shape {:?}",
-            feats.shape
-        );
+        feats.expect(NpyDType::F32, 2, "features", "[N x D]")?;
         let (n, dim) = (feats.shape[0], feats.shape[1]);
         ensure!(dim > 0, "{p}: the rows are empty (D = 0)");
         let raw = read_id_list(ids_path)?;
@@ -361,16 +352,7 @@ pub fn read_id_list(path: &Path) -> Result<Vec<i128>> {
     match ext.as_deref() {
         Some("npy") => {
             let array = NpyArray::open(path)?;
-            ensure!(
-                array.dtype == NpyDType::I64,
-                "{p}: expected int64 ('<i8') question ids, found '{}'",
-                array.dtype.descr()
-            );
-            ensure!(
-                array.shape.len() == 1,
-                "{p}: expected 1-D question ids [N], found shape {:?}",
-                array.shape
-            );
+            array.expect(NpyDType::I64, 1, "question ids", "[N]")?;
             Ok(array.i64_values()?.iter().map(|&v| v as i128).collect())
         }
         Some("json") => {

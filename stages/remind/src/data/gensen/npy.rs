@@ -28,6 +28,13 @@ impl NpyDType {
             NpyDType::I64 => "<i8",
         }
     }
+    /// The values' type in messages.
+    fn name(self) -> &'static str {
+        match self {
+            NpyDType::F32 => "float32",
+            NpyDType::I64 => "int64",
+        }
+    }
     fn size(self) -> usize {
         match self {
             NpyDType::F32 => 4,
@@ -111,27 +118,43 @@ impl NpyArray {
     /// The values of a `<f4` (or `>f4`) array, row-major (copied only where the data are
     /// unaligned, big-endian or in Fortran order).
     pub fn f32_values(&self) -> Result<std::borrow::Cow<'_, [f32]>> {
-        ensure!(
-            self.dtype == NpyDType::F32,
-            "{}: expected float32 ('<f4'), found '{}'",
-            self.path.display(),
-            self.dtype.descr()
-        );
-        Ok(self.values())
+        self.values(NpyDType::F32)
     }
 
     /// The values of a `<i8` (or `>i8`) array, row-major.
     pub fn i64_values(&self) -> Result<std::borrow::Cow<'_, [i64]>> {
-        ensure!(
-            self.dtype == NpyDType::I64,
-            "{}: expected int64 ('<i8'), found '{}'",
-            self.path.display(),
-            self.dtype.descr()
-        );
-        Ok(self.values())
+        self.values(NpyDType::I64)
     }
 
-    fn values<T: bytemuck::Pod>(&self) -> std::borrow::Cow<'_, [T]> {
+    /// Refuses an array of another dtype or rank: `what` names what it should hold (e.g.
+    /// "features") and `dims` its dimensions (e.g. "[N x D]").
+    pub fn expect(&self, dtype: NpyDType, rank: usize, what: &str, dims: &str) -> Result<()> {
+        let p = self.path.display();
+        ensure!(
+            self.dtype == dtype,
+            "{p}: expected {} ('{}') {what}, found '{}'",
+            dtype.name(),
+            dtype.descr(),
+            self.dtype.descr()
+        );
+        ensure!(
+            self.shape.len() == rank,
+            "{p}: expected {rank}-D {what} {dims}, found shape {:?}",
+            self.shape
+        );
+        Ok(())
+    }
+
+    /// The values, `T` being `dtype`'s type.
+    fn values<T: bytemuck::Pod>(&self, dtype: NpyDType) -> Result<std::borrow::Cow<'_, [T]>> {
+        ensure!(
+            self.dtype == dtype,
+            "{}: expected {} ('{}'), found '{}'",
+            self.path.display(),
+            dtype.name(),
+            dtype.descr(),
+            self.dtype.descr()
+        );
         let mut values = cast_or_copy::<T>(self.bytes());
         if self.big_endian {
             for v in values.to_mut().iter_mut() {
@@ -141,7 +164,7 @@ impl NpyArray {
         if self.fortran && self.shape.len() > 1 {
             values = std::borrow::Cow::Owned(fortran_to_c(&values, &self.shape));
         }
-        values
+        Ok(values)
     }
 }
 
