@@ -14,48 +14,28 @@ pub const KIND_KEY: &str = "remind.kind";
 /// Metadata key holding the schema version the writer used.
 pub const VERSION_KEY: &str = "remind.schema_version";
 
-const SCHEMA_FILES: &[(&str, &str)] = &[
-    (
-        "features",
-        include_str!("../../../../schemas/features.yaml"),
-    ),
-    ("codes", include_str!("../../../../schemas/codes.yaml")),
-    (
-        "codebook",
-        include_str!("../../../../schemas/codebook.yaml"),
-    ),
-    (
-        "replay_buffer",
-        include_str!("../../../../schemas/replay_buffer.yaml"),
-    ),
-    (
-        "question_features",
-        include_str!("../../../../schemas/question_features.yaml"),
-    ),
-    (
-        "questions",
-        include_str!("../../../../schemas/questions.yaml"),
-    ),
-    (
-        "vocabulary",
-        include_str!("../../../../schemas/vocabulary.yaml"),
-    ),
-    ("labels", include_str!("../../../../schemas/labels.yaml")),
-    (
-        "predictions",
-        include_str!("../../../../schemas/predictions.yaml"),
-    ),
-    ("metrics", include_str!("../../../../schemas/metrics.yaml")),
-    (
-        "word_vectors",
-        include_str!("../../../../schemas/word_vectors.yaml"),
-    ),
-    ("images", include_str!("../../../../schemas/images.yaml")),
-    (
-        "probabilities",
-        include_str!("../../../../schemas/probabilities.yaml"),
-    ),
-    ("ids", include_str!("../../../../schemas/ids.yaml")),
+/// Each kind with its `schemas/<kind>.yaml`.
+macro_rules! schema_files {
+    ($($kind:literal),* $(,)?) => {
+        &[$(($kind, include_str!(concat!("../../../../schemas/", $kind, ".yaml")))),*]
+    };
+}
+
+const SCHEMA_FILES: &[(&str, &str)] = schema_files![
+    "features",
+    "codes",
+    "codebook",
+    "replay_buffer",
+    "question_features",
+    "questions",
+    "vocabulary",
+    "labels",
+    "predictions",
+    "metrics",
+    "word_vectors",
+    "images",
+    "probabilities",
+    "ids",
 ];
 
 /// On-disk format of an artifact kind.
