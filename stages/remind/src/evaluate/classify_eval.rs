@@ -9,20 +9,18 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{ensure, Context, Result};
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
 use serde_json::{json, Map, Value};
 
 use super::classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
 };
-use super::{discover_methods, warn_above_baseline, EvaluateSettings};
+use super::{discover_methods, warn_above_baseline, EvaluateSettings, MetricRows};
 use crate::artifact::atomic::write_bytes;
-use crate::artifact::{write_table, Producer, TensorFile};
+use crate::artifact::{Producer, TensorFile};
 use crate::data::images::labels::LabelSet;
-use crate::plot::{self, Axes, Canvas, Rect, Series};
+use crate::plot::{self, Axes, Canvas, Rect};
 use crate::stream::layout::{probabilities_index, MethodDir, RunLayout};
 use crate::stream::metrics::above_baseline;
 
@@ -290,23 +288,19 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
 /// `metrics.png`: seen-class top-1 against the number of classes seen.
 pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
     let scale = 2usize;
-    let series: Vec<Series> = ev
-        .methods
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
+    let series = plot::method_lines(
+        ev.methods.iter().map(|m| {
             let points = m
                 .seen_classes
                 .iter()
                 .zip(&m.scores)
                 .filter_map(|(&c, s)| Some((c as f64, 100.0 * s.seen_classes_top1?)))
                 .collect();
-            Series::nth(i, &m.name, m.name == ev.baseline, points)
-        })
-        .collect();
-    let legend_w = (36 + 6 * ev.methods.iter().map(|m| m.name.len()).max().unwrap_or(4)) as i64
-        * scale as i64
-        + 40;
+            (m.name.as_str(), points)
+        }),
+        &ev.baseline,
+    );
+    let legend_w = plot::legend_width(ev.methods.iter().map(|m| m.name.as_str()), scale);
     let (w, h) = (1000 + legend_w, 560i64);
     let mut canvas = Canvas::new(w as usize, h as usize, plot::WHITE);
     let axes = Axes {
@@ -347,35 +341,17 @@ pub fn write_outputs(
     let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
     text.push(b'\n');
     write_bytes(&json_path, &text)?;
-    let (mut method, mut boundary, mut position, mut metric, mut value) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut rows = MetricRows::default();
     for m in &ev.methods {
         for (k, (seen, s)) in m.seen_classes.iter().zip(&m.scores).enumerate() {
             for (name, get) in FIELDS {
                 // Groups without items at a point (no non-base class yet) have no row.
                 let Some(v) = get(s) else { continue };
-                method.push(m.name.clone());
-                boundary.push(k as i64);
-                position.push(*seen as u64);
-                metric.push(name.to_string());
-                value.push(v);
+                rows.push(&m.name, k as i64, *seen as u64, name.to_string(), v);
             }
         }
     }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(method)),
-        Arc::new(Int64Array::from(boundary)),
-        Arc::new(UInt64Array::from(position)),
-        Arc::new(StringArray::from(metric)),
-        Arc::new(Float64Array::from(value)),
-    ];
-    let parquet_path = write_table(
-        &out.join("metrics.parquet"),
-        "metrics",
-        producer,
-        cols,
-        HashMap::new(),
-    )?;
+    let parquet_path = rows.write(&out.join("metrics.parquet"), producer, HashMap::new())?;
     let png_path = out.join("metrics.png");
     write_bytes(&png_path, &render_plot(ev).to_png()?)?;
     Ok(vec![json_path, parquet_path, png_path])

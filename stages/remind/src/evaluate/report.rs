@@ -3,15 +3,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::Result;
-use arrow::array::{ArrayRef, Float64Array, Int64Array, StringArray, UInt64Array};
 use serde_json::{json, Map, Value};
 
-use super::{VqaEvaluation, TYPES_KEY};
+use super::{MetricRows, VqaEvaluation, TYPES_KEY};
 use crate::artifact::atomic::write_bytes;
-use crate::artifact::{write_table, Producer};
+use crate::artifact::Producer;
 use crate::plot::{self, Axes, Canvas, Rect, Series};
 
 /// `metrics.json`: one key per method, plus `question_types` (type names, id order).
@@ -29,30 +27,17 @@ pub fn metrics_json(ev: &VqaEvaluation) -> Value {
             per_type.insert(name.clone(), json!(v));
         }
         let mut o = Map::new();
-        o.insert(
-            "boundaries".into(),
-            json!(m.boundaries.iter().map(|b| b.position).collect::<Vec<_>>()),
-        );
-        o.insert(
-            "boundary_index".into(),
-            json!(m.boundaries.iter().map(|b| b.boundary).collect::<Vec<_>>()),
-        );
+        // A list of one value per boundary.
+        let per_boundary = |value: fn(&super::BoundaryScore) -> Value| {
+            Value::Array(m.boundaries.iter().map(value).collect())
+        };
+        o.insert("boundaries".into(), per_boundary(|b| json!(b.position)));
+        o.insert("boundary_index".into(), per_boundary(|b| json!(b.boundary)));
         o.insert(
             "mean_per_type".into(),
-            json!(m
-                .boundaries
-                .iter()
-                .map(|b| b.score.mean_per_type)
-                .collect::<Vec<_>>()),
+            per_boundary(|b| json!(b.score.mean_per_type)),
         );
-        o.insert(
-            "overall".into(),
-            json!(m
-                .boundaries
-                .iter()
-                .map(|b| b.score.overall)
-                .collect::<Vec<_>>()),
-        );
+        o.insert("overall".into(), per_boundary(|b| json!(b.score.overall)));
         o.insert("per_type".into(), Value::Object(per_type));
         o.insert("omega".into(), json!(m.omega));
         if let Some(note) = &m.omega_note {
@@ -72,16 +57,11 @@ pub fn write_metrics_parquet(
     path: &Path,
     producer: &Producer,
 ) -> Result<PathBuf> {
-    let (mut method, mut boundary, mut position, mut metric, mut value) =
-        (vec![], vec![], vec![], vec![], vec![]);
+    let mut rows = MetricRows::default();
     for m in &ev.methods {
         for b in &m.boundaries {
             let mut push = |name: String, v: f64| {
-                method.push(m.name.clone());
-                boundary.push(b.boundary as i64);
-                position.push(b.position);
-                metric.push(name);
-                value.push(v);
+                rows.push(&m.name, b.boundary as i64, b.position, name, v);
             };
             push("mean_per_type".into(), b.score.mean_per_type);
             push("overall".into(), b.score.overall);
@@ -92,17 +72,10 @@ pub fn write_metrics_parquet(
             }
         }
     }
-    let cols: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(method)),
-        Arc::new(Int64Array::from(boundary)),
-        Arc::new(UInt64Array::from(position)),
-        Arc::new(StringArray::from(metric)),
-        Arc::new(Float64Array::from(value)),
-    ];
     let mut meta = HashMap::new();
     meta.insert("remind.split".to_string(), ev.split.clone());
     meta.insert("remind.baseline".to_string(), ev.baseline.clone());
-    write_table(path, "metrics", producer, cols, meta)
+    rows.write(path, producer, meta)
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -190,26 +163,22 @@ pub fn render_tables(ev: &VqaEvaluation) -> String {
             format!("{:<type_w$}", "question type"),
             ev.methods.iter().map(|m| m.name.clone()).collect(),
         ));
-        for (id, name) in ev.type_ids.iter().zip(&ev.type_names) {
+        // A row of one score per method at the final boundary.
+        let score_row = |label: &str, score: &dyn Fn(&super::BoundaryScore) -> Option<f64>| {
             let cells = ev
                 .methods
                 .iter()
-                .map(|m| pct(m.at(last).and_then(|b| b.score.per_type.get(id).copied())))
+                .map(|m| pct(m.at(last).and_then(score)))
                 .collect();
-            out.push_str(&row(format!("{name:<type_w$}"), cells));
+            row(format!("{label:<type_w$}"), cells)
+        };
+        for (id, name) in ev.type_ids.iter().zip(&ev.type_names) {
+            out.push_str(&score_row(name, &|b| b.score.per_type.get(id).copied()));
         }
-        let mpt = ev
-            .methods
-            .iter()
-            .map(|m| pct(m.at(last).map(|b| b.score.mean_per_type)))
-            .collect();
-        out.push_str(&row(format!("{:<type_w$}", "mean per type"), mpt));
-        let overall = ev
-            .methods
-            .iter()
-            .map(|m| pct(m.at(last).map(|b| b.score.overall)))
-            .collect();
-        out.push_str(&row(format!("{:<type_w$}", "overall"), overall));
+        out.push_str(&score_row("mean per type", &|b| {
+            Some(b.score.mean_per_type)
+        }));
+        out.push_str(&score_row("overall", &|b| Some(b.score.overall)));
     }
     for m in &ev.methods {
         if let Some(note) = &m.omega_note {
@@ -228,26 +197,23 @@ fn series_of(
     ev: &VqaEvaluation,
     value: impl Fn(&super::BoundaryScore) -> Option<f64>,
 ) -> Vec<Series> {
-    ev.methods
-        .iter()
-        .enumerate()
-        .map(|(i, m)| {
+    plot::method_lines(
+        ev.methods.iter().map(|m| {
             let points = m
                 .boundaries
                 .iter()
                 .filter_map(|b| Some((b.position as f64, 100.0 * value(b)?)))
                 .collect();
-            Series::nth(i, &m.name, m.name == ev.baseline, points)
-        })
-        .collect()
+            (m.name.as_str(), points)
+        }),
+        &ev.baseline,
+    )
 }
 
 /// `metrics.png`: MPT against stream position for every method (top, with the legend),
 /// then one small chart per question type.
 pub fn render_plot(ev: &VqaEvaluation) -> Canvas {
-    let legend_w = (36 + 6 * ev.methods.iter().map(|m| m.name.len()).max().unwrap_or(4)) as i64
-        * SCALE as i64
-        + 40;
+    let legend_w = plot::legend_width(ev.methods.iter().map(|m| m.name.as_str()), SCALE);
     let cols = match ev.type_ids.len() {
         n @ 0..=3 => n.max(1),
         4..=9 => 3,

@@ -293,6 +293,23 @@ impl Series {
     }
 }
 
+/// One line per method, in order ([`Series::nth`]), from each method's name and points; the
+/// one named `baseline` is dashed.
+pub fn method_lines<'a>(
+    methods: impl Iterator<Item = (&'a str, Vec<(f64, f64)>)>,
+    baseline: &str,
+) -> Vec<Series> {
+    methods
+        .enumerate()
+        .map(|(i, (name, points))| Series::nth(i, name, name == baseline, points))
+        .collect()
+}
+
+/// The width of a legend ([`draw_legend`]) of the methods `names` at `scale`.
+pub fn legend_width<'a>(names: impl Iterator<Item = &'a str>, scale: usize) -> i64 {
+    (36 + 6 * names.map(str::len).max().unwrap_or(4)) as i64 * scale as i64 + 40
+}
+
 /// What a chart shows besides its series.
 #[derive(Debug, Clone)]
 pub struct Axes {
