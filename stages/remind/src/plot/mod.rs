@@ -114,18 +114,8 @@ impl Canvas {
         let pad = half + 1.0;
         let xs = segments.iter().flat_map(|(a, b)| [a.0, b.0]);
         let ys = segments.iter().flat_map(|(a, b)| [a.1, b.1]);
-        let x0 = (xs.clone().fold(f64::INFINITY, f64::min) - pad)
-            .floor()
-            .max(0.0) as i64;
-        let x1 = (xs.fold(f64::NEG_INFINITY, f64::max) + pad)
-            .ceil()
-            .min(self.width as f64) as i64;
-        let y0 = (ys.clone().fold(f64::INFINITY, f64::min) - pad)
-            .floor()
-            .max(0.0) as i64;
-        let y1 = (ys.fold(f64::NEG_INFINITY, f64::max) + pad)
-            .ceil()
-            .min(self.height as f64) as i64;
+        let (x0, x1) = pixel_span(xs, pad, self.width);
+        let (y0, y1) = pixel_span(ys, pad, self.height);
         if x1 <= x0 || y1 <= y0 {
             return;
         }
@@ -229,6 +219,18 @@ pub fn rgb_png(rgb: &[u8], width: u32, height: u32) -> Result<Vec<u8>> {
         writer.finish().context("cannot finish PNG encoding")?;
     }
     Ok(out)
+}
+
+/// The pixels `lo..hi` covering `values` widened by `pad` on both sides, clipped to
+/// `0..=limit`.
+fn pixel_span(values: impl Iterator<Item = f64> + Clone, pad: f64, limit: usize) -> (i64, i64) {
+    let lo = (values.clone().fold(f64::INFINITY, f64::min) - pad)
+        .floor()
+        .max(0.0) as i64;
+    let hi = (values.fold(f64::NEG_INFINITY, f64::max) + pad)
+        .ceil()
+        .min(limit as f64) as i64;
+    (lo, hi)
 }
 
 fn distance_to_segment(p: (f64, f64), a: (f64, f64), b: (f64, f64)) -> f64 {

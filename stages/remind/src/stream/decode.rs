@@ -200,20 +200,9 @@ mod tests {
             )
             .with(CODEBOOK_HASH_KEY, info.codebook_hash.clone())
         };
-        write_single_part(
-            &dir.join("good"),
-            spec(),
-            &[5, 6],
-            Payload::U8(&[0, 3, 2, 1]),
-        )
-        .unwrap();
-        write_single_part(
-            &dir.join("bad"),
-            spec(),
-            &[5, 6],
-            Payload::U8(&[0, 3, 2, 7]),
-        )
-        .unwrap();
+        for (name, codes) in [("good", [0, 3, 2, 1]), ("bad", [0, 3, 2, 7])] {
+            write_single_part(&dir.join(name), spec(), &[5, 6], Payload::U8(&codes)).unwrap();
+        }
         let open = |name: &str| {
             let ds = TensorDataset::open(&dir.join(name), "codes").unwrap();
             StreamCodes::open(&codebook, &[&ds], Device::Cpu, false).map(|_| ())

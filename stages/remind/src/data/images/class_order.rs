@@ -41,34 +41,31 @@ pub fn check_order(source: &str, order: &[String], classes: &[String]) -> Result
         .map(String::as_str)
         .filter(|n| !seen.contains_key(n))
         .collect();
-    let quoted = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| format!("'{n}'"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let mut problems = Vec::new();
-    if !unknown.is_empty() {
-        problems.push(format!(
-            "{} unknown class name(s) (not in the data): {}",
-            unknown.len(),
-            quoted(&unknown)
-        ));
-    }
-    if !repeated_unique.is_empty() {
-        problems.push(format!(
-            "class name(s) listed more than once: {}",
-            quoted(&repeated_unique)
-        ));
-    }
-    if !missing.is_empty() {
-        problems.push(format!(
-            "{} class(es) of the data missing from the order: {}",
-            missing.len(),
-            quoted(&missing)
-        ));
-    }
+    // Each non-empty list as "<what>: 'a', 'b'".
+    let problems: Vec<String> = [
+        (
+            format!("{} unknown class name(s) (not in the data)", unknown.len()),
+            &unknown,
+        ),
+        (
+            "class name(s) listed more than once".to_string(),
+            &repeated_unique,
+        ),
+        (
+            format!(
+                "{} class(es) of the data missing from the order",
+                missing.len()
+            ),
+            &missing,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, names)| !names.is_empty())
+    .map(|(what, names)| {
+        let quoted: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        format!("{what}: {}", quoted.join(", "))
+    })
+    .collect();
     if !problems.is_empty() {
         bail!(
             "{source}: class order must name each of the {} classes exactly once: {}",
