@@ -212,68 +212,57 @@ fn weights_of_the_wrong_shape_are_refused_by_name() {
     );
 }
 
+/// Runs the stage on the test images with the test backbone's weights after `edit` (Python,
+/// `tensors` being the name -> tensor dict) rewrote them; returns the error and whether a
+/// features part was written.
+fn extract_with_edited_weights(name: &str, edit: &str) -> (String, bool) {
+    let dir = scratch(name);
+    let images = dir.join("images");
+    write_images(&images);
+    let weights = init_weights(&dir, "16");
+    let edited = dir.join("edited.safetensors");
+    let code = format!(
+        "import sys, math\nfrom safetensors import safe_open\nfrom safetensors.torch import \
+         save_file\nwith safe_open(sys.argv[1], 'pt') as f:\n    meta = f.metadata()\n    \
+         tensors = {{k: f.get_tensor(k) for k in f.keys()}}\n{edit}\nsave_file(tensors, \
+         sys.argv[2], metadata=meta)\n"
+    );
+    remind_e2e::run_python(
+        &code,
+        &[weights.to_str().unwrap(), edited.to_str().unwrap()],
+    );
+    let out = dir.join("out");
+    let err = run_fail(&mut extract(&images, &out, &edited, &[]));
+    let written = std::fs::read_dir(&out).is_ok_and(|d| {
+        d.filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("part-"))
+    });
+    (err, written)
+}
+
 /// Weights that are not finite (a diverged training) give no features file: the stage
 /// fails naming the first image whose features hold NaN.
 #[test]
 fn nan_weights_give_no_features() {
-    let dir = scratch("extract_features_nan_weights");
-    let images = dir.join("images");
-    write_images(&images);
-    let weights = init_weights(&dir, "16");
-    let nan = dir.join("nan.safetensors");
-    remind_e2e::run_python(
-        r#"
-import sys, math
-from safetensors import safe_open
-from safetensors.torch import save_file
-with safe_open(sys.argv[1], "pt") as f:
-    meta = f.metadata()
-    tensors = {k: f.get_tensor(k) for k in f.keys()}
-tensors["conv1.weight"].fill_(math.nan)
-save_file(tensors, sys.argv[2], metadata=meta)
-"#,
-        &[weights.to_str().unwrap(), nan.to_str().unwrap()],
+    let (err, written) = extract_with_edited_weights(
+        "extract_features_nan_weights",
+        "tensors['conv1.weight'].fill_(math.nan)",
     );
-    let out = dir.join("out");
-    let err = run_fail(&mut extract(&images, &out, &nan, &[]));
     assert!(
         err.contains("the features of image id 0 hold NaN")
             && err.contains("backbone weights finite"),
         "{err}"
     );
-    let parts = std::fs::read_dir(&out)
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().starts_with("part-"))
-                .count()
-        })
-        .unwrap_or(0);
-    assert_eq!(parts, 0, "a features part was written");
+    assert!(!written, "a features part was written");
 }
 
 /// Weights that make every feature zero (zeroed by a bad conversion) are refused too.
 #[test]
 fn zero_weights_give_no_features() {
-    let dir = scratch("extract_features_zero_weights");
-    let images = dir.join("images");
-    write_images(&images);
-    let weights = init_weights(&dir, "16");
-    let zero = dir.join("zero.safetensors");
-    remind_e2e::run_python(
-        r#"
-import sys
-from safetensors import safe_open
-from safetensors.torch import save_file
-with safe_open(sys.argv[1], "pt") as f:
-    meta = f.metadata()
-    tensors = {k: f.get_tensor(k) for k in f.keys()}
-for k, t in tensors.items():
-    if k.endswith("weight") or k.endswith("bias"):
-        t.zero_()
-save_file(tensors, sys.argv[2], metadata=meta)
-"#,
-        &[weights.to_str().unwrap(), zero.to_str().unwrap()],
+    let (err, written) = extract_with_edited_weights(
+        "extract_features_zero_weights",
+        "for k, t in tensors.items():\n    if k.endswith('weight') or k.endswith('bias'):\n        t.zero_()",
     );
-    let err = run_fail(&mut extract(&images, &dir.join("out"), &zero, &[]));
     assert!(err.contains("are all zeros"), "{err}");
+    assert!(!written, "a features part was written");
 }

@@ -4,6 +4,7 @@
 //! written.
 
 use std::path::Path;
+use std::process::Command;
 
 use arrow::array::{Array, Int64Array, StringArray};
 use remind::artifact::Table;
@@ -15,7 +16,7 @@ fn strings(t: &Table, col: &str) -> Vec<String> {
     (0..a.len()).map(|i| a.value(i).to_string()).collect()
 }
 
-fn import_questions(clevr: &Path, out: &Path, extra: &[&str]) -> std::process::Command {
+fn import_questions(clevr: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = stage("remind-import-questions");
     cmd.arg("--clevr-dir")
         .arg(clevr)
@@ -229,19 +230,21 @@ for name, done in (("never-written.h5", 0), ("partly-written.h5", 1), ("written.
 "#,
         &[dir.to_str().unwrap()],
     );
-    let import = |name: &str| {
+    // `remind-import-gensen` of the train split into `out/<out>`, reading `source`.
+    let gensen = |source: &[&std::ffi::OsStr], out: &str| {
         let mut cmd = stage("remind-import-gensen");
-        cmd.arg("--h5")
-            .arg(dir.join(name))
+        cmd.args(source)
             .arg("--questions")
             .arg(q.join("questions.parquet"))
-            .arg("--split")
-            .arg("train")
-            .arg("--out")
-            .arg(dir.join(format!("out/{name}.arrow")))
+            .args(["--split", "train", "--out"])
+            .arg(dir.join("out").join(out))
             .arg("--run-dir")
             .arg(dir.join("run"));
         cmd
+    };
+    let import = |name: &str| {
+        let h5 = dir.join(name);
+        gensen(&["--h5".as_ref(), h5.as_os_str()], &format!("{name}.arrow"))
     };
     let err = run_fail(&mut import("never-written.h5"));
     assert!(
@@ -267,21 +270,16 @@ for name, done in (("never-written.h5", 0), ("partly-written.h5", 1), ("written.
         &[dir.join("f.npy").to_str().unwrap()],
     );
     std::fs::write(dir.join("ids.txt"), b"\xEF\xBB\xBF2\r\n0\r\n1").unwrap();
-    run_ok(
-        stage("remind-import-gensen")
-            .arg("--npy")
-            .arg(dir.join("f.npy"))
-            .arg("--npy-ids")
-            .arg(dir.join("ids.txt"))
-            .arg("--questions")
-            .arg(q.join("questions.parquet"))
-            .arg("--split")
-            .arg("train")
-            .arg("--out")
-            .arg(dir.join("out/npy.arrow"))
-            .arg("--run-dir")
-            .arg(dir.join("run")),
-    );
+    let (npy, ids) = (dir.join("f.npy"), dir.join("ids.txt"));
+    run_ok(&mut gensen(
+        &[
+            "--npy".as_ref(),
+            npy.as_os_str(),
+            "--npy-ids".as_ref(),
+            ids.as_os_str(),
+        ],
+        "npy.arrow",
+    ));
 }
 
 fn png(path: &Path, value: u8) {
@@ -291,22 +289,26 @@ fn png(path: &Path, value: u8) {
         .unwrap();
 }
 
-fn import_folder(root: &Path, order: &Path, out: &Path, config: Option<&Path>) -> String {
+/// `remind-import-images` of the folder `root` with the class order `order` into `out`.
+fn import_folder_cmd(root: &Path, order: &Path, out: &Path, config: Option<&Path>) -> Command {
     let mut cmd = stage("remind-import-images");
     cmd.arg("--folder")
         .arg(root)
         .arg("--class-order")
         .arg(order)
-        .arg("--base-classes")
-        .arg("1")
-        .arg("--out")
+        .args(["--base-classes", "1", "--out"])
         .arg(out)
         .arg("--run-dir")
         .arg(out.with_extension("run"));
     if let Some(c) = config {
         cmd.arg("--config").arg(c);
     }
-    run_ok(&mut cmd);
+    cmd
+}
+
+/// [`import_folder_cmd`], which must succeed; returns the class order it wrote.
+fn import_folder(root: &Path, order: &Path, out: &Path, config: Option<&Path>) -> String {
+    run_ok(&mut import_folder_cmd(root, order, out, config));
     std::fs::read_to_string(out.join("class_order.txt")).unwrap()
 }
 
@@ -344,19 +346,7 @@ fn class_orders_and_yaml_saved_by_windows_editors() {
     let order = dir.join("utf16.txt");
     std::fs::write(&order, utf16).unwrap();
     let out = dir.join("out-utf16");
-    let err = run_fail(
-        stage("remind-import-images")
-            .arg("--folder")
-            .arg(&root)
-            .arg("--class-order")
-            .arg(&order)
-            .arg("--base-classes")
-            .arg("1")
-            .arg("--out")
-            .arg(&out)
-            .arg("--run-dir")
-            .arg(dir.join("run")),
-    );
+    let err = run_fail(&mut import_folder_cmd(&root, &order, &out, None));
     assert!(
         err.contains("utf16.txt") && err.contains("UTF-16 (little-endian)"),
         "{err}"

@@ -193,6 +193,31 @@ struct TdiucAnswer {
     answer: Option<AnswerValue>,
 }
 
+/// The list `key` of a TDIUC file, or an error naming what the file is instead: the other
+/// file of the pair (`has_other`: it lists `other`), or no TDIUC file at all.
+fn expect_list<T>(
+    list: Option<Vec<T>>,
+    has_other: bool,
+    path: &Path,
+    [key, other]: [&str; 2],
+    belongs: &str,
+) -> Result<Vec<T>> {
+    let p = path.display();
+    let a = if other.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    match list {
+        Some(list) => Ok(list),
+        None if has_other => bail!(
+            "{p}: this is {a} {other} file (it lists '{other}'): the {key} file {belongs} \
+             belongs here"
+        ),
+        None => bail!("{p}: not a TDIUC {key} file: no '{key}' list"),
+    }
+}
+
 /// Reads TDIUC's `dir/Questions/OpenEnded_mscoco_{train2014,val2014}_questions.json` and
 /// `dir/Annotations/mscoco_{train2014,val2014}_annotations.json`, joined on question_id;
 /// the answer is the first of each annotation's `answers`.
@@ -209,30 +234,26 @@ pub fn read_tdiuc(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
         let questions: TdiucQuestions = read_json(&qpath)?;
         let annotations: TdiucAnnotations = read_json(&apath)?;
         let (qp, ap) = (qpath.display(), apath.display());
-        let Some(question_list) = questions.questions else {
-            if questions.annotations.is_some() {
-                bail!(
-                    "{qp}: this is an annotations file (it lists 'annotations'): the questions \
-                     file OpenEnded_mscoco_{infix}_questions.json belongs here"
-                );
-            }
-            bail!("{qp}: not a TDIUC questions file: no 'questions' list");
-        };
+        let question_list = expect_list(
+            questions.questions,
+            questions.annotations.is_some(),
+            &qpath,
+            ["questions", "annotations"],
+            &format!("OpenEnded_mscoco_{infix}_questions.json"),
+        )?;
         if question_list.first().is_some_and(|q| q.program.is_some()) {
             bail!(
                 "{qp}: these are CLEVR questions (they carry programs), not TDIUC's: import \
                  CLEVR with --clevr-dir"
             );
         }
-        let Some(annotation_list) = annotations.annotations else {
-            if annotations.questions.is_some() {
-                bail!(
-                    "{ap}: this is a questions file (it lists 'questions'): the annotations \
-                     file mscoco_{infix}_annotations.json belongs here"
-                );
-            }
-            bail!("{ap}: not a TDIUC annotations file: no 'annotations' list");
-        };
+        let annotation_list = expect_list(
+            annotations.annotations,
+            annotations.questions.is_some(),
+            &apath,
+            ["annotations", "questions"],
+            &format!("mscoco_{infix}_annotations.json"),
+        )?;
         let mut by_id: HashMap<u64, (usize, TdiucAnnotation)> = HashMap::new();
         for (pos, a) in annotation_list.into_iter().enumerate() {
             let id = a
