@@ -302,7 +302,14 @@ $(eval $(call class_pipeline,imagenet,pipelines/imagenet.yaml,--folder $(IMAGENE
 
 imagenet-check:
 	@test -n "$(IMAGENET_DIR)" || { echo "make imagenet needs IMAGENET_DIR=/path/with/train/and/val" >&2; exit 2; }
-imagenet slurm-imagenet: imagenet-check
+# Checked when the Makefile is read, before set-up or any stage runs; and before the
+# chain's first stage when a file of the chain is asked for directly.
+ifneq ($(filter imagenet slurm-imagenet,$(MAKECMDGOALS)),)
+ifeq ($(IMAGENET_DIR),)
+$(error make imagenet needs IMAGENET_DIR=/path/with/train/and/val)
+endif
+endif
+$(ART)/imagenet/data/labels.parquet: | imagenet-check
 
 clean:
 	rm -rf $(ART)/*/ target

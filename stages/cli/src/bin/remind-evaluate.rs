@@ -44,7 +44,8 @@ struct Cli {
 /// Flags laid over the config section `evaluate`.
 #[derive(clap::Args, Serialize)]
 struct EvaluateFlags {
-    /// vqa, or classification (not wired yet: its inputs are not produced by any stage).
+    /// vqa (predictions per boundary, scored against --questions) or classification
+    /// (probabilities per boundary, scored against --labels).
     #[arg(long)]
     task: Option<Task>,
     /// Methods to evaluate, comma-separated, in table order (default: every method folder).
