@@ -130,8 +130,7 @@ fn read_section(path: &Path, section: &str) -> Result<serde_yaml::Value> {
 /// Short stable hash of a resolved config, recorded by every artifact it produces.
 pub fn config_hash<T: Serialize>(value: &T) -> Result<String> {
     let bytes = serde_json::to_vec(value)?;
-    let digest = Sha256::digest(&bytes);
-    Ok(digest.iter().take(8).map(|b| format!("{b:02x}")).collect())
+    Ok(crate::artifact::weights::hex(&Sha256::digest(&bytes)[..8]))
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" message: the closest of the

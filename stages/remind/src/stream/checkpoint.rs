@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::layout::{checkpoint_index, MethodDir};
 use crate::artifact::atomic::{write_bytes, TEMP_PREFIX};
-use crate::artifact::weights::file_sha256;
+use crate::artifact::weights::{file_sha256, sha256_hex};
 
 /// The file beside `state.json` holding its SHA-256 (hex).
 const STATE_DIGEST: &str = "state.sha256";
@@ -107,14 +107,6 @@ fn digests(dir: &Path) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(out)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Reads `state.json` of a checkpoint folder after verifying it against `state.sha256` and

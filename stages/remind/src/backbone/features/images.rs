@@ -147,11 +147,7 @@ pub fn listing_hash(items: &[ImageItem]) -> String {
         h.update(item.rel.as_bytes());
         h.update([0u8]);
     }
-    h.finalize()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::artifact::weights::hex(&h.finalize()[..8])
 }
 
 /// Decodes `path` (PNG or JPEG, by content) to RGB and resizes it to `size x size` with
