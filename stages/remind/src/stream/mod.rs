@@ -8,6 +8,7 @@
 //! - [`checkpoint`]: checkpoint folders, written atomically, and their acceptance on resume.
 //! - [`decode`]: PQ codes to feature maps, on the training device.
 //! - [`metrics`]: VQA accuracy (overall, per type, mean-per-type).
+//! - [`offline`]: how long the offline baseline trains (fixed epochs, or to a plateau).
 //! - [`vqa`]: the VQA task (S-MAC / UpDown over CLEVR or TDIUC codes).
 //! - [`classify`]: the class-incremental image-classification task (REMIND's ImageNet
 //!   protocol: F over decoded maps, mixup, crops, per-class learning rates).
@@ -18,6 +19,7 @@ pub mod decode;
 pub mod driver;
 pub mod layout;
 pub mod metrics;
+pub mod offline;
 pub mod plan;
 pub mod vqa;
 

@@ -67,6 +67,69 @@ pub fn one_cycle_at(step: usize, total: usize, max_lr: f64) -> (f64, f64) {
     }
 }
 
+/// What [`Plateau::observe`] decided after an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlateauStep {
+    /// A new best score: keep these weights.
+    Improved,
+    /// No new best, still within the patience.
+    Wait,
+    /// `patience` epochs without a new best: the rate was divided by 10.
+    Reduced,
+    /// A plateau with every reduction spent: stop training.
+    Stop,
+}
+
+/// Training "until the validation accuracy stops improving", as PyTorch's
+/// `ReduceLROnPlateau(mode='max', factor=0.1, patience)` followed by early stopping: after
+/// `patience` epochs without a higher score the rate is divided by 10 (at most `reductions`
+/// times, the counter restarting each time); the next plateau stops training.
+#[derive(Debug, Clone)]
+pub struct Plateau {
+    patience: usize,
+    reductions_left: usize,
+    best: Option<f64>,
+    since_best: usize,
+    factor: f64,
+}
+
+impl Plateau {
+    pub fn new(patience: usize, reductions: usize) -> Self {
+        Self {
+            patience: patience.max(1),
+            reductions_left: reductions,
+            best: None,
+            since_best: 0,
+            factor: 1.0,
+        }
+    }
+
+    /// The multiplier of the base rate (1, 0.1, 0.01, ...).
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+
+    /// Records one epoch's score (higher is better).
+    pub fn observe(&mut self, score: f64) -> PlateauStep {
+        if self.best.is_none_or(|b| score > b) {
+            self.best = Some(score);
+            self.since_best = 0;
+            return PlateauStep::Improved;
+        }
+        self.since_best += 1;
+        if self.since_best < self.patience {
+            return PlateauStep::Wait;
+        }
+        if self.reductions_left == 0 {
+            return PlateauStep::Stop;
+        }
+        self.reductions_left -= 1;
+        self.factor *= 0.1;
+        self.since_best = 0;
+        PlateauStep::Reduced
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LrSchedule {
@@ -150,6 +213,25 @@ mod tests {
         // Counters are per class: a new class starts again at `start` (the caller keeps one
         // counter per class); rates never compound.
         assert_eq!(s.rate(0), s.start);
+    }
+
+    #[test]
+    fn plateau_reduces_then_stops() {
+        use PlateauStep::*;
+        let mut p = Plateau::new(2, 1);
+        assert_eq!(p.observe(0.5), Improved);
+        assert_eq!(p.observe(0.6), Improved);
+        assert_eq!(p.observe(0.6), Wait, "equal is not better");
+        assert_eq!(p.observe(0.55), Reduced);
+        assert!((p.factor() - 0.1).abs() < 1e-15);
+        assert_eq!(
+            p.observe(0.59),
+            Wait,
+            "the counter restarts after a reduction"
+        );
+        assert_eq!(p.observe(0.7), Improved);
+        assert_eq!(p.observe(0.7), Wait);
+        assert_eq!(p.observe(0.1), Stop, "no reduction left");
     }
 
     #[test]

@@ -39,6 +39,7 @@ use crate::run::{config_hash, Progress};
 use crate::stream::decode::{Decoder, StreamCodes};
 use crate::stream::driver::{self, BareStep, Learner, Net, Replay, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
+use crate::stream::offline;
 use crate::stream::plan::StreamPlan;
 use crate::stream::Method;
 use crate::train::optim::{OptimKind, Optimizer};
@@ -77,8 +78,17 @@ pub struct ClassifySettings {
     pub max_train_per_class: Option<usize>,
     /// Offline baseline (the upper bound Omega divides by): F from the base weights trained
     /// at every evaluation point for this many shuffled epochs on the decoded codes of every
-    /// training image seen, warm-up then cosine from `offline_lr`.
+    /// training image seen, warm-up then cosine from `offline_lr`. With
+    /// `offline_patience`, the most epochs.
     pub offline_epochs: usize,
+    /// Train the offline baseline until its validation accuracy stops improving (issue
+    /// #15): `offline_lr` after a one-epoch warm-up, the seen-class validation top-1
+    /// measured after every epoch, the rate divided by 10 after this many epochs without a
+    /// better one (twice), then stop at the next plateau, keeping the best epoch's weights
+    /// ([`offline::train_offline`]). None: exactly `offline_epochs` epochs, warm-up then
+    /// cosine. Left out of the config hash while None, so earlier runs hash as before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_patience: Option<usize>,
     pub offline_batch: usize,
     pub offline_lr: f64,
     pub offline_weight_decay: f64,
@@ -114,6 +124,7 @@ impl Default for ClassifySettings {
             weight_decay: 1e-5,
             max_train_per_class: None,
             offline_epochs: 10,
+            offline_patience: None,
             offline_batch: 128,
             offline_lr: 0.05,
             offline_weight_decay: 5e-4,
@@ -134,6 +145,10 @@ impl ClassifySettings {
         ensure!(
             self.mixup_alpha >= 0.0 && self.mixup_alpha.is_finite(),
             "classify_stream.mixup_alpha must be >= 0"
+        );
+        ensure!(
+            self.offline_patience != Some(0),
+            "classify_stream.offline_patience must be at least 1 (or absent)"
         );
         ensure!(
             self.offline_batch >= 1 && self.eval_batch >= 1,
@@ -614,8 +629,9 @@ impl Learner for Ctx<'_> {
         )
     }
 
-    /// F from the base weights, trained for `offline_epochs` shuffled epochs on the codes
-    /// of every training item of the classes seen at point `k`.
+    /// F from the base weights, trained on the codes of every training item of the classes
+    /// seen at point `k`, in shuffled epochs ([`offline::train_offline`]: `offline_epochs`
+    /// of them, or to a validation plateau with `offline_patience`).
     fn train_offline(&self, net: &mut Net<ResNet>, k: usize) -> Result<()> {
         if k == 0 && !self.s.offline_retrain_base {
             return Ok(());
@@ -623,10 +639,12 @@ impl Learner for Ctx<'_> {
         let mut rows = self.run.plan.items[..self.run.plan.boundaries[k]].to_vec();
         let n = rows.len();
         let b = self.s.offline_batch;
-        let total = self.s.offline_epochs * n.div_ceil(b);
+        let per_epoch = n.div_ceil(b);
+        let total = self.s.offline_epochs * per_epoch;
+        let seen = self.run.plan.seen_classes[k];
         let mut order_rng = ChaCha8Rng::seed_from_u64(self.s.seed ^ ((k as u64 + 1) << 40));
         let mut progress = Progress::new(
-            &format!("offline, {} classes", self.run.plan.seen_classes[k]),
+            &format!("offline, {seen} classes"),
             (self.s.offline_epochs * n) as u64,
         );
         net.opt = Optimizer::new(
@@ -639,7 +657,8 @@ impl Learner for Ctx<'_> {
         let mut codes = Vec::new();
         let mut step = 0;
         let mut correct = 0i64;
-        for epoch in 0..self.s.offline_epochs {
+        let epoch = |net: &mut Net<ResNet>, _e: usize, factor: Option<f64>| -> Result<()> {
+            correct = 0;
             rows.shuffle(&mut order_rng);
             for chunk in rows.chunks(b) {
                 codes.clear();
@@ -654,26 +673,43 @@ impl Learner for Ctx<'_> {
                 let y = Tensor::from_slice(&y).to_device(self.device);
                 let logits = net.model.forward_t(&x, true);
                 let loss = logits.cross_entropy_for_logits(&y);
-                let lr = lr_at(step, total, self.s.offline_lr);
+                let lr = match factor {
+                    // Linear warm-up over the first epoch, then the plateau's rate.
+                    Some(f) => {
+                        let warm = ((step + 1) as f64 / per_epoch as f64).min(1.0);
+                        self.s.offline_lr * f * warm
+                    }
+                    None => lr_at(step, total, self.s.offline_lr),
+                };
                 net.opt.backward_step(&loss, lr);
-                if epoch + 1 == self.s.offline_epochs {
-                    correct += top1_hits(&logits, &y);
-                }
+                correct += top1_hits(&logits, &y);
                 step += 1;
                 progress.inc(chunk.len() as u64);
             }
-        }
+            Ok(())
+        };
+        let score = |net: &Net<ResNet>| -> Result<f64> {
+            let (ids, probs) = predict(self, &net.model, seen)?;
+            Ok(top1(self, &ids, &probs))
+        };
+        offline::train_offline(
+            net,
+            self.s.offline_epochs,
+            self.s.offline_patience,
+            &format!("stream-train[offline]: {seen} classes"),
+            epoch,
+            score,
+        )?;
         progress.finish();
         let fit = correct as f64 / n.max(1) as f64;
+        let note = if fit < 0.99 && self.s.offline_patience.is_none() {
+            " (below 99%: raise classify_stream.offline_epochs, or set offline_patience)"
+        } else {
+            ""
+        };
         eprintln!(
-            "stream-train[offline]: {} classes: training top-1 {:.2}% in the last epoch{}",
-            self.run.plan.seen_classes[k],
-            100.0 * fit,
-            if fit < 0.99 {
-                " (below 99%: raise classify_stream.offline_epochs for an upper bound)"
-            } else {
-                ""
-            }
+            "stream-train[offline]: {seen} classes: training top-1 {:.2}% in the last epoch{note}",
+            100.0 * fit
         );
         Ok(())
     }

@@ -28,6 +28,7 @@ use crate::stream::decode::StreamCodes;
 use crate::stream::driver::{self, BareStep, Learner, Net, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
 use crate::stream::metrics::vqa_score;
+use crate::stream::offline;
 use crate::stream::plan::{Order, StreamPlan};
 use crate::stream::Method;
 use crate::train::optim::{OptimKind, Optimizer};
@@ -52,9 +53,16 @@ pub struct StreamSettings {
     pub buffer_capacity: Option<usize>,
     pub eviction: Eviction,
     pub lr: f64,
-    /// Epochs of base initialisation (and of each offline model).
+    /// Epochs of base initialisation.
     pub base_epochs: usize,
+    /// Epochs of each offline model (with `offline_patience`, the most).
     pub offline_epochs: usize,
+    /// Train each offline model until its mean-per-type accuracy on the evaluation split
+    /// stops improving (the rate divided by 10 after this many epochs without a better
+    /// one, twice; the next plateau stops; the best epoch is kept), so that it bounds the
+    /// streaming methods (issue #15). None: exactly `offline_epochs`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline_patience: Option<usize>,
     pub batch_size: usize,
     pub eval_batch: usize,
     pub max_question_len: usize,
@@ -84,6 +92,7 @@ impl Default for StreamSettings {
             lr: 3e-4,
             base_epochs: 10,
             offline_epochs: 10,
+            offline_patience: None,
             batch_size: 64,
             eval_batch: 256,
             max_question_len: 45,
@@ -325,16 +334,17 @@ fn loss(
     Ok(logits.cross_entropy_for_logits(&target))
 }
 
-/// One optimiser step on items `idx` (train split) with their codes `codes`.
+/// One optimiser step with rate `lr` on items `idx` (train split) with their codes `codes`.
 fn step(
     ctx: &Ctx,
     net: &mut Net<VqaModel>,
     idx: &[usize],
     codes: &[u8],
     dropout_seed: u64,
+    lr: f64,
 ) -> Result<f64> {
     let loss = loss(ctx, &net.model, idx, codes, dropout_seed)?;
-    net.opt.backward_step(&loss, ctx.s.lr);
+    net.opt.backward_step(&loss, lr);
     Ok(loss.double_value(&[]))
 }
 
@@ -348,26 +358,42 @@ fn train_epochs(
     label: &str,
 ) -> Result<()> {
     let mut progress = Progress::new(label, (epochs * items.len()) as u64);
-    let mut codes = Vec::new();
     for epoch in 0..epochs {
-        let mut order = items.to_vec();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            seed ^ ((epoch as u64 + 1) << 32),
-        ));
-        for (b, batch) in order.chunks(ctx.s.batch_size).enumerate() {
-            codes.clear();
-            gather_codes(&ctx.train, batch, &ctx.train_codes, &mut codes)?;
-            step(
-                ctx,
-                net,
-                batch,
-                &codes,
-                seed ^ ((epoch as u64) << 40) ^ b as u64,
-            )?;
-            progress.inc(batch.len() as u64);
-        }
+        train_epoch(ctx, net, items, epoch, seed, ctx.s.lr, &mut progress)?;
     }
     progress.finish();
+    Ok(())
+}
+
+/// Epoch `epoch` (0-based; it seeds the shuffle and dropout) over train items `items` at
+/// rate `lr`.
+fn train_epoch(
+    ctx: &Ctx,
+    net: &mut Net<VqaModel>,
+    items: &[usize],
+    epoch: usize,
+    seed: u64,
+    lr: f64,
+    progress: &mut Progress,
+) -> Result<()> {
+    let mut codes = Vec::new();
+    let mut order = items.to_vec();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+        seed ^ ((epoch as u64 + 1) << 32),
+    ));
+    for (b, batch) in order.chunks(ctx.s.batch_size).enumerate() {
+        codes.clear();
+        gather_codes(&ctx.train, batch, &ctx.train_codes, &mut codes)?;
+        step(
+            ctx,
+            net,
+            batch,
+            &codes,
+            seed ^ ((epoch as u64) << 40) ^ b as u64,
+            lr,
+        )?;
+        progress.inc(batch.len() as u64);
+    }
     Ok(())
 }
 
@@ -484,6 +510,7 @@ impl Learner for Ctx<'_> {
             &idx,
             &codes,
             self.s.seed ^ ((pos as u64) << 20) ^ 0x5354,
+            self.s.lr,
         )?;
         Ok(Step {
             loss,
@@ -492,15 +519,30 @@ impl Learner for Ctx<'_> {
     }
 
     /// From scratch on everything the stream has shown up to boundary `k`.
+    /// A fresh model trained on every question seen at boundary `k`
+    /// ([`offline::train_offline`]: `offline_epochs` epochs, or to a plateau of the
+    /// mean-per-type accuracy with `offline_patience`).
     fn train_offline(&self, net: &mut Net<VqaModel>, k: usize) -> Result<()> {
-        train_epochs(
-            self,
+        let items = &self.run.plan.items[..self.run.plan.boundaries[k]];
+        let seed = self.s.seed ^ (k as u64) << 48;
+        let label = format!("offline boundary {k}");
+        let mut progress = Progress::new(&label, (self.s.offline_epochs * items.len()) as u64);
+        offline::train_offline(
             net,
-            &self.run.plan.items[..self.run.plan.boundaries[k]],
             self.s.offline_epochs,
-            self.s.seed ^ (k as u64) << 48,
-            &format!("offline boundary {k}"),
-        )
+            self.s.offline_patience,
+            &format!("stream-train[offline]: boundary {k}: mean-per-type"),
+            |net, e, factor| {
+                let lr = self.s.lr * factor.unwrap_or(1.0);
+                train_epoch(self, net, items, e, seed, lr, &mut progress)
+            },
+            |net| {
+                let pred = predict(self, &net.model)?;
+                Ok(vqa_score(&pred, &self.val.answers, &self.val.types).mean_per_type)
+            },
+        )?;
+        progress.finish();
+        Ok(())
     }
 
     fn evaluate(
