@@ -218,6 +218,48 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
             method == "remind"
         );
     }
+    // Offline to a plateau (offline_patience): a validation score per epoch, the best
+    // epoch kept, and the point's evaluation scores exactly the kept epoch's weights.
+    let plateau_cfg = run.p("plateau.yaml");
+    std::fs::write(
+        &plateau_cfg,
+        CONFIG.replace(
+            "  offline_epochs: 3\n",
+            "  offline_epochs: 8\n  offline_patience: 1\n",
+        ),
+    )
+    .unwrap();
+    let plateau_run = Run {
+        dir: run.dir.clone(),
+        cfg: plateau_cfg,
+    };
+    let plateau = run_ok(&mut plateau_run.train("offline", &run.p("stream-plateau")));
+    let log = String::from_utf8_lossy(&plateau.stderr);
+    for seen in [3, 4] {
+        let prefix = format!("stream-train[offline]: {seen} classes: ");
+        let epochs = log
+            .lines()
+            .filter(|l| l.starts_with(&prefix) && l.contains(": validation "))
+            .count();
+        assert!((1..=8).contains(&epochs), "{epochs} epochs\n{log}");
+        let kept = log
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.strip_prefix("kept epoch "))
+            .unwrap_or_else(|| panic!("no kept epoch for {seen} classes\n{log}"));
+        let kept_score = kept
+            .split("validation ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("%)");
+        let evaluated = log
+            .lines()
+            .find(|l| l.contains(&format!("{seen} classes seen")))
+            .unwrap_or_else(|| panic!("no evaluation at {seen} classes\n{log}"));
+        assert!(
+            evaluated.contains(&format!("top-1 {kept_score}%")),
+            "kept {kept_score}%, evaluated: {evaluated}"
+        );
+    }
     let state: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("remind/boundary-002/state.json")).unwrap())
             .unwrap();
