@@ -31,7 +31,7 @@ help:
 	@echo "  make tdiuc-qtype      streaming VQA on TDIUC, qtype order (needs TDIUC_DIR=... BACKBONE_WEIGHTS=...)"
 	@echo "  make tdiuc-iid        the same in iid order"
 	@echo "  make fashion-mnist    class-incremental image classification on Fashion-MNIST (FULL=1: whole stream)"
-	@echo "  make fashion-parity   the protocol compared with the authors' REMIND (BENCHMARKS.md, about 40 min on 2 cores)"
+	@echo "  make fashion-parity   the protocol compared with the authors' REMIND (BENCHMARKS.md, about 25 min on 2 cores)"
 	@echo "  make fashion-tiny     the smallest classification chain (tests)"
 	@echo "  make imagenet         the ImageNet protocol (needs IMAGENET_DIR=..., optional CLASS_ORDER=...)"
 	@echo "  make slurm-<pipeline> submit any pipeline above to Slurm instead (SHARDS=N array tasks, WAIT=1)"
