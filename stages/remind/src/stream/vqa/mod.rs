@@ -194,6 +194,10 @@ pub fn run_vqa_stream(
         s.batch_size > 0 && s.eval_batch > 0,
         "stream.batch_size and stream.eval_batch must be positive"
     );
+    ensure!(
+        s.offline_patience != Some(0),
+        "stream.offline_patience must be at least 1 (or absent)"
+    );
     match (model.question_input, inputs.question_features) {
         (QuestionInput::Gensen, None) => bail!(
             "the model takes gensen sentence vectors (model.question_input: gensen): give the \
