@@ -322,8 +322,19 @@ impl TensorFile {
         let mmap =
             Arc::new(unsafe { Mmap::map(&handle) }.with_context(|| format!("cannot map {p}"))?);
         let len = mmap.len();
-        ensure!(len >= 18 && &mmap[..6] == b"ARROW1" && &mmap[len - 6..] == b"ARROW1",
-            "{p}: not a complete Arrow IPC file (missing ARROW1 magic: truncated or another format)");
+        if !(len >= 18 && &mmap[..6] == b"ARROW1" && &mmap[len - 6..] == b"ARROW1") {
+            // Say what was given instead, when its first bytes tell ("an empty file", "a
+            // Parquet file"); a cut Arrow file still starts with the magic.
+            let head = &mmap[..len.min(super::sniff::SNIFF_LEN)];
+            let what = match super::sniff::describe(head) {
+                Some(kind) if !head.starts_with(b"ARROW1") => format!(": it is {kind}"),
+                _ => String::new(),
+            };
+            bail!(
+                "{p}: not a complete Arrow IPC file (missing ARROW1 magic: truncated or another \
+                 format){what}"
+            );
+        }
         let buffer = Buffer::from(bytes::Bytes::from_owner(MmapOwner(mmap.clone())));
         let trailer: [u8; 10] = mmap[len - 10..]
             .try_into()
