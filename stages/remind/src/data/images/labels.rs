@@ -68,6 +68,13 @@ impl LabelSet {
                 .with_context(|| format!("{p}: metadata {NUM_CLASSES_KEY} '{v}' is not a count"))?,
             None => labels.values().iter().max().map_or(0, |&m| m as usize + 1),
         };
+        // Bounded before anything is sized from it: a class holds at least one row.
+        ensure!(
+            num_classes <= t.num_rows(),
+            "{p}: metadata {NUM_CLASSES_KEY}: expected at most {} classes (one per row of the \
+             table), found {num_classes}",
+            t.num_rows()
+        );
         let base_classes: usize = meta
             .get(BASE_CLASSES_KEY)
             .with_context(|| format!("{p}: no metadata {BASE_CLASSES_KEY}"))?
@@ -79,7 +86,15 @@ impl LabelSet {
         );
         let mut class_names = vec![String::new(); num_classes];
         let (mut train, mut val) = (Items::default(), Items::default());
+        // Ids are the features' row ids: one item each (issue #12).
+        let mut first_row = std::collections::HashMap::with_capacity(t.num_rows());
         for r in 0..t.num_rows() {
+            if let Some(first) = first_row.insert(ids.value(r), r) {
+                bail!(
+                    "{p}: column 'id': id {} appears twice (rows {first} and {r})",
+                    ids.value(r)
+                );
+            }
             let label = labels.value(r);
             ensure!(
                 label >= 0 && (label as usize) < num_classes,
