@@ -619,7 +619,13 @@ impl Pipeline<'_> {
         };
         catch_unwind(AssertUnwindSafe(run))
             .map_err(|p| anyhow!("libtorch failed: {}", panic_text(&p)))?
-            .with_context(|| format!("backbone forward of the batch starting at id {first}"))
+            .with_context(|| {
+                let weights = self.cfg.weights.as_deref().unwrap_or(Path::new("?"));
+                format!(
+                    "backbone forward of the batch starting at id {first} (weights {})",
+                    weights.display()
+                )
+            })
     }
 }
 
