@@ -100,14 +100,21 @@ fn one_and_two_shards_give_the_same_features() {
             &[&clevr[..], &["--shard", k]].concat(),
         ));
     }
-    // A re-submitted shard finds its part complete and skips it.
+    // A re-submitted shard finds its part up to date and skips it.
+    let part = two.join("part-00001-of-00002.arrow");
+    let written = std::fs::read(&part).unwrap();
     let again = run_ok(&mut extract(
         &images,
         &two,
         &weights,
         &[&clevr[..], &["--shard", "1/2"]].concat(),
     ));
-    assert!(String::from_utf8_lossy(&again.stderr).contains("already complete"));
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        said.contains("remind-extract-features: up to date"),
+        "{said}"
+    );
+    assert_eq!(std::fs::read(&part).unwrap(), written);
 
     let a = TensorDataset::open(&one, "features").unwrap();
     let b = TensorDataset::open(&two, "features").unwrap();

@@ -21,6 +21,10 @@ pub struct Common {
     /// Run folder: where the manifest is kept (default: the config's run_dir, else artifacts/run).
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
+    /// Run even when the outputs are up to date (same inputs, config and version as
+    /// recorded in the run manifest).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Flags of stages that map over items.
@@ -211,6 +215,12 @@ pub fn replace_sources<const N: usize>(
 }
 
 impl Common {
+    /// The contract of stage `stage` (`fit-pq`) in this run folder, `--force` applied
+    /// ([`remind::run::contract`]).
+    pub fn contract(&self, stage: &str) -> anyhow::Result<remind::run::Contract> {
+        Ok(remind::run::Contract::new(stage, &self.run_dir()?).force(self.force))
+    }
+
     /// The run folder: flag, else the config's `run_dir`, else `artifacts/run`.
     pub fn run_dir(&self) -> anyhow::Result<PathBuf> {
         if let Some(d) = &self.run_dir {

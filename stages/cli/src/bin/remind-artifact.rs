@@ -45,6 +45,15 @@ enum Command {
     /// (file or folder, any sharding): kind, shape, layout, dtype, config hash, then ids and
     /// payload bytes row by row. Parquet tables: schema (without metadata) and rows.
     Compare { a: PathBuf, b: PathBuf },
+    /// Write each section of a pipeline config as canonical JSON to <OUT>/<section>.json,
+    /// rewriting only those whose content changed: the Makefile's section stamps (a touch
+    /// or a comment in the config re-runs no stage; an edit re-runs the stages reading it).
+    Sections {
+        /// Pipeline config (pipelines/X.yaml).
+        config: PathBuf,
+        /// Stamp folder.
+        out: PathBuf,
+    },
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -158,6 +167,16 @@ fn main() -> ExitCode {
             Command::Compare { a, b } => {
                 let rows = compare_datasets(&a, &b)?;
                 println!("same: {rows} rows");
+            }
+            Command::Sections { config, out } => {
+                let changed = remind::run::config::write_section_stamps(&config, &out)?;
+                if !changed.is_empty() {
+                    eprintln!(
+                        "remind-artifact: {}: changed section(s): {}",
+                        config.display(),
+                        changed.join(", ")
+                    );
+                }
             }
             Command::Inspect { path } | Command::Verify { path } if is_parquet(&path) => {
                 let table = Table::read_any(&path)?;

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
+use remind::data::questions::check_same_import;
 use remind::evaluate::report::{render_tables, write_outputs};
 use remind::evaluate::{classify_eval, evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs};
 use remind::run::config_hash;
+use remind::run::Contract;
 use remind_stages::{stage, Common};
 use serde::Serialize;
 
@@ -73,13 +74,25 @@ stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
         question_types: cli.question_types.as_deref(),
         stream_dir,
     };
+    let mut tables = vec![questions];
+    tables.extend(cli.question_types.as_deref());
+    check_same_import(&tables)?;
+    let (_, out) = cli.folders()?;
+    let mut contract = cli
+        .common
+        .contract("evaluate")?
+        .config("evaluate", &s)?
+        .input("questions", questions)
+        .input_opt("question_types", cli.question_types.as_deref())
+        .input("stream", stream_dir)
+        .output(&out.join("metrics.json"));
+    if contract.up_to_date()? {
+        return Ok(());
+    }
     let ev = evaluate_vqa(&inputs, &s)?;
-    let (run_dir, out) = cli.folders()?;
     let producer = producer(&s, "vqa", ev.methods.iter().map(|m| &m.name))?;
     let written = write_outputs(&ev, &out, &producer)?;
-    let mut used = vec![questions, stream_dir];
-    used.extend(cli.question_types.as_deref());
-    let listed = record_written(&run_dir, &written, &producer, &used)?;
+    let listed = record_written(contract, &written, &producer)?;
     print!("{}", render_tables(&ev));
     eprintln!(
         "remind-evaluate: {} method(s), {} boundaries, {} questions -> {listed}",
@@ -93,11 +106,21 @@ stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
 fn classification(cli: &Cli, s: &EvaluateSettings) -> anyhow::Result<()> {
     let labels = required(&cli.labels, "labels", "classification")?;
     let stream_dir = required(&cli.stream_dir, "stream-dir", "classification")?;
+    let (_, out) = cli.folders()?;
+    let mut contract = cli
+        .common
+        .contract("evaluate")?
+        .config("evaluate", s)?
+        .input("labels", labels)
+        .input("stream", stream_dir)
+        .output(&out.join("metrics.json"));
+    if contract.up_to_date()? {
+        return Ok(());
+    }
     let ev = classify_eval::evaluate_classification(labels, stream_dir, s)?;
-    let (run_dir, out) = cli.folders()?;
     let producer = producer(s, "classification", ev.methods.iter().map(|m| &m.name))?;
     let written = classify_eval::write_outputs(&ev, &out, &producer)?;
-    let listed = record_written(&run_dir, &written, &producer, &[labels, stream_dir])?;
+    let listed = record_written(contract, &written, &producer)?;
     print!("{}", classify_eval::render_table(&ev));
     eprintln!(
         "remind-evaluate: {} method(s) -> {listed}",
@@ -134,17 +157,19 @@ fn producer<'a>(
         .param("methods", methods.cloned().collect::<Vec<_>>()))
 }
 
-/// Records the written files in the run manifest as made from `inputs`; returns them
-/// listed for the summary line.
+/// Records the written files in the run manifest under `contract`'s fingerprint; returns
+/// them listed for the summary line.
 fn record_written(
-    run_dir: &Path,
+    mut contract: Contract,
     written: &[PathBuf],
     producer: &Producer,
-    inputs: &[&Path],
 ) -> anyhow::Result<String> {
     for path in written {
-        record_output(run_dir, path, producer, inputs)?;
+        if !path.ends_with("metrics.json") {
+            contract = contract.output(path);
+        }
     }
+    contract.record(producer)?;
     Ok(written
         .iter()
         .map(|p| p.display().to_string())

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use remind::artifact::manifest::record_output;
+use remind::artifact::dataset::part_path;
 use remind::codes::extract_codes::extract_codes;
 use remind::run::Shard;
 use remind_stages::{stage, ShardedComputeStage};
@@ -57,15 +57,23 @@ stage!(Cli, "extract_codes", Section, |cli, section| {
     let batch = section.batch;
     let shard = Shard::resolve(cli.common.sharding.shard)?;
     let device = cli.common.compute.device.device()?;
+    let part = part_path(&cli.out, shard);
+    let mut contract = cli
+        .common
+        .contract("extract-codes")?
+        .config("extract_codes", &section)?
+        .input("features", &cli.features)
+        .input("codebook", &cli.codebook)
+        .param("shard", shard.to_string())
+        .output(&part);
+    if contract.up_to_date()? {
+        return Ok(());
+    }
+    contract.remove_outputs()?;
     if let Some((path, producer)) =
         extract_codes(&cli.features, &cli.codebook, &cli.out, shard, batch, device)?
     {
-        record_output(
-            &cli.common.run_dir()?,
-            &path,
-            &producer,
-            &[&cli.features, &cli.codebook],
-        )?;
+        contract.record(&producer)?;
         eprintln!("remind-extract-codes: wrote {}", path.display());
     }
     Ok(())

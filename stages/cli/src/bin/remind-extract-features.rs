@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
-use remind::artifact::manifest::record_output;
+use remind::artifact::dataset::part_path;
 use remind::backbone::features::{extract_features, ExtractConfig, IdFrom};
 use remind::run::Shard;
 use remind_stages::{stage, NetworkShape, ShardedComputeStage};
@@ -55,17 +56,30 @@ struct ExtractFeaturesFlags {
 stage!(Cli, "extract_features", ExtractConfig, |cli, cfg| {
     let device = cli.common.compute.setup()?;
     let shard = Shard::resolve(cli.common.sharding.shard)?;
+    let (images, out, weights) = cfg.required()?;
+    let mut contract = cli
+        .common
+        .contract("extract-features")?
+        .config("extract_features", &cfg)?
+        .input("images", images)
+        .input("weights", weights)
+        .param("shard", shard.to_string())
+        // The shard's own part only: the image index beside it is shared by the shards.
+        .output(&part_path(out, shard));
+    if contract.up_to_date()? {
+        return Ok(());
+    }
+    let part = part_path(out, shard);
+    if part.is_file() {
+        std::fs::remove_file(&part)
+            .with_context(|| format!("cannot remove the stale {}", part.display()))?;
+    }
     let outcome = extract_features(&cfg, device, shard)?;
     let Some(part) = &outcome.part else {
         eprintln!("remind-extract-features: shard {shard} already complete, skipped");
         return Ok(());
     };
-    let run_dir = cli.common.run_dir()?;
-    let mut inputs = Vec::new();
-    inputs.extend(cfg.images.as_deref());
-    inputs.extend(cfg.weights.as_deref());
-    record_output(&run_dir, part, &outcome.producer, &inputs)?;
-    record_output(&run_dir, &outcome.index, &outcome.producer, &inputs)?;
+    contract.record(&outcome.producer)?;
     eprintln!(
             "remind-extract-features: wrote {} ({} rows of {:?} HWC); backbone busy {:.1}% of the {:.2} s pipeline",
             part.display(),

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::codes::fit_pq::{fit_pq, IdFilter};
 use remind::pq::PqParams;
 use remind_stages::{stage, ComputeStage};
@@ -70,6 +69,18 @@ stage!(Cli, "fit_pq", PqParams, |cli, p| {
             .map(|d| d.join("fit_report.json"))
             .unwrap_or_else(|| "fit_report.json".into())
     });
+    let mut contract = cli
+        .common
+        .contract("fit-pq")?
+        .config("fit_pq", &p)?
+        .input("features", &cli.features)
+        .input_opt("ids", cli.ids.as_deref())
+        .param("ids_column", &cli.ids_column)
+        .output(&cli.out)
+        .output(&report);
+    if contract.up_to_date()? {
+        return Ok(());
+    }
     let filter = cli.ids.as_deref().map(|table| IdFilter {
         table,
         column: &cli.ids_column,
@@ -82,10 +93,7 @@ stage!(Cli, "fit_pq", PqParams, |cli, p| {
         &cli.out,
         &report,
     )?;
-    let run_dir = cli.common.run_dir()?;
-    let mut inputs = vec![cli.features.as_path()];
-    inputs.extend(cli.ids.as_deref());
-    record_output(&run_dir, &cli.out, &producer, &inputs)?;
+    contract.record(&producer)?;
     eprintln!(
             "remind-fit-pq: {}{} codebooks x {} centroids on {} of {} vectors in {:.2}s, train MSE {:.5} ({:.2}% of the mean squared norm) -> {}",
             if p.opq { "OPQ rotation + " } else { "" },

@@ -1,13 +1,13 @@
 //! Generates mini-CLEVR: images, questions and scenes in CLEVR v1.0's layout and formats.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
 use remind::data::clevr::tdiuc::write_tdiuc;
-use remind::data::clevr::{generate, GenerateClevrConfig, SizePreset};
+use remind::data::clevr::{generate, GenerateClevrConfig, SizePreset, GENERATOR};
 use remind::run::{config_hash, load_section_over};
 use remind_stages::{defaults_of, main_with, parse_with_defaults, Common};
 use serde::Serialize;
@@ -87,12 +87,27 @@ fn main() -> ExitCode {
         }
         let cfg: GenerateClevrConfig =
             load_section_over(cli.common.config.as_deref(), "generate_clevr", &cli.section)?;
+        let mut contract = cli
+            .common
+            .contract("generate-clevr")?
+            .config("generate_clevr", &cfg)?
+            .param("format", cli.format == Format::Tdiuc);
+        for split in ["train", "val"] {
+            for kind in ["questions", "scenes"] {
+                contract = contract.output(
+                    &cli.out
+                        .join(kind)
+                        .join(format!("CLEVR_{split}_{kind}.json")),
+                );
+            }
+        }
+        if contract.up_to_date()? {
+            return Ok(());
+        }
+        clear_generated(&cli.out)?;
         let summaries = generate(&cfg, &cli.out)?;
         let producer = Producer::new("generate-clevr", &config_hash(&cfg)?);
-        let run_dir = cli.common.run_dir()?;
         for s in &summaries {
-            record_output(&run_dir, &s.questions_file, &producer, &[])?;
-            record_output(&run_dir, &s.scenes_file, &producer, &[])?;
             let types: Vec<String> = s.per_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
             eprintln!(
                 "remind-generate-clevr: {}: {} images, {} questions ({}), {} distinct answers",
@@ -106,9 +121,6 @@ fn main() -> ExitCode {
         if cli.format == Format::Tdiuc {
             let tdiuc = cli.out.join("tdiuc");
             for s in write_tdiuc(&cli.out, &tdiuc)? {
-                for f in &s.files {
-                    record_output(&run_dir, f, &producer.clone().param("format", "tdiuc"), &[])?;
-                }
                 let types: Vec<String> =
                     s.per_type.iter().map(|(t, n)| format!("{t} {n}")).collect();
                 eprintln!(
@@ -121,7 +133,36 @@ fn main() -> ExitCode {
             }
             eprintln!("remind-generate-clevr: wrote {}", tdiuc.display());
         }
+        contract.record(&producer)?;
         eprintln!("remind-generate-clevr: wrote {}", cli.out.display());
         Ok(())
     })
+}
+
+/// Removes an earlier generated data set under `out` (its images, questions, scenes and
+/// TDIUC copy), so a smaller one leaves no stale images behind; refuses to touch a folder
+/// whose questions were not generated here (a real CLEVR release).
+fn clear_generated(out: &Path) -> anyhow::Result<()> {
+    let questions = out.join("questions").join("CLEVR_train_questions.json");
+    if questions.is_file() {
+        let text = std::fs::read(&questions)
+            .with_context(|| format!("cannot read {}", questions.display()))?;
+        let generator = serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["info"]["generator"].as_str().map(str::to_string));
+        anyhow::ensure!(
+            generator.as_deref() == Some(GENERATOR),
+            "{} was not written by remind-generate-clevr (info.generator is {}): refusing to              generate over a data set; give another --out",
+            questions.display(),
+            generator.map_or("absent".into(), |g| format!("'{g}'"))
+        );
+    }
+    for sub in ["images", "questions", "scenes", "tdiuc"] {
+        let d = out.join(sub);
+        if d.is_dir() {
+            std::fs::remove_dir_all(&d)
+                .with_context(|| format!("cannot remove the earlier {}", d.display()))?;
+        }
+    }
+    Ok(())
 }

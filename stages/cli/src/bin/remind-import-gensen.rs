@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::data::gensen::{inputs, producer, run, ImportGensenConfig};
 use remind_stages::{replace_sources, stage, Common};
 use serde::Serialize;
@@ -54,14 +53,25 @@ stage!(Cli, "import_gensen", ImportGensenConfig, |cli, mut cfg| {
     if replace_sources([(&mut cfg.h5, &cli.h5), (&mut cfg.npy, &cli.npy)]) {
         cfg.npy_ids = cli.section.npy_ids.clone();
     }
+    let mut contract = cli
+        .common
+        .contract("import-gensen")?
+        .config("import_gensen", &cfg)?;
+    for (i, source) in inputs(&cfg).iter().enumerate() {
+        contract = contract.input(&format!("source.{i}"), source);
+    }
+    if let Some(out) = &cfg.out {
+        contract = contract.output(out);
+    }
+    if contract.up_to_date()? {
+        return Ok(());
+    }
     let producer = producer(&cfg)?;
     let report = run(&cfg, &producer)?;
-    let run_dir = cli.common.run_dir()?;
-    let sources = inputs(&cfg);
-    let sources: Vec<&std::path::Path> = sources.iter().map(PathBuf::as_path).collect();
-    for path in &report.outputs {
-        record_output(&run_dir, path, &producer, &sources)?;
+    for path in &report.outputs[1..] {
+        contract = contract.output(path);
     }
+    contract.record(&producer)?;
     eprintln!(
         "remind-import-gensen: {} of {} rows of {} ({} wide) matched the {} questions{}; \
              {} extra rows not imported; wrote {}",

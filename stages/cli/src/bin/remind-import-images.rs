@@ -2,10 +2,9 @@
 //! ImageNet-style folder): labels table, class order, base-initialisation split, report;
 //! IDX images are written out as PNG folders.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::data::images::{load, producer, write, ImportImagesConfig};
 use remind_stages::{replace_sources, stage, Common};
 use serde::Serialize;
@@ -59,14 +58,28 @@ struct ImportImagesFlags {
 stage!(Cli, "import_images", ImportImagesConfig, |cli, mut cfg| {
     // A source given here replaces the config's as a whole.
     replace_sources([(&mut cfg.idx, &cli.idx), (&mut cfg.folder, &cli.folder)]);
+    let (_, source) = cfg.source()?;
+    let mut contract = cli
+        .common
+        .contract("import-images")?
+        .config("import_images", &cfg)?
+        .input("source", source)
+        .input_opt("class_order", cfg.class_order.as_deref());
+    for name in [
+        "labels.parquet",
+        "base_train.parquet",
+        "class_order.txt",
+        "import_report.json",
+    ] {
+        contract = contract.output(&cfg.out.join(name));
+    }
+    if contract.up_to_date()? {
+        return Ok(());
+    }
     let prepared = load(&cfg)?;
     let producer = producer(&cfg)?;
     let report = write(&prepared, &producer)?;
-    let run_dir = cli.common.run_dir()?;
-    let inputs: Vec<&Path> = report.sources.iter().map(PathBuf::as_path).collect();
-    for path in &report.outputs {
-        record_output(&run_dir, path, &producer, &inputs)?;
-    }
+    contract.record(&producer)?;
     for (split, s) in &report.splits {
         eprintln!(
             "remind-import-images: {split}: {} of {} items",

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::data::questions::{load, producer, write, ImportQuestionsConfig};
 use remind_stages::{replace_sources, stage, Common};
 use serde::Serialize;
@@ -58,14 +57,34 @@ stage!(
             (&mut cfg.clevr_dir, &cli.clevr_dir),
             (&mut cfg.tdiuc_dir, &cli.tdiuc_dir),
         ]);
+        let (dataset, root) = cfg.source()?;
+        let mut contract = cli
+            .common
+            .contract("import-questions")?
+            .config("import_questions", &cfg)?;
+        for folder in dataset.question_folders() {
+            contract = contract.input(folder, &root.join(folder));
+        }
+        contract = contract.input_opt("glove", cfg.glove.as_deref());
+        for name in [
+            "questions.parquet",
+            "vocabulary.parquet",
+            "answers.parquet",
+            "question_types.parquet",
+            "import_report.json",
+        ] {
+            contract = contract.output(&cli.out.join(name));
+        }
+        if cfg.glove.is_some() {
+            contract = contract.output(&cli.out.join("word_vectors.arrow"));
+        }
+        if contract.up_to_date()? {
+            return Ok(());
+        }
         let imported = load(&cfg)?;
         let producer = producer(&cfg, imported.dataset)?;
         let report = write(&imported, &cli.out, &producer)?;
-        let run_dir = cli.common.run_dir()?;
-        let inputs: Vec<&std::path::Path> = report.sources.iter().map(PathBuf::as_path).collect();
-        for path in &report.outputs {
-            record_output(&run_dir, path, &producer, &inputs)?;
-        }
+        contract.record(&producer)?;
         for (split, s) in &report.splits {
             eprintln!(
                 "remind-import-questions: {split}: {} questions, {} with an answer outside the \

@@ -7,13 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use remind::artifact::manifest::record_output;
 use remind::artifact::{Producer, Table};
 use remind::codes::codebook::load_codebook;
+use remind::data::questions::check_same_import;
 use remind::models::vqa::{ModelConfig, QuestionInput};
 use remind::run::config::{section_sets, top_level_string};
 use remind::run::{config_hash, load_section, load_section_over};
 use remind::stream::classify::{run_classify_stream, ClassifyInputs, ClassifySettings};
+use remind::stream::layout::RunLayout;
 use remind::stream::plan::Order;
 use remind::stream::vqa::data::QuestionFeatures;
 use remind::stream::vqa::{run_vqa_stream, StreamSettings, VqaInputs};
@@ -151,11 +152,33 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
     let labels = need(&cli.labels, "labels", "classification")?;
     let codes = need(&cli.codes, "codes", "classification")?;
     let base_weights = need(&cli.base_weights, "base-weights", "classification")?;
+    let mut contract = cli
+        .common
+        .contract("stream-train")?
+        // --resume-from asks for a re-run from a checkpoint: never "up to date".
+        .force(cli.common.force || cli.resume_from.is_some())
+        .config("classify_stream", &s)?
+        .param("task", "classification")
+        .param("method", cli.method.name())
+        .input("labels", labels)
+        .input("codes", codes)
+        .input("codebook", &cli.codebook)
+        .input("base_weights", base_weights)
+        .output(
+            &RunLayout::new(&cli.out)
+                .method(cli.method.name())
+                .complete(),
+        );
+    if contract.up_to_date()? {
+        return Ok(());
+    }
+    let digest = contract.fingerprint();
     let inputs = ClassifyInputs {
         labels,
         codes,
         codebook: &cli.codebook,
         base_weights,
+        inputs_digest: Some(&digest),
     };
     let resume = resume_mode(&cli);
     let device = cli.common.compute.device.device()?;
@@ -164,12 +187,7 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
     let producer = Producer::new("stream-train", &config_hash(&s)?)
         .param("method", cli.method.name())
         .param("task", "classification");
-    record_output(
-        &cli.common.run_dir()?,
-        &cli.out.join(cli.method.name()),
-        &producer,
-        &[labels, codes, &cli.codebook, base_weights],
-    )?;
+    contract.record(&producer)?;
     Ok(())
 }
 
@@ -223,12 +241,46 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let questions = questions_dir.join("questions.parquet");
+    check_same_import(&[
+        &questions,
+        &questions_dir.join("vocabulary.parquet"),
+        &questions_dir.join("answers.parquet"),
+    ])?;
+    let mut contract = cli
+        .common
+        .contract("stream-train")?
+        // --resume-from asks for a re-run from a checkpoint: never "up to date".
+        .force(cli.common.force || cli.resume_from.is_some())
+        .config("stream", &s)?
+        .config("model", &model)?
+        .param("task", "vqa")
+        .param("method", cli.method.name());
+    for name in ["questions", "vocabulary", "answers"] {
+        contract = contract.input(name, &questions_dir.join(format!("{name}.parquet")));
+    }
+    contract = contract
+        .input("train_codes", train_codes)
+        .input("val_codes", val_codes)
+        .input("codebook", &cli.codebook);
+    for (i, f) in feature_paths.iter().enumerate() {
+        contract = contract.input(&format!("question_features.{i}"), f);
+    }
+    let mut contract = contract.output(
+        &RunLayout::new(&cli.out)
+            .method(cli.method.name())
+            .complete(),
+    );
+    if contract.up_to_date()? {
+        return Ok(());
+    }
+    let digest = contract.fingerprint();
     let inputs = VqaInputs {
         questions: &questions,
         train_codes,
         val_codes,
         codebook: &cli.codebook,
         question_features: features.as_ref(),
+        inputs_digest: Some(&digest),
     };
     let device = cli.common.compute.device.device()?;
     let resume = resume_mode(&cli);
@@ -236,10 +288,6 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
         .with_context(|| format!("stream-train {} failed", cli.method.name()))?;
     let producer = Producer::new("stream-train", &config_hash(&(&s, &model))?)
         .param("method", cli.method.name());
-    let done = cli.out.join(cli.method.name());
-    let mut sources: Vec<&std::path::Path> =
-        vec![&questions, train_codes, val_codes, &cli.codebook];
-    sources.extend(feature_paths.iter().map(PathBuf::as_path));
-    record_output(&cli.common.run_dir()?, &done, &producer, &sources)?;
+    contract.record(&producer)?;
     Ok(())
 }

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::backbone::scenes::{train_backbone, EpochReport, TrainBackboneConfig};
 use remind_stages::{stage, ComputeStage, LearningRate, NetworkShape, Training};
 use serde::Serialize;
@@ -100,13 +99,21 @@ stage!(
         if cli.no_flip {
             cfg.flip = false;
         }
+        let (root, out) = cfg.required()?;
+        let mut contract = cli
+            .common
+            .contract("train-backbone")?
+            .config("train_backbone", &cfg)?
+            .input("clevr_dir", root)
+            .output(out)
+            .output(&cfg.report_path(out));
+        if contract.up_to_date()? {
+            return Ok(());
+        }
         let device = cli.common.compute.setup()?;
         let epochs = cfg.epochs;
         let outcome = train_backbone(&cfg, device, |e| print_epoch(e, epochs))?;
-        let run_dir = cli.common.run_dir()?;
-        let inputs: Vec<&std::path::Path> = cfg.clevr_dir.as_deref().into_iter().collect();
-        record_output(&run_dir, &outcome.weights, &outcome.producer, &inputs)?;
-        record_output(&run_dir, &outcome.report_path, &outcome.producer, &inputs)?;
+        contract.record(&outcome.producer)?;
         let r = &outcome.report;
         eprintln!(
             "remind-train-backbone: wrote {} ({} {} width {}, G up to {}: {:?} HWC features at {} px) and {}; {} train / {} held-out images, {:.1}s",

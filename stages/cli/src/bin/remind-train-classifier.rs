@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::Parser;
-use remind::artifact::manifest::record_output;
 use remind::artifact::Producer;
 use remind::backbone::classifier::{report_path, train_classifier, TrainClassifierConfig};
+use remind::data::images::labels::LabelSet;
 use remind::models::{Arch, Stem};
 use remind_stages::{stage, ComputeStage, LearningRate, Training};
 use serde::Serialize;
@@ -68,6 +69,26 @@ stage!(
     "train_classifier",
     TrainClassifierConfig,
     |cli, cfg| {
+        let labels = cfg
+            .labels
+            .as_deref()
+            .context("no label table: give --labels or train_classifier.labels")?;
+        let out = cfg
+            .out
+            .as_deref()
+            .context("no output: give --out or train_classifier.out")?;
+        let images = LabelSet::read(labels)?.root(cfg.images.as_deref())?;
+        let mut contract = cli
+            .common
+            .contract("train-classifier")?
+            .config("train_classifier", &cfg)?
+            .input("labels", labels)
+            .input("images", &images)
+            .output(out)
+            .output(&report_path(out));
+        if contract.up_to_date()? {
+            return Ok(());
+        }
         let device = cli.common.compute.setup()?;
         let epochs = cfg.epochs;
         let report = train_classifier(&cfg, device, |e| {
@@ -76,12 +97,7 @@ stage!(
                 e.epoch, e.loss, 100.0 * e.train_top1, 100.0 * e.val_top1, e.lr, e.seconds
             );
         })?;
-        let out = PathBuf::from(&report.weights);
-        let producer = Producer::new("train-classifier", &report.config_hash);
-        let inputs: Vec<&std::path::Path> = cfg.labels.as_deref().into_iter().collect();
-        let run_dir = cli.common.run_dir()?;
-        record_output(&run_dir, &out, &producer, &inputs)?;
-        record_output(&run_dir, &report_path(&out), &producer, &inputs)?;
+        contract.record(&Producer::new("train-classifier", &report.config_hash))?;
         eprintln!(
             "remind-train-classifier: wrote {} (best epoch {}: val top-1 {:.2}% on the {} base classes), {:.1}s",
             out.display(),

@@ -22,6 +22,12 @@ pub struct ManifestEntry {
     pub inputs: Vec<String>,
     /// Seconds since the Unix epoch when the artifact was completed.
     pub completed_at: u64,
+    /// The stage's fingerprint when it made the artifact ([`crate::run::contract`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// What the fingerprint was made of, to say later what changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis: Option<crate::run::contract::Basis>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -98,6 +104,8 @@ pub fn record_output(
         config_hash: producer.config_hash.clone(),
         inputs: inputs.iter().map(|p| p.display().to_string()).collect(),
         completed_at: now_secs(),
+        fingerprint: None,
+        basis: None,
     };
     Manifest::record(run_dir, path, entry)
 }

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod dataset;
+pub mod digest;
 pub mod manifest;
 pub mod schema;
 pub mod sniff;

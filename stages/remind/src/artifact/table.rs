@@ -75,6 +75,15 @@ impl Table {
         })
     }
 
+    /// Metadata key `key` of the Parquet file at `path`, without reading its rows.
+    pub fn metadata_value(path: &Path, key: &str) -> Result<Option<String>> {
+        let p = path.display();
+        let file = File::open(path).with_context(|| format!("cannot open {p}"))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+            .map_err(|e| anyhow!("{p}: not a readable Parquet file: {e}"))?;
+        Ok(builder.schema().metadata().get(key).cloned())
+    }
+
     /// Reads `path` as whatever artifact kind its metadata names, validated against it.
     pub fn read_any(path: &Path) -> Result<Self> {
         let p = path.display();

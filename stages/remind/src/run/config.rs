@@ -127,6 +127,29 @@ fn read_section(path: &Path, section: &str) -> Result<serde_yaml::Value> {
     Ok(map.remove(section).unwrap_or(serde_yaml::Value::Null))
 }
 
+/// Writes every section of the pipeline file `config` as canonical JSON (keys sorted,
+/// comments and layout gone) to `<out>/<section>.json`, one file per known section (`null`
+/// for an absent one), rewriting only the files whose content changed. These are the
+/// Makefile's section stamps: each stage's rule depends on the sections it reads, so a
+/// `touch` or a comment re-runs nothing and an edit re-runs only the stages that read the
+/// edited section. Returns the sections whose stamp changed.
+pub fn write_section_stamps(config: &Path, out: &Path) -> Result<Vec<String>> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut changed = Vec::new();
+    for section in SECTIONS {
+        let value = read_section(config, section)?;
+        let json: serde_json::Value = serde_json::to_value(&value)
+            .with_context(|| format!("{}: section '{section}'", config.display()))?;
+        let text = format!("{json}\n");
+        let path = out.join(format!("{section}.json"));
+        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+            crate::artifact::atomic::write_bytes(&path, text.as_bytes())?;
+            changed.push(section.to_string());
+        }
+    }
+    Ok(changed)
+}
+
 /// Short stable hash of a resolved config, recorded by every artifact it produces.
 pub fn config_hash<T: Serialize>(value: &T) -> Result<String> {
     let bytes = serde_json::to_vec(value)?;

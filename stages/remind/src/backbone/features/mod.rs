@@ -214,7 +214,7 @@ impl ExtractConfig {
     pub fn backbone(&self) -> ResNetConfig {
         ResNetConfig::new(self.arch, self.width, self.stem)
     }
-    fn required(&self) -> Result<(&Path, &Path, &Path)> {
+    pub fn required(&self) -> Result<(&Path, &Path, &Path)> {
         let images = self
             .images
             .as_deref()

@@ -141,7 +141,7 @@ impl TrainBackboneConfig {
         })
     }
 
-    fn required(&self) -> Result<(&Path, &Path)> {
+    pub fn required(&self) -> Result<(&Path, &Path)> {
         let root = self
             .clevr_dir
             .as_deref()

@@ -165,6 +165,9 @@ pub fn generate(cfg: &GenerateClevrConfig, out: &Path) -> Result<Vec<SplitSummar
     Ok(summaries)
 }
 
+/// `info.generator` of the questions and scenes files this generator writes.
+pub const GENERATOR: &str = "remind mini-CLEVR";
+
 fn generate_split(
     cfg: &GenerateClevrConfig,
     families: &[questions::Family],
@@ -252,7 +255,7 @@ fn generate_split(
         split: split.into(),
         version: "1.0".into(),
         license: "Creative Commons Attribution (CC BY 4.0)".into(),
-        generator: "remind mini-CLEVR".into(),
+        generator: GENERATOR.into(),
         seed: cfg.seed,
         image_size: cfg.image_size,
     };

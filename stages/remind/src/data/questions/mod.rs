@@ -43,7 +43,7 @@ use arrow::array::{
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::atomic::write_bytes;
-use crate::artifact::{write_table, Producer};
+use crate::artifact::{write_table, Producer, Table};
 use crate::run::config_hash;
 use glove::{read_glove, write_word_vectors, GloveReport, WordVectors};
 use sources::{read_clevr, read_tdiuc, RawQuestion, CLEVR_TYPES, TDIUC_TYPES};
@@ -65,6 +65,14 @@ impl Dataset {
         match self {
             Dataset::Clevr => "clevr",
             Dataset::Tdiuc => "tdiuc",
+        }
+    }
+
+    /// The folders of the data set's root that the import reads.
+    pub fn question_folders(self) -> &'static [&'static str] {
+        match self {
+            Dataset::Clevr => &["questions"],
+            Dataset::Tdiuc => &["Questions", "Annotations"],
         }
     }
 
@@ -394,6 +402,7 @@ pub fn write(imported: &Imported, out: &Path, producer: &Producer) -> Result<Imp
             qs.iter().map(|q| q.question_type as i32),
         )),
     ];
+    let import_id = new_import_id(producer);
     let meta = |table: &str| -> HashMap<String, String> {
         HashMap::from([
             (
@@ -401,6 +410,7 @@ pub fn write(imported: &Imported, out: &Path, producer: &Producer) -> Result<Imp
                 imported.dataset.name().to_string(),
             ),
             ("remind.table".to_string(), table.to_string()),
+            (IMPORT_ID_KEY.to_string(), import_id.clone()),
         ])
     };
     let mut outputs = vec![write_table(
@@ -436,6 +446,49 @@ pub fn write(imported: &Imported, out: &Path, producer: &Producer) -> Result<Imp
     report.outputs = outputs;
     write_bytes(&report_path, &serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
+}
+
+/// Metadata key naming the import run a table of a questions folder comes from: the
+/// tables of one folder must agree ([`check_same_import`]), so a folder that mixes two
+/// imports (one interrupted between its writes, or two racing) is refused, not read.
+pub const IMPORT_ID_KEY: &str = "remind.import_id";
+
+/// An id unique to this import run: the config hash, process, host and time.
+fn new_import_id(producer: &Producer) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let seed = format!(
+        "{}:{}:{host}:{nanos}",
+        producer.config_hash,
+        std::process::id()
+    );
+    crate::artifact::weights::sha256_hex(seed.as_bytes())[..16].to_string()
+}
+
+/// Checks that the tables at `paths` (questions, vocabulary, answers, question types) come
+/// from one import run ([`IMPORT_ID_KEY`]). Tables written before the key existed carry
+/// none and are not compared. Errors name both files and their import ids.
+pub fn check_same_import(paths: &[&Path]) -> Result<()> {
+    let mut first: Option<(&Path, String)> = None;
+    for path in paths {
+        let Some(id) = Table::metadata_value(path, IMPORT_ID_KEY)? else {
+            continue;
+        };
+        match &first {
+            None => first = Some((path, id)),
+            Some((p0, id0)) if *id0 != id => bail!(
+                "{} comes from import {id} but {} from import {id0}: the questions folder mixes \
+                 two runs of import-questions (one interrupted, or two at once); import again",
+                path.display(),
+                p0.display()
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Producer stamp of an import with `cfg`.

@@ -224,6 +224,9 @@ pub struct ClassifyInputs<'a> {
     pub codebook: &'a Path,
     /// The base-initialisation weights of the whole network (F is read from them).
     pub base_weights: &'a Path,
+    /// The content digest of every input ([`crate::run::contract`]): checkpoints made from
+    /// other inputs are stale. `None` keys them by the codebook, weights and config alone.
+    pub inputs_digest: Option<&'a str>,
 }
 
 struct Ctx<'a> {
@@ -346,7 +349,10 @@ pub fn run_classify_stream(
     let plan = class_plan(&set, s)?;
     let num_classes = set.num_classes();
     let weights_sha = crate::artifact::weights::file_sha256(inputs.base_weights)?;
-    let hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
+    let mut hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
+    if let Some(d) = inputs.inputs_digest {
+        hash = config_hash(&(hash, d))?;
+    }
     eprintln!(
         "stream-train[{}]: {} base images of {} classes, {} streamed images of {} more classes, {} evaluation points",
         method.name(),

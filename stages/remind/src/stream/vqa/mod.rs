@@ -127,6 +127,9 @@ pub struct VqaInputs<'a> {
     /// Sentence vectors per question: required when the model takes gensen input, refused
     /// otherwise.
     pub question_features: Option<&'a QuestionFeatures>,
+    /// The content digest of every input ([`crate::run::contract`]): checkpoints made from
+    /// other inputs are stale. `None` keys them by the codebook and config alone.
+    pub inputs_digest: Option<&'a str>,
 }
 
 /// Everything loaded once per run.
@@ -267,10 +270,13 @@ pub fn run_vqa_stream(
     );
     report.val_questions = val.len();
     let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
-    let hash = match inputs.question_features {
+    let mut hash = match inputs.question_features {
         None => config_hash(&(s, model, codebook_hash))?,
         Some(f) => config_hash(&(s, model, codebook_hash, f.fingerprint()?))?,
     };
+    if let Some(d) = inputs.inputs_digest {
+        hash = config_hash(&(hash, d))?;
+    }
     eprintln!(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()

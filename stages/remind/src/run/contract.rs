@@ -1,0 +1,493 @@
+//! The stage contract: a stage runs only when what it reads changed, and says why.
+//!
+//! Every stage declares a [`Contract`]: its config section(s) as typed, default-filled
+//! values, the parameters that shape its outputs, its inputs (paths, digested by content:
+//! [`crate::artifact::digest`]) and its outputs. The **fingerprint** is the SHA-256 of the
+//! stage name, the `remind` version, those values and the inputs' digests, never of times.
+//! After a run, [`Contract::record`] stores the fingerprint and its basis in the run
+//! manifest beside every output. Before a run, [`Contract::check`] compares: when every
+//! output exists with the same fingerprint the stage is **up to date** and exits at once
+//! (its outputs' modification times are brought forward, so `make` stops asking); otherwise
+//! it runs and says which output is missing, which key or input changed (as Snakemake's
+//! `--list-changes` and DVC's `status` do). `--force` runs regardless.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::artifact::digest::Digester;
+use crate::artifact::manifest::{now_secs, Manifest, ManifestEntry};
+use crate::artifact::weights::sha256_hex;
+use crate::artifact::Producer;
+
+/// What a fingerprint is made of (stored in the manifest, to say later what changed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Basis {
+    pub stage: String,
+    pub version: String,
+    /// Config section name -> its normalised values (defaults filled, flags laid over).
+    pub config: BTreeMap<String, Value>,
+    /// Other parameters that shape the outputs (method, shard, source kind).
+    pub params: BTreeMap<String, Value>,
+    /// Input role -> path and content digest.
+    pub inputs: BTreeMap<String, InputDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputDigest {
+    pub path: String,
+    pub digest: String,
+}
+
+impl Basis {
+    /// The fingerprint: SHA-256 of the canonical JSON of everything but the inputs' paths
+    /// (a run folder moved elsewhere stays up to date).
+    pub fn fingerprint(&self) -> String {
+        let inputs: BTreeMap<&str, &str> = self
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.digest.as_str()))
+            .collect();
+        let canonical = serde_json::json!({
+            "stage": self.stage,
+            "version": self.version,
+            "config": self.config,
+            "params": self.params,
+            "inputs": inputs,
+        });
+        sha256_hex(canonical.to_string().as_bytes())
+    }
+}
+
+/// A stage's declaration of what it reads and writes; see the module docs.
+pub struct Contract {
+    run_dir: PathBuf,
+    basis: Basis,
+    inputs: Vec<(String, PathBuf)>,
+    outputs: Vec<PathBuf>,
+    force: bool,
+    log: String,
+    /// Held from [`Contract::check`] to the end of the run: one writer per output set.
+    lock: Option<std::fs::File>,
+}
+
+/// What [`Contract::check`] found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    UpToDate,
+    /// The stage must run, for this reason.
+    Run(String),
+}
+
+impl Contract {
+    /// The contract of stage `stage` (`fit-pq`) whose manifest is in `run_dir`.
+    pub fn new(stage: &str, run_dir: &Path) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            basis: Basis {
+                stage: stage.into(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                ..Default::default()
+            },
+            inputs: Vec::new(),
+            outputs: Vec::new(),
+            force: false,
+            log: format!("remind-{stage}"),
+            lock: None,
+        }
+    }
+
+    /// Adds config section `section` as the stage reads it (typed, defaults filled).
+    pub fn config(mut self, section: &str, value: &impl Serialize) -> Result<Self> {
+        let v = serde_json::to_value(value)
+            .with_context(|| format!("cannot represent config section '{section}'"))?;
+        self.basis.config.insert(section.into(), v);
+        Ok(self)
+    }
+
+    /// Adds a parameter that shapes the outputs.
+    pub fn param(mut self, key: &str, value: impl Serialize) -> Self {
+        let v = serde_json::to_value(value).unwrap_or(Value::Null);
+        self.basis.params.insert(key.into(), v);
+        self
+    }
+
+    /// Adds an input file or folder under role `role` (`codebook`, `features`).
+    pub fn input(mut self, role: &str, path: &Path) -> Self {
+        self.inputs.push((role.into(), path.to_path_buf()));
+        self
+    }
+
+    /// Adds an optional input.
+    pub fn input_opt(self, role: &str, path: Option<&Path>) -> Self {
+        match path {
+            Some(p) => self.input(role, p),
+            None => self,
+        }
+    }
+
+    /// Adds an output file (or folder) the stage writes.
+    pub fn output(mut self, path: &Path) -> Self {
+        self.outputs.push(path.to_path_buf());
+        self
+    }
+
+    /// With `force`, [`Contract::check`] always says run.
+    pub fn force(mut self, force: bool) -> Self {
+        self.force = force;
+        self
+    }
+
+    /// The fingerprint (valid after [`Contract::check`], which digests the inputs).
+    pub fn fingerprint(&self) -> String {
+        self.basis.fingerprint()
+    }
+
+    /// Digests the inputs, then compares with what the manifest recorded for the outputs;
+    /// prints the verdict (`up to date`, or why the stage runs). An input that cannot be
+    /// read makes the stage run, so that its own reader names what is wrong.
+    pub fn check(&mut self) -> Result<Status> {
+        self.lock_outputs()?;
+        let mut digester = Digester::new(Some(&self.run_dir));
+        let mut unreadable = None;
+        for (role, path) in &self.inputs {
+            let digest = match digester.digest(path) {
+                Ok(d) => d,
+                // The stage itself reads it next and says what is wrong, in its own terms.
+                Err(e) => {
+                    unreadable.get_or_insert(format!(
+                        "input {role} ({}) cannot be read: {e:#}",
+                        path.display()
+                    ));
+                    continue;
+                }
+            };
+            self.basis.inputs.insert(
+                role.clone(),
+                InputDigest {
+                    path: path.display().to_string(),
+                    digest,
+                },
+            );
+        }
+        digester.save();
+        let status = match unreadable {
+            Some(why) => Status::Run(why),
+            None => self.verdict()?,
+        };
+        match &status {
+            Status::UpToDate => {
+                for out in &self.outputs {
+                    bring_forward(out);
+                }
+                eprintln!(
+                    "{}: up to date: {} (inputs and config unchanged, fingerprint {}); --force runs it again",
+                    self.log,
+                    self.outputs_shown(),
+                    &self.fingerprint()[..12]
+                );
+            }
+            Status::Run(why) => eprintln!("{}: runs because {why}", self.log),
+        }
+        Ok(status)
+    }
+
+    /// Takes the lock of the output set, waiting for a concurrent writer of the same
+    /// outputs on this machine, whatever its run folder, to finish: that one then wins
+    /// whole, and this one finds its result up to date or writes a whole set after it, never
+    /// a mix. The lock file is `<temp dir>/remind-locks/<hash of the first output's absolute
+    /// path>`, so a refused run leaves nothing at its destination. (Writers on other nodes
+    /// of a cluster are kept apart by the atomic renames and the readers' checks instead.)
+    fn lock_outputs(&mut self) -> Result<()> {
+        let Some(first) = self.outputs.first() else {
+            return Ok(());
+        };
+        if self.lock.is_some() {
+            return Ok(());
+        }
+        let dir = std::env::temp_dir().join("remind-locks");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create folder {}", dir.display()))?;
+        let absolute = std::path::absolute(first).unwrap_or_else(|_| first.clone());
+        let path = dir.join(&sha256_hex(absolute.to_string_lossy().as_bytes())[..24]);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        if file.try_lock().is_err() {
+            eprintln!(
+                "{}: waiting for another writer of {} to finish",
+                self.log,
+                first.display()
+            );
+            file.lock()
+                .with_context(|| format!("cannot lock {}", path.display()))?;
+        }
+        self.lock = Some(file);
+        Ok(())
+    }
+
+    /// [`Contract::check`] as a yes/no: whether the stage may exit at once.
+    pub fn up_to_date(&mut self) -> Result<bool> {
+        Ok(self.check()? == Status::UpToDate)
+    }
+
+    /// Removes the outputs that exist (files), for a stage that would otherwise keep an
+    /// existing part it takes for finished; called after [`Contract::check`] said run.
+    pub fn remove_outputs(&self) -> Result<()> {
+        for o in &self.outputs {
+            if o.is_file() {
+                std::fs::remove_file(o)
+                    .with_context(|| format!("cannot remove the stale {}", o.display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn outputs_shown(&self) -> String {
+        let shown: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        shown.join(", ")
+    }
+
+    fn verdict(&self) -> Result<Status> {
+        if self.force {
+            return Ok(Status::Run("--force was given".into()));
+        }
+        let Some(first) = self.outputs.first() else {
+            return Ok(Status::Run("it declares no output".into()));
+        };
+        if !self.outputs.iter().any(|o| o.exists()) {
+            return Ok(Status::Run(format!(
+                "there is no output yet ({})",
+                first.display()
+            )));
+        }
+        if let Some(missing) = self.outputs.iter().find(|o| !o.exists()) {
+            return Ok(Status::Run(format!("{} is missing", missing.display())));
+        }
+        let manifest = Manifest::load(&self.run_dir)?;
+        let now = self.fingerprint();
+        for out in &self.outputs {
+            let recorded = manifest.get(&self.run_dir, out);
+            let Some((fp, basis)) =
+                recorded.and_then(|e| e.fingerprint.as_ref().zip(e.basis.as_ref()))
+            else {
+                return Ok(Status::Run(format!(
+                    "{} has no fingerprint in {}",
+                    out.display(),
+                    self.run_dir
+                        .join(crate::artifact::manifest::MANIFEST_FILE)
+                        .display()
+                )));
+            };
+            if *fp != now {
+                return Ok(Status::Run(format!(
+                    "{} is stale: {}",
+                    out.display(),
+                    changes(basis, &self.basis).join("; ")
+                )));
+            }
+        }
+        Ok(Status::UpToDate)
+    }
+
+    /// Records every output in the manifest with the fingerprint and its basis.
+    pub fn record(&self, producer: &Producer) -> Result<()> {
+        let fingerprint = self.fingerprint();
+        let inputs: Vec<String> = self
+            .inputs
+            .iter()
+            .map(|(_, p)| p.display().to_string())
+            .collect();
+        for out in &self.outputs {
+            let entry = ManifestEntry {
+                stage: producer.stage.clone(),
+                version: producer.version.clone(),
+                config_hash: producer.config_hash.clone(),
+                inputs: inputs.clone(),
+                completed_at: now_secs(),
+                fingerprint: Some(fingerprint.clone()),
+                basis: Some(self.basis.clone()),
+            };
+            if let Err(e) = Manifest::record(&self.run_dir, out, entry) {
+                // Nothing unrecorded stays under a final name: the next run redoes it.
+                for o in &self.outputs {
+                    let _ = std::fs::remove_file(o);
+                }
+                return Err(e.context(format!(
+                    "cannot record {} in the run manifest; its outputs were removed",
+                    out.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves `path`'s modification time to now (best effort): an output found up to date is as
+/// new as its inputs, so `make` does not ask again.
+fn bring_forward(path: &Path) {
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// What differs between the `old` and `new` bases, in words (`fit_pq.iterations: 10 -> 12`).
+pub fn changes(old: &Basis, new: &Basis) -> Vec<String> {
+    let mut out = Vec::new();
+    if old.stage != new.stage {
+        out.push(format!("made by stage {}, not {}", old.stage, new.stage));
+    }
+    if old.version != new.version {
+        out.push(format!("remind version {} -> {}", old.version, new.version));
+    }
+    let mut keys = Vec::new();
+    for (section, v) in &new.config {
+        diff_values(section, old.config.get(section), Some(v), &mut keys);
+    }
+    for (section, v) in &old.config {
+        if !new.config.contains_key(section) {
+            diff_values(section, Some(v), None, &mut keys);
+        }
+    }
+    for (k, v) in &new.params {
+        diff_values(k, old.params.get(k), Some(v), &mut keys);
+    }
+    for (k, v) in &old.params {
+        if !new.params.contains_key(k) {
+            diff_values(k, Some(v), None, &mut keys);
+        }
+    }
+    out.extend(keys);
+    for (role, now) in &new.inputs {
+        match old.inputs.get(role) {
+            None => out.push(format!("input {role} ({}) is new", now.path)),
+            Some(was) if was.digest != now.digest => {
+                out.push(format!("input {role} ({}) changed", now.path))
+            }
+            Some(_) => {}
+        }
+    }
+    for (role, was) in &old.inputs {
+        if !new.inputs.contains_key(role) {
+            out.push(format!("input {role} ({}) is no longer read", was.path));
+        }
+    }
+    if out.is_empty() {
+        out.push("its fingerprint differs".into());
+    }
+    out
+}
+
+/// Appends `key: old -> new` for every leaf that differs.
+fn diff_values(key: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
+    match (old, new) {
+        (Some(Value::Object(a)), Some(Value::Object(b))) => {
+            for (k, v) in b {
+                diff_values(&format!("{key}.{k}"), a.get(k), Some(v), out);
+            }
+            for (k, v) in a {
+                if !b.contains_key(k) {
+                    diff_values(&format!("{key}.{k}"), Some(v), None, out);
+                }
+            }
+        }
+        (a, b) if a != b => {
+            let show = |v: Option<&Value>| v.map_or("(absent)".to_string(), Value::to_string);
+            out.push(format!("{key}: {} -> {}", show(a), show(b)));
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Serialize)]
+    struct Pq {
+        iterations: usize,
+        nbits: u32,
+    }
+
+    fn contract(dir: &Path, iterations: usize, input: &Path, out: &Path) -> Contract {
+        Contract::new("fit-pq", dir)
+            .config(
+                "fit_pq",
+                &Pq {
+                    iterations,
+                    nbits: 8,
+                },
+            )
+            .unwrap()
+            .input("features", input)
+            .output(out)
+    }
+
+    #[test]
+    fn up_to_date_until_a_key_or_an_input_changes() {
+        let dir = std::env::temp_dir().join(format!("remind-contract-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (input, out) = (dir.join("features.arrow"), dir.join("codebook.arrow"));
+        std::fs::write(&input, b"features").unwrap();
+        let mut c = contract(&dir, 10, &input, &out);
+        assert!(matches!(c.check().unwrap(), Status::Run(w) if w.contains("no output yet")));
+        std::fs::write(&out, b"codebook").unwrap();
+        // An output nobody recorded is not trusted.
+        assert!(matches!(c.check().unwrap(), Status::Run(w) if w.contains("no fingerprint")));
+        c.record(&Producer::new("fit-pq", "h")).unwrap();
+        assert_eq!(c.check().unwrap(), Status::UpToDate);
+        // Each contract holds the output set's lock until dropped, as a stage process does.
+        drop(c);
+        assert_eq!(
+            contract(&dir, 10, &input, &out).check().unwrap(),
+            Status::UpToDate
+        );
+        assert!(matches!(
+            contract(&dir, 10, &input, &out).force(true).check().unwrap(),
+            Status::Run(w) if w.contains("--force")
+        ));
+        let key = contract(&dir, 12, &input, &out).check().unwrap();
+        assert_eq!(
+            key,
+            Status::Run(format!(
+                "{} is stale: fit_pq.iterations: 10 -> 12",
+                out.display()
+            ))
+        );
+        std::fs::write(&input, b"other features").unwrap();
+        let Status::Run(why) = contract(&dir, 10, &input, &out).check().unwrap() else {
+            panic!("a changed input must re-run");
+        };
+        assert!(
+            why.contains("input features") && why.contains("changed"),
+            "{why}"
+        );
+        std::fs::remove_file(&out).unwrap();
+        let Status::Run(why) = contract(&dir, 10, &input, &out).check().unwrap() else {
+            panic!("a deleted output must re-run");
+        };
+        assert!(why.contains("no output yet"), "{why}");
+        let Status::Run(why) = contract(&dir, 10, &dir.join("absent"), &out)
+            .check()
+            .unwrap()
+        else {
+            panic!("a missing input must leave the stage to say what is wrong");
+        };
+        assert!(
+            why.contains("input features") && why.contains("absent"),
+            "{why}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
