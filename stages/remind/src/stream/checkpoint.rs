@@ -162,8 +162,9 @@ pub fn read_state(dir: &Path) -> Result<CheckpointState> {
 /// Refuses a checkpoint made under another configuration.
 pub fn check_config(dir: &Path, state: &CheckpointState, config_hash: &str) -> Result<()> {
     if state.config_hash != config_hash {
-        bail!("{}: checkpoint made with config hash {}, this run has {}: resuming from a run with another \
-               configuration is refused (use a fresh output folder)", dir.display(), state.config_hash, config_hash);
+        bail!("{}: checkpoint made with config hash {}, this run has {}: resuming from a run with other \
+               inputs or another configuration is refused (--restart-stale starts afresh; or use a fresh \
+               output folder)", dir.display(), state.config_hash, config_hash);
     }
     Ok(())
 }

@@ -30,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tch::nn::VarStore;
 
+use super::attempt::Attempt;
 use super::checkpoint::{
     accept_checkpoint, latest_checkpoint, read_state, write_checkpoint, CheckpointState,
 };
@@ -140,12 +141,13 @@ pub type BareStep<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
 /// Where a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resume {
-    /// From scratch (existing checkpoints are overwritten as the run passes them).
+    /// From scratch: an existing method folder is set aside, removed once the run succeeds
+    /// and put back if it fails ([`super::attempt`]).
     No,
     /// The latest checkpoint; one made under another configuration is refused.
     Latest,
-    /// The latest checkpoint when it matches this configuration, else discard the method's
-    /// folder and start afresh (what `make` uses after a config change).
+    /// The latest checkpoint when it matches this configuration and inputs, else start
+    /// afresh, the stale folder set aside as with `No` (what `make` uses after a change).
     RestartStale,
     /// The checkpoint of this evaluation point (0 = after base initialisation).
     From(usize),
@@ -176,17 +178,40 @@ pub fn run<L: Learner>(
     resume: Resume,
     extra: serde_json::Value,
 ) -> Result<()> {
-    let spec = learner.spec();
     let layout = RunLayout::new(out);
-    write_bytes(&layout.plan(), &serde_json::to_vec(&spec.plan)?)?;
     let dir = layout.method(method.name());
+    let mut attempt = Attempt::begin(&layout, &dir)?;
+    if resume == Resume::No {
+        attempt.set_aside()?;
+    }
+    match run_attempt(learner, &layout, &dir, method, resume, extra, &mut attempt) {
+        Ok(()) => attempt.finish(),
+        Err(e) => {
+            attempt.roll_back();
+            Err(e)
+        }
+    }
+}
+
+fn run_attempt<L: Learner>(
+    learner: &L,
+    layout: &RunLayout,
+    dir: &MethodDir,
+    method: Method,
+    resume: Resume,
+    extra: serde_json::Value,
+    attempt: &mut Attempt,
+) -> Result<()> {
+    let spec = learner.spec();
+    write_bytes(&layout.plan(), &serde_json::to_vec(&spec.plan)?)?;
+    let dir = dir.clone();
     let started = Instant::now();
     let rate = match method {
         Method::Offline => {
-            run_offline(learner, &dir, resume)?;
+            run_offline(learner, &dir, resume, attempt)?;
             None
         }
-        Method::Remind | Method::Finetune => run_streaming(learner, &dir, method, resume)?,
+        Method::Remind | Method::Finetune => run_streaming(learner, &dir, method, resume, attempt)?,
     };
     let plan = &spec.plan;
     let positions: Vec<usize> = (0..plan.boundaries.len())
@@ -217,6 +242,7 @@ fn resume_point(
     resume: Resume,
     hash: &str,
     points: usize,
+    attempt: &mut Attempt,
 ) -> Result<Option<(std::path::PathBuf, CheckpointState)>> {
     let found = match resume {
         Resume::No => return Ok(None),
@@ -241,7 +267,19 @@ fn resume_point(
         }
         Resume::Latest | Resume::RestartStale => latest_checkpoint(dir.path())?,
     };
-    accept_checkpoint(dir.path(), found, hash, resume == Resume::RestartStale)
+    let restart = resume == Resume::RestartStale;
+    match found {
+        Some((_, state)) if restart && state.config_hash != hash => {
+            eprintln!(
+                "stream-train: {} was made from other inputs or another configuration; \
+                 starting afresh",
+                dir.path().display()
+            );
+            attempt.set_aside()?;
+            Ok(None)
+        }
+        found => accept_checkpoint(dir.path(), found, hash, false),
+    }
 }
 
 /// Everything a checkpoint holds: the network, the buffer (`remind`) and the stream's
@@ -327,6 +365,7 @@ fn run_streaming<L: Learner>(
     dir: &MethodDir,
     method: Method,
     resume: Resume,
+    attempt: &mut Attempt,
 ) -> Result<Option<UpdateRate>> {
     let spec = learner.spec();
     let plan = &spec.plan;
@@ -343,7 +382,7 @@ fn run_streaming<L: Learner>(
         },
         rng: ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7265_6d69_6e64),
     };
-    let start = match resume_point(dir, resume, &spec.config_hash, points)? {
+    let start = match resume_point(dir, resume, &spec.config_hash, points, attempt)? {
         Some((ckpt, saved)) => {
             restore(&ckpt, &saved, spec, &mut state)?;
             eprintln!(
@@ -461,10 +500,15 @@ fn floor_seconds<L: Learner>(learner: &L, batch: usize) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() / FLOOR_STEPS as f64)
 }
 
-fn run_offline<L: Learner>(learner: &L, dir: &MethodDir, resume: Resume) -> Result<()> {
+fn run_offline<L: Learner>(
+    learner: &L,
+    dir: &MethodDir,
+    resume: Resume,
+    attempt: &mut Attempt,
+) -> Result<()> {
     let spec = learner.spec();
     let points = spec.plan.boundaries.len();
-    let start = match resume_point(dir, resume, &spec.config_hash, points)? {
+    let start = match resume_point(dir, resume, &spec.config_hash, points, attempt)? {
         Some((_, saved)) => saved.boundary + 1,
         None => 0,
     };

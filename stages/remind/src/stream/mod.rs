@@ -13,6 +13,7 @@
 //! - [`classify`]: the class-incremental image-classification task (REMIND's ImageNet
 //!   protocol: F over decoded maps, mixup, crops, per-class learning rates).
 
+pub mod attempt;
 pub mod checkpoint;
 pub mod classify;
 pub mod decode;
