@@ -4,8 +4,9 @@
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
-# Pipeline outputs are artifacts to keep, never intermediates to delete.
-.SECONDARY:
+# Every pipeline output is named explicitly as a target or prerequisite, so none is an
+# intermediate file: one that is deleted is rebuilt (no .SECONDARY, which would keep make
+# from rebuilding a deleted artifact whose dependents look up to date).
 
 TORCH_VERSION ?= 2.13.0
 VENV ?= $(HOME)/.cache/remind-rs/torch-$(TORCH_VERSION)
@@ -168,12 +169,35 @@ $(error make $(TDIUC_GOALS) needs BACKBONE_WEIGHTS=resnet101.safetensors (ImageN
 endif
 endif
 
-$(ART)/mini-clevr/.complete: | $(SETUP)
+# Section stamps: $(1)/.config/<section>.json holds section <section> of config $(2) as
+# canonical JSON, rewritten only when its content changes (remind-artifact sections), and
+# each stage's rule depends on the sections it reads. So a touch or a comment in the YAML
+# re-runs no stage, and an edit re-runs the stages reading the edited section and what
+# depends on their outputs. Each stage then checks its fingerprint (inputs by content,
+# config, version) and says "up to date" or why it runs. The stamps are refreshed when the
+# Makefile is read, only for a config newer than its last check, so `make -n` lists what
+# would really run; the rule writes them the first time.
+define section_stamps
+$$(shell if [ -x $$(BIN)/remind-artifact ] && [ -d $(1)/.config ] && [ $(2) -nt $(1)/.config/.stamp ]; then \
+	$$(BIN)/remind-artifact sections $(2) $(1)/.config >&2 && touch $(1)/.config/.stamp; fi)
+$(1)/.config/%.json: | $$(SETUP)
+	@$$(BIN)/remind-artifact sections $(2) $$(@D) && touch $$(@D)/.stamp
+# Named in a rule of their own, so that make never takes them for intermediate files.
+$$(foreach s,$$(STAMPED_SECTIONS),$(1)/.config/$$(s).json):
+endef
+STAMPED_SECTIONS := generate_clevr import_questions import_images train_backbone train_classifier \
+	extract_features fit_pq extract_codes stream model classify_stream evaluate
+
+TINY_GEN_CONFIG := $(or $(CONFIG),pipelines/clevr-tiny.yaml)
+$(eval $(call section_stamps,$(ART)/mini-clevr,pipelines/clevr-qtype.yaml))
+$(eval $(call section_stamps,$(ART)/mini-clevr-tiny,$(TINY_GEN_CONFIG)))
+
+$(ART)/mini-clevr/.complete: $(ART)/mini-clevr/.config/generate_clevr.json | $(SETUP)
 	$(call STAGE,generate-clevr) --config pipelines/clevr-qtype.yaml --out $(ART)/mini-clevr --run-dir $(ART)/mini-clevr
 	@touch $@
 
-$(ART)/mini-clevr-tiny/.complete: | $(SETUP)
-	$(call STAGE,generate-clevr) --config pipelines/clevr-tiny.yaml --out $(ART)/mini-clevr-tiny --run-dir $(ART)/mini-clevr-tiny
+$(ART)/mini-clevr-tiny/.complete: $(ART)/mini-clevr-tiny/.config/generate_clevr.json | $(SETUP)
+	$(call STAGE,generate-clevr) --config $(TINY_GEN_CONFIG) --out $(ART)/mini-clevr-tiny --run-dir $(ART)/mini-clevr-tiny
 	@touch $@
 
 # vqa_pipeline(name, dataset): the whole chain for pipelines/<name>.yaml (or CONFIG) on
@@ -185,33 +209,38 @@ $(1)_DATA := $$($(2)_DATA)
 $(1)_STAMP := $$($(2)_STAMP)
 $(1)_WEIGHTS := $$(or $$(BACKBONE_WEIGHTS),$$($(1)_RUN)/backbone/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
+$(1)_SEC := $$($(1)_RUN)/.config
+$$(eval $$(call section_stamps,$$($(1)_RUN),$$($(1)_CONFIG)))
 
-$$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_SEC)/import_questions.json | $$(SETUP)
 	$$(call STAGE,import-questions) $$($(1)_ARGS) $$($(2)_IMPORT) $$($(1)_DATA) --out $$($(1)_RUN)/questions
 
-$$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_SEC)/train_backbone.json | $$(SETUP)
 	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_CONFIG) | $$(SETUP)
-	rm -rf $$(@D)
+$$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_SEC)/extract_features.json | $$(SETUP)
 	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_SEC)/fit_pq.json | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow | $$(SETUP)
-	rm -rf $$(@D)
+$$($(1)_RUN)/codes/%/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/%/part-00000-of-00001.arrow $$($(1)_SEC)/extract_codes.json | $$(SETUP)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features/$$* --codebook $$< --out $$(@D) $$(THREADS_ARG)
+
+# Named in a rule of their own, so that make never takes them for intermediate files
+# (which it deletes after use, and does not rebuild when deleted).
+$(1)_NAMED := $$(foreach d,features codes,$$(foreach s,train val,$$($(1)_RUN)/$$(d)/$$(s)/part-00000-of-00001.arrow))
+$$($(1)_NAMED):
 
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
 	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_SEC)/stream.json $$($(1)_SEC)/model.json | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
 		--question-types $$($(1)_RUN)/questions/question_types.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
@@ -250,31 +279,31 @@ $(1)_CONFIG := $$(or $$(CONFIG),$(2))
 $(1)_RUN := $(ART)/$(1)
 $(1)_WEIGHTS := $$(or $$(BASE_WEIGHTS),$$($(1)_RUN)/base/weights.safetensors)
 $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
+$(1)_SEC := $$($(1)_RUN)/.config
+$$(eval $$(call section_stamps,$$($(1)_RUN),$$($(1)_CONFIG)))
 
-$$($(1)_RUN)/data/labels.parquet: $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/data/labels.parquet: $$($(1)_SEC)/import_images.json | $$(SETUP)
 	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
 
-$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_SEC)/train_classifier.json | $$(SETUP)
 	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet | $$(SETUP)
-	rm -rf $$(@D)
+$$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet $$($(1)_SEC)/extract_features.json | $$(SETUP)
 	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D) $$(THREADS_ARG)
 
-$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow | $$(SETUP)
+$$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow $$($(1)_SEC)/fit_pq.json | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@ $$(THREADS_ARG)
 
-$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow | $$(SETUP)
-	rm -rf $$(@D)
+$$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/part-00000-of-00001.arrow $$($(1)_SEC)/extract_codes.json | $$(SETUP)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D) $$(THREADS_ARG)
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_CONFIG) | $$(SETUP)
+$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_SEC)/classify_stream.json | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
 		--out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) | $$(SETUP)
+$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
 		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
 

@@ -80,7 +80,9 @@ expect_in() { # file, text
         fail "$1 does not say '$2'"
     }
 }
-mtimes() { stat -c '%n %Y %i' "$@"; }
+# A file's identity: every write is a new file renamed into place, so an unchanged inode
+# means never rewritten (an output found up to date has its mtime brought forward for make).
+identity() { stat -c '%n %i %s' "$@"; }
 
 start=$SECONDS
 bash scripts/slurm-local.sh start "$CLUSTER"
@@ -179,7 +181,7 @@ compare_runs "$T/local" "$ART" clevr-tiny "features/train features/val codes/tra
 # --- 3a. a lost part: named by the check, redone alone --------------------------------------------
 say "3a. a lost part of codes/val: the check names it, a resubmission redoes only it"
 rm "$RUN/codes/val/part-00001-of-00003.arrow"
-kept=$(mtimes "$RUN/codes/val/part-00000-of-00003.arrow" "$RUN/codes/val/part-00002-of-00003.arrow")
+kept=$(identity "$RUN/codes/val/part-00000-of-00003.arrow" "$RUN/codes/val/part-00002-of-00003.arrow")
 if "$BIN/remind-artifact" check-complete "$RUN/codes/val" --shards 3 2>"$LOGS/check-lost.err"; then
     fail "check-complete passed on a dataset without part 1"
 fi
@@ -188,10 +190,10 @@ mk slurm-clevr-tiny SHARDS=3 CPUS=1 WAIT=1 >"$LOGS/slurm-lost.log" 2>&1 ||
     { cat "$LOGS/slurm-lost.log" >&2; fail "resubmission after a lost part"; }
 submitted=$(cut -d' ' -f1 "$RUN/slurm/jobs.txt" | paste -sd' ')
 [ "$submitted" = "codes-val check-codes-val" ] || fail "resubmission submitted '$submitted'"
-[ "$(mtimes "$RUN/codes/val/part-00000-of-00003.arrow" "$RUN/codes/val/part-00002-of-00003.arrow")" = "$kept" ] ||
+[ "$(identity "$RUN/codes/val/part-00000-of-00003.arrow" "$RUN/codes/val/part-00002-of-00003.arrow")" = "$kept" ] ||
     fail "finished parts were rewritten"
 codes_job=$(awk '$1 == "codes-val" {print $2}' "$RUN/slurm/jobs.txt")
-expect_in "$RUN/slurm/logs/clevr-tiny-codes-val-${codes_job}_0.out" "already complete, skipped"
+expect_in "$RUN/slurm/logs/clevr-tiny-codes-val-${codes_job}_0.out" "remind-extract-codes: up to date"
 "$BIN/remind-artifact" compare "$T/local/clevr-tiny/codes/val" "$RUN/codes/val" >/dev/null ||
     fail "codes/val differs after the resubmission"
 
@@ -221,7 +223,7 @@ expect_states "$n" "CANCELLED"
 [ ! -e "$T/next-ran" ] || fail "the job after the failed check ran"
 [ ! -e "$SYNTH/part-00001-of-00003.arrow" ] || fail "the cancelled shard left a part"
 expect_in "$LOGS/check-$c.out" "missing shard(s) 1/3 of 3 (1/3: an unfinished write"
-kept=$(mtimes "$SYNTH/part-00000-of-00003.arrow" "$SYNTH/part-00002-of-00003.arrow")
+kept=$(identity "$SYNTH/part-00000-of-00003.arrow" "$SYNTH/part-00002-of-00003.arrow")
 say "   resubmitting the same array"
 a=$(array "${synth[@]}")
 c=$(check "$a")
@@ -230,7 +232,7 @@ expect_states "$a" "0 COMPLETED;1 COMPLETED;2 COMPLETED"
 expect_states "$c" "COMPLETED"
 expect_in "$LOGS/check-$c.out" "complete: 3 features part(s), 30000 rows"
 expect_in "$LOGS/synth-${a}_0.out" "already complete, skipped"
-[ "$(mtimes "$SYNTH/part-00000-of-00003.arrow" "$SYNTH/part-00002-of-00003.arrow")" = "$kept" ] ||
+[ "$(identity "$SYNTH/part-00000-of-00003.arrow" "$SYNTH/part-00002-of-00003.arrow")" = "$kept" ] ||
     fail "finished parts were rewritten"
 [ -z "$(find "$SYNTH" -name '.tmp-*')" ] || fail "the dead writer's temporary file is still there"
 

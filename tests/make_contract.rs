@@ -1,0 +1,216 @@
+//! End to end: `make` on the tiny VQA chain re-runs exactly what a change makes stale
+//! (issue #12, fingerprints and section stamps). Every assertion is on the stage commands
+//! make actually ran (its echoed recipes) and on what the stages printed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use remind_e2e::{bin_dir, scratch, stage};
+
+struct Chain {
+    art: PathBuf,
+    config: PathBuf,
+}
+
+/// What one `make` printed: the stage commands it ran and the stages' messages.
+struct Ran {
+    /// Stage name -> how many times it ran.
+    stages: BTreeMap<String, usize>,
+    log: String,
+}
+
+impl Ran {
+    fn only(&self, expected: &[(&str, usize)]) {
+        let want: BTreeMap<String, usize> =
+            expected.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+        assert_eq!(self.stages, want, "stage commands run:\n{}", self.log);
+    }
+}
+
+impl Chain {
+    fn new(name: &str) -> Self {
+        let dir = scratch(name);
+        let config = dir.join("clevr-tiny.yaml");
+        std::fs::copy(repo().join("pipelines/clevr-tiny.yaml"), &config).unwrap();
+        Self {
+            art: dir.join("art"),
+            config,
+        }
+    }
+
+    fn make(&self, extra: &[&str]) -> Ran {
+        let out = Command::new("make")
+            .current_dir(repo())
+            .arg("clevr-tiny")
+            .arg(format!("ART={}", self.art.display()))
+            .arg(format!("CONFIG={}", self.config.display()))
+            .arg(format!("BIN={}", bin_dir().display()))
+            .args(["SETUP=", "QUIET=1", "STAGE_THREADS=1"])
+            .args(extra)
+            .output()
+            .expect("make runs");
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "make failed:\n{log}");
+        let mut stages = BTreeMap::new();
+        for line in log.lines() {
+            // Echoed recipes: `REMIND_QUIET=1 <bin>/remind-<stage> --config ...`.
+            let Some(cmd) = line.strip_prefix("REMIND_QUIET=1 ") else {
+                continue;
+            };
+            let bin = cmd.split_whitespace().next().unwrap_or("");
+            let name = Path::new(bin).file_name().unwrap().to_string_lossy();
+            let name = name.strip_prefix("remind-").unwrap_or(&name).to_string();
+            *stages.entry(name).or_insert(0) += 1;
+        }
+        Ran { stages, log }
+    }
+
+    fn run_dir(&self) -> PathBuf {
+        self.art.join("clevr-tiny")
+    }
+
+    fn edit(&self, f: impl FnOnce(String) -> String) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        // Editing within the same second as the last make must still look newer.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        std::fs::write(&self.config, f(text)).unwrap();
+    }
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn make_reruns_exactly_what_a_change_makes_stale() {
+    let chain = Chain::new("make_contract");
+    let first = chain.make(&[]);
+    first.only(&[
+        ("evaluate", 1),
+        ("extract-codes", 2),
+        ("extract-features", 2),
+        ("fit-pq", 1),
+        ("generate-clevr", 1),
+        ("import-questions", 1),
+        ("stream-train", 3),
+        ("train-backbone", 1),
+    ]);
+    let metrics = chain.run_dir().join("metrics.json");
+    let before = std::fs::read(&metrics).unwrap();
+
+    // Nothing changed: nothing runs.
+    chain.make(&[]).only(&[]);
+
+    // A touch, then a comment: the config's sections are the same, nothing runs, and
+    // `make -n` says so.
+    chain.edit(|t| t);
+    chain.make(&["-n"]).only(&[]);
+    chain.make(&[]).only(&[]);
+    chain.edit(|t| format!("# a comment\n{t}"));
+    chain.make(&[]).only(&[]);
+
+    // fit_pq.iterations: the codebook and what reads it, nothing upstream; `make -n` lists
+    // the same commands first.
+    chain.edit(|t| t.replace("  iterations: 10", "  iterations: 12"));
+    let planned = chain.make(&["-n"]);
+    let ran = chain.make(&[]);
+    let expected = [
+        ("evaluate", 1),
+        ("extract-codes", 2),
+        ("fit-pq", 1),
+        ("stream-train", 3),
+    ];
+    planned.only(&expected);
+    ran.only(&expected);
+    assert!(
+        ran.log.contains("runs because") && ran.log.contains("fit_pq.iterations: 10 -> 12"),
+        "fit-pq says which key changed:\n{}",
+        ran.log
+    );
+
+    // import_questions: new tables, so the streams restart (never resume) and the metrics
+    // change.
+    let before_import = std::fs::read(&metrics).unwrap();
+    chain.edit(|t| format!("{t}\nimport_questions:\n  max_length: 8\n"));
+    let ran = chain.make(&[]);
+    ran.only(&[
+        ("evaluate", 1),
+        ("import-questions", 1),
+        ("stream-train", 3),
+    ]);
+    assert!(
+        !ran.log.contains("resumed from"),
+        "a stream resumed:\n{}",
+        ran.log
+    );
+    assert_eq!(
+        ran.log.matches("starting afresh").count(),
+        3,
+        "every stream restarts:\n{}",
+        ran.log
+    );
+    assert_ne!(std::fs::read(&metrics).unwrap(), before_import);
+    assert_ne!(std::fs::read(&metrics).unwrap(), before);
+
+    // A deleted codebook is rebuilt, and every stage after it is run again: each finds its
+    // inputs' content unchanged (the fit is seeded) and says it is up to date.
+    let codebook = chain.run_dir().join("pq/codebook.arrow");
+    let old_codebook = std::fs::read(&codebook).unwrap();
+    std::fs::remove_file(&codebook).unwrap();
+    let ran = chain.make(&[]);
+    ran.only(&[
+        ("evaluate", 1),
+        ("extract-codes", 2),
+        ("fit-pq", 1),
+        ("stream-train", 3),
+    ]);
+    assert_eq!(std::fs::read(&codebook).unwrap(), old_codebook);
+    assert_eq!(
+        ran.log.matches(": up to date: ").count(),
+        6,
+        "codes, streams and evaluate say they are up to date:\n{}",
+        ran.log
+    );
+    chain.make(&[]).only(&[]);
+
+    // A deleted features folder is rebuilt.
+    std::fs::remove_dir_all(chain.run_dir().join("features/val")).unwrap();
+    let ran = chain.make(&[]);
+    assert_eq!(ran.stages.get("extract-features"), Some(&1), "{}", ran.log);
+    assert!(chain
+        .run_dir()
+        .join("features/val/part-00000-of-00001.arrow")
+        .is_file());
+
+    // A stage run by hand on up-to-date outputs says so and changes nothing; --force runs it.
+    let fit = |force: bool| {
+        let mut cmd = stage("remind-fit-pq");
+        cmd.arg("--config")
+            .arg(&chain.config)
+            .arg("--run-dir")
+            .arg(chain.run_dir())
+            .arg("--features")
+            .arg(chain.run_dir().join("features/train"))
+            .arg("--out")
+            .arg(&codebook)
+            .args(["--threads", "1"]);
+        if force {
+            cmd.arg("--force");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = fit(false);
+    assert!(said.contains("remind-fit-pq: up to date"), "{said}");
+    let said = fit(true);
+    assert!(
+        said.contains("runs because --force") && said.contains("codebooks x"),
+        "{said}"
+    );
+}
