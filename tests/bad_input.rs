@@ -2686,11 +2686,11 @@ fn two_fit_pq_into_one_codebook() {
 
 // ------------------------------------------------------- cases waiting for other work
 
-/// Bad inputs whose refusal belongs to code outside this suite's reach (stream-train's
-/// loading of base weights, the model loader): they run, and fail, until that lands.
+/// Bad weights that only stream-train's loading of base weights and the model loader can
+/// see: base weights of another network than the features', non-finite ones, an integer
+/// tensor for a float layer.
 #[test]
-#[ignore = "needs stream-train (stream/classify) to check base weights against the codes' backbone and to refuse non-finite ones, and models::load_weights to refuse integer tensors for float layers"]
-fn base_weights_checks_outside_the_readers() {
+fn base_weights_only_the_stream_and_loader_see() {
     let c = classify();
     let labels = c.join("data/labels.parquet");
     let weights = c.join("base/weights.safetensors");
@@ -2772,11 +2772,10 @@ fn base_weights_checks_outside_the_readers() {
     );
 }
 
-/// VQA tables whose refusal belongs to stream-train's loading (stream/vqa): they run, and
-/// fail, until that lands.
+/// VQA tables that only stream-train's loading sees wrong: a question type beyond the type
+/// table, an empty answer table.
 #[test]
-#[ignore = "needs stream-train (stream/vqa) to bound question types by the question_types table and to refuse an empty answers table naming it"]
-fn question_tables_checks_outside_the_readers() {
+fn question_tables_only_the_stream_sees() {
     let c = clevr();
     let q = |d: &Path| d.join("questions/questions.parquet");
     let with_q = |d: &Path, edit: &dyn Fn(RawTable) -> RawTable, needles: &[&dyn AsRef<str>]| {

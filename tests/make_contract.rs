@@ -82,6 +82,20 @@ impl Chain {
     }
 }
 
+/// Every file under `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -206,6 +220,67 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
         assert!(out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
+    // A stream-train that fails (here: it diverges at its first update) leaves nothing of
+    // its own, and a previous complete set it was replacing stays as it was.
+    let diverging = chain.config.with_file_name("diverging.yaml");
+    std::fs::write(
+        &diverging,
+        std::fs::read_to_string(&chain.config)
+            .unwrap()
+            .replace("  lr: 0.003", "  lr: 1.0e30"),
+    )
+    .unwrap();
+    let stream = |out: &Path, extra: &[&str]| {
+        let r = chain.run_dir();
+        let mut cmd = stage("remind-stream-train");
+        cmd.arg("--config")
+            .arg(&diverging)
+            .arg("--run-dir")
+            .arg(&r)
+            .args(["--method", "remind", "--threads", "1"])
+            .arg("--questions")
+            .arg(r.join("questions"))
+            .arg("--train-codes")
+            .arg(r.join("codes/train"))
+            .arg("--val-codes")
+            .arg(r.join("codes/val"))
+            .arg("--codebook")
+            .arg(&codebook)
+            .arg("--out")
+            .arg(out)
+            .args(extra);
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let fresh = chain.run_dir().join("stream-failed");
+    let err = stream(&fresh, &[]);
+    assert!(
+        err.contains("diverged") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(
+        !fresh.join("plan.json").exists() && !fresh.join("remind").exists(),
+        "a failed attempt left files behind"
+    );
+    let previous = chain.run_dir().join("stream");
+    let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files: Vec<PathBuf> = walk(dir);
+        files.sort();
+        files
+            .into_iter()
+            .map(|f| {
+                let bytes = std::fs::read(&f).unwrap();
+                (f, bytes)
+            })
+            .collect()
+    };
+    let kept = snapshot(&previous);
+    assert!(kept.len() > 10);
+    let err = stream(&previous, &["--force"]);
+    assert!(err.contains("diverged"), "{err}");
+    assert!(snapshot(&previous) == kept, "the previous set was changed");
+
     let said = fit(false);
     assert!(said.contains("remind-fit-pq: up to date"), "{said}");
     let said = fit(true);

@@ -201,6 +201,13 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
     // Sizes the data decide.
     let vocab = Table::read(&questions_dir.join("vocabulary.parquet"), "vocabulary")?;
     let answers = Table::read(&questions_dir.join("answers.parquet"), "vocabulary")?;
+    for table in [&vocab, &answers] {
+        anyhow::ensure!(
+            table.num_rows() > 0,
+            "{}: no rows: expected at least one entry (import the questions again)",
+            table.path.display()
+        );
+    }
     let (_, info) = load_codebook(&cli.codebook)?;
     model.vocab_size = vocab.num_rows();
     model.num_answers = answers.num_rows();

@@ -99,6 +99,14 @@ pub fn load_weights(vs: &VarStore, path: &Path, unexpected: Unexpected) -> Resul
                 if want != got {
                     wrong_shape.push(format!("{name} (expected {want:?}, found {got:?})"));
                 }
+                // An integer tensor for a float layer would be cast silently: refuse it.
+                let tk = t.kind();
+                if vars[*name].is_floating_point() && !t.is_floating_point() {
+                    bail!(
+                        "{}: tensor '{name}': expected floating-point values, found {tk:?}",
+                        path.display()
+                    );
+                }
             }
         }
     }

@@ -281,7 +281,49 @@ fn net_config(weights: &Path, s: &ClassifySettings) -> Result<ResNetConfig> {
         .find(|(n, _)| n == "fc.weight" || n == "module.fc.weight")
         .with_context(|| format!("{p}: no fc.weight: F needs the whole network's weights"))?;
     cfg.num_classes = fc.1.size()[0];
+    // F starts from these values: a NaN would only show later as a diverged update.
+    for (name, t) in &file.tensors {
+        if t.is_floating_point() && t.isfinite().all().int64_value(&[]) == 0 {
+            bail!("{p}: tensor '{name}' holds NaN or infinite values: base weights must be finite");
+        }
+    }
     Ok(cfg)
+}
+
+/// Checks that `base_weights` are the weights the features behind `codes` were extracted
+/// with (G and F of one network, REMIND sec. 3.1), when the codes name their features and
+/// those are still there to ask; silent otherwise.
+fn check_same_network(codes: &TensorDataset, base_weights: &Path, weights_sha: &str) -> Result<()> {
+    let producer = codes.head().producer()?;
+    let Some(features) = producer.params.get("features").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let Ok(fds) = TensorDataset::open(Path::new(features), "features") else {
+        return Ok(());
+    };
+    let fp = fds.head().producer()?;
+    let Some(made_with) = fp.params.get("weights_sha256").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    if made_with != weights_sha {
+        let show = |k: &str| fp.params.get(k).map_or("?".into(), |v| v.to_string());
+        let meta = read_weights(base_weights)?.metadata;
+        let arch = meta
+            .get("remind.arch")
+            .map_or("unknown arch", String::as_str);
+        let width = meta.get("remind.width").map_or("?", String::as_str);
+        bail!(
+            "{}: base weights ({arch}, width {width}, sha256 {}) are not the weights the codes' \
+             features were extracted with ({features}: arch {}, width {}, weights sha256 {}): \
+             F and G must come from one network",
+            base_weights.display(),
+            &weights_sha[..12.min(weights_sha.len())],
+            show("arch"),
+            show("width"),
+            &made_with[..12.min(made_with.len())]
+        );
+    }
+    Ok(())
 }
 
 /// Rows of `codes` holding `items`' ids.
@@ -349,6 +391,7 @@ pub fn run_classify_stream(
     let plan = class_plan(&set, s)?;
     let num_classes = set.num_classes();
     let weights_sha = crate::artifact::weights::file_sha256(inputs.base_weights)?;
+    check_same_network(&codes, inputs.base_weights, &weights_sha)?;
     let mut hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
     if let Some(d) = inputs.inputs_digest {
         hash = config_hash(&(hash, d))?;

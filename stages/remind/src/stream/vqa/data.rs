@@ -150,6 +150,7 @@ pub fn check_ids(
     path: &Path,
     num_answers: usize,
     vocab_size: Option<usize>,
+    num_types: Option<usize>,
 ) -> Result<()> {
     let p = path.display();
     let mut seen = std::collections::HashSet::with_capacity(items.len());
@@ -168,11 +169,19 @@ pub fn check_ids(
              answer table, model.num_answers), found {a}",
             num_answers - 1
         );
-        ensure!(
-            items.types[i] >= 0,
-            "{p}: column 'question_type': question id {q}: expected a type id >= 0, found {}",
-            items.types[i]
-        );
+        let ty = items.types[i];
+        match num_types {
+            Some(n) => ensure!(
+                ty >= 0 && (ty as usize) < n,
+                "{p}: column 'question_type': question id {q}: expected 0..{} (the question \
+                 types of question_types.parquet), found {ty}",
+                n.saturating_sub(1)
+            ),
+            None => ensure!(
+                ty >= 0,
+                "{p}: column 'question_type': question id {q}: expected a type id >= 0, found {ty}"
+            ),
+        }
         if let Some(v) = vocab_size {
             if let Some(&tok) = items.tokens[i * t..(i + 1) * t]
                 .iter()
@@ -498,13 +507,21 @@ mod tests {
     }
 
     fn err(items: &VqaItems, split: &str) -> String {
-        let e = check_ids(items, split, Path::new("q.parquet"), 4, Some(6)).unwrap_err();
+        let e = check_ids(items, split, Path::new("q.parquet"), 4, Some(6), Some(3)).unwrap_err();
         format!("{e:#}")
     }
 
     #[test]
     fn ids_outside_their_tables_are_named() {
-        check_ids(&in_range(), "train", Path::new("q.parquet"), 4, Some(6)).unwrap();
+        check_ids(
+            &in_range(),
+            "train",
+            Path::new("q.parquet"),
+            4,
+            Some(6),
+            Some(3),
+        )
+        .unwrap();
         let mut bad = in_range();
         bad.answers[1] = 4;
         let e = err(&bad, "train");
@@ -515,14 +532,21 @@ mod tests {
         );
         bad.answers[1] = -1;
         assert!(err(&bad, "train").contains("found -1"));
-        check_ids(&bad, "val", Path::new("q.parquet"), 4, Some(6)).unwrap();
+        check_ids(&bad, "val", Path::new("q.parquet"), 4, Some(6), Some(3)).unwrap();
         let mut bad = in_range();
         bad.tokens[1] = 6;
         assert!(err(&bad, "train").contains("column 'tokens': question id 7"));
-        check_ids(&bad, "train", Path::new("q.parquet"), 4, None).unwrap();
+        check_ids(&bad, "train", Path::new("q.parquet"), 4, None, Some(3)).unwrap();
         let mut bad = in_range();
         bad.types[0] = -2;
         assert!(err(&bad, "train").contains("column 'question_type': question id 7"));
+        bad.types[0] = 3;
+        let e = err(&bad, "train");
+        assert!(
+            e.contains("column 'question_type': question id 7: expected 0..2")
+                && e.contains("found 3"),
+            "{e}"
+        );
         let mut bad = in_range();
         bad.question_ids[1] = 7;
         assert!(err(&bad, "val").contains("question id 7 appears twice"));

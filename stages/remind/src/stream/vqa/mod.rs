@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};
 
-use crate::artifact::{write_table, Producer, TensorDataset};
+use crate::artifact::{write_table, Producer, Table, TensorDataset};
 use crate::buffer::Eviction;
 use crate::models::vqa::{ModelConfig, QuestionInput, Questions, VqaModel};
 use crate::run::{config_hash, Progress};
@@ -254,8 +254,21 @@ pub fn run_vqa_stream(
         QuestionInput::Tokens => Some(model.vocab_size),
         QuestionInput::Gensen => None,
     };
+    // The type table beside the questions (absent for hand-made question tables).
+    let types_path = inputs.questions.with_file_name("question_types.parquet");
+    let num_types = match types_path.is_file() {
+        true => Some(Table::read(&types_path, "vocabulary")?.num_rows()),
+        false => None,
+    };
     for (items, split) in [(&train, "train"), (&val, "val")] {
-        data::check_ids(items, split, inputs.questions, model.num_answers, vocab)?;
+        data::check_ids(
+            items,
+            split,
+            inputs.questions,
+            model.num_answers,
+            vocab,
+            num_types,
+        )?;
     }
     if let Some(f) = inputs.question_features {
         // Only the questions the stream uses need vectors (after max_per_type).
