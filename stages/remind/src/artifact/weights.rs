@@ -83,6 +83,32 @@ fn first_line(s: &str) -> &str {
     line.split_once(". ").map_or(line, |(head, _)| head)
 }
 
+/// A safetensors error in words (the crate's Debug names, `TensorInvalidInfo`, say little).
+fn explain(e: &safetensors::SafeTensorError) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader => "its header is not UTF-8 text".into(),
+        E::InvalidHeaderStart => "its header does not start with '{'".into(),
+        E::InvalidHeaderDeserialization => "its header is not valid JSON".into(),
+        E::HeaderTooLarge => "its header declares more than 100 MB".into(),
+        E::HeaderTooSmall => "it is shorter than the 8-byte header length".into(),
+        E::InvalidHeaderLength => "its header length is beyond the end of the file".into(),
+        E::TensorNotFound(n) => format!("no tensor '{n}'"),
+        E::TensorInvalidInfo => {
+            "a tensor's shape and dtype do not match its declared byte range".into()
+        }
+        E::InvalidOffset(n) => format!("tensor '{n}' has byte offsets outside the data"),
+        E::MetadataIncompleteBuffer => {
+            "the tensors' byte ranges do not cover the data exactly (truncated or padded)".into()
+        }
+        E::ValidationOverflow => "a tensor's shape overflows when multiplied out".into(),
+        E::InvalidTensorView(dtype, shape, len) => {
+            format!("{len} bytes cannot hold a {dtype:?} tensor of shape {shape:?}")
+        }
+        other => format!("{other:?}"),
+    }
+}
+
 fn read_safetensors(path: &Path) -> Result<WeightFile> {
     let p = path.display();
     let file = File::open(path).with_context(|| format!("cannot open {p}"))?;
@@ -100,11 +126,11 @@ fn read_safetensors(path: &Path) -> Result<WeightFile> {
                     };
                     anyhow!("{p}: not a valid safetensors file: it is {kind}{hint}")
                 }
-                _ => anyhow!("{p}: not a valid safetensors file: {e:?}"),
+                _ => anyhow!("{p}: not a valid safetensors file: {}", explain(&e)),
             }
         })?;
     let st = SafeTensors::deserialize(&mmap)
-        .map_err(|e| anyhow!("{p}: not a valid safetensors file: {e:?}"))?;
+        .map_err(|e| anyhow!("{p}: not a valid safetensors file: {}", explain(&e)))?;
     let mut names: Vec<(usize, String)> = header
         .tensors()
         .into_iter()
@@ -115,7 +141,7 @@ fn read_safetensors(path: &Path) -> Result<WeightFile> {
     for (_, name) in names {
         let view = st
             .tensor(&name)
-            .map_err(|e| anyhow!("{p}: tensor '{name}': {e:?}"))?;
+            .map_err(|e| anyhow!("{p}: tensor '{name}': {}", explain(&e)))?;
         let kind = kind_of(view.dtype()).with_context(|| format!("{p}: tensor '{name}'"))?;
         let size: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &size, kind)
