@@ -3,6 +3,14 @@
 
 pub mod launch;
 
+/// Every binary's `--version`: the package version and the git revision it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("REMIND_GIT_REV"),
+    ")"
+);
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

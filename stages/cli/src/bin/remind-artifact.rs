@@ -12,7 +12,7 @@ use remind::artifact::{Table, TensorDataset, TensorFile};
 use remind_stages::main_with;
 
 #[derive(Parser)]
-#[command(version, about = "Inspect and verify remind-rs artifacts")]
+#[command(name = env!("CARGO_BIN_NAME"), version = remind_stages::VERSION, about = "Inspect and verify remind-rs artifacts")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,9 +23,15 @@ enum Command {
     /// List the artifact kinds defined in schemas/.
     Schemas,
     /// Print an artifact's kind, rows, shape and metadata (validating it).
-    Inspect { path: PathBuf },
+    Inspect {
+        /// Artifact file (.arrow, .parquet) or dataset folder.
+        path: PathBuf,
+    },
     /// Fully validate an artifact (schema, structure, ids, checksums); exit 1 if invalid.
-    Verify { path: PathBuf },
+    Verify {
+        /// Artifact file (.arrow, .parquet) or dataset folder.
+        path: PathBuf,
+    },
     /// Check that a sharded dataset folder is complete before the next stage reads it: every
     /// shard's part present and valid, one shard count, the same parameters (config hash),
     /// ids disjoint and covering the input. Exit 1 naming the missing or damaged shards.
@@ -44,7 +50,12 @@ enum Command {
     /// Compare two artifacts by content; exit 1 at the first difference. Tensor datasets
     /// (file or folder, any sharding): kind, shape, layout, dtype, config hash, then ids and
     /// payload bytes row by row. Parquet tables: schema (without metadata) and rows.
-    Compare { a: PathBuf, b: PathBuf },
+    Compare {
+        /// First artifact (file or dataset folder).
+        a: PathBuf,
+        /// Second artifact, of the same kind.
+        b: PathBuf,
+    },
     /// Write each section of a pipeline config as canonical JSON to <OUT>/<section>.json,
     /// rewriting only those whose content changed: the Makefile's section stamps (a touch
     /// or a comment in the config re-runs no stage; an edit re-runs the stages reading it).

@@ -10,7 +10,8 @@ use remind_stages::{main_with, Compute};
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "ResNet backbone tools (torchvision-compatible weights)"
 )]
 struct Cli {
@@ -52,8 +53,10 @@ enum Command {
     Init {
         #[command(flatten)]
         net: Net,
+        /// Seed of the initialisation.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Output weights file (.safetensors).
         #[arg(long)]
         out: PathBuf,
     },
@@ -73,8 +76,10 @@ enum Command {
         /// Run F (after cut .. fc) only.
         #[arg(long)]
         f_after: Option<Cut>,
+        /// Safetensors file holding the tensor 'input' (NCHW images or NHWC maps).
         #[arg(long)]
         input: PathBuf,
+        /// Safetensors file to write the tensor 'output' to.
         #[arg(long)]
         output: PathBuf,
     },

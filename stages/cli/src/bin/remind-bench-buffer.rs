@@ -15,7 +15,8 @@ use remind_stages::main_with;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Measure replay-buffer memory and insert/sample speed"
 )]
 struct Cli {
@@ -34,6 +35,7 @@ struct Cli {
     /// Items per replay sample.
     #[arg(long, default_value_t = 50)]
     replay: usize,
+    /// Eviction policy once full: random, or oldest (a queue).
     #[arg(long, default_value = "random")]
     eviction: String,
 }

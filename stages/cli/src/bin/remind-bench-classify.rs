@@ -28,7 +28,8 @@ use tch::{Device, Kind, Tensor};
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Time REMIND's classification update against the bare F step (same process)"
 )]
 struct Cli {
@@ -40,6 +41,7 @@ struct Cli {
     /// Feature-map side (7 for 224 px ImageNet inputs).
     #[arg(long, default_value_t = 7)]
     map: i64,
+    /// Classes of the output layer (1000: ImageNet).
     #[arg(long, default_value_t = 1000)]
     classes: i64,
     /// PQ sub-spaces.
@@ -51,11 +53,13 @@ struct Cli {
     /// Items in the buffer.
     #[arg(long, default_value_t = 20000)]
     items: usize,
+    /// Untimed updates before each block.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
     /// Timed updates per block (and blocks of each).
     #[arg(long, default_value_t = 10)]
     iters: usize,
+    /// Blocks of each kind, alternated (so that drift hits both alike).
     #[arg(long, default_value_t = 4)]
     blocks: usize,
 }

@@ -10,21 +10,26 @@ use remind_stages::{main_with, Compute};
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Time PQ fit, encode and decode on a features dataset"
 )]
 struct Cli {
     #[command(flatten)]
     compute: Compute,
+    /// Features dataset (folder of parts or one .arrow file).
     #[arg(long)]
     features: PathBuf,
     /// Items held out for the reconstruction error (the last ones).
     #[arg(long, default_value_t = 200)]
     holdout_items: usize,
+    /// M: number of sub-spaces.
     #[arg(long, default_value_t = 32)]
     num_subspaces: usize,
+    /// Bits per code: 2^nbits centroids per sub-space.
     #[arg(long, default_value_t = 8)]
     nbits: u32,
+    /// Timed repetitions of encode and decode (the best is reported).
     #[arg(long, default_value_t = 1)]
     repeats: usize,
     /// Seed of the training subsample and the k-means initialisation.

@@ -13,30 +13,38 @@ use remind_stages::{main_with, tune_allocator, Compute};
 use tch::{nn, Kind, Tensor};
 
 #[derive(Parser)]
-#[command(version, about = "Time VQA model updates (S-MAC or UpDown)")]
+#[command(name = env!("CARGO_BIN_NAME"), version = remind_stages::VERSION, about = "Time VQA model updates (S-MAC or UpDown)")]
 struct Cli {
     #[command(flatten)]
     compute: Compute,
+    /// VQA model: smac or updown.
     #[arg(long, default_value = "smac")]
     model: String,
+    /// Model width (S-MAC's d; UpDown's hidden size).
     #[arg(long, default_value_t = 128)]
     dim: usize,
+    /// S-MAC reasoning steps.
     #[arg(long, default_value_t = 4)]
     steps: usize,
+    /// Channels of the decoded feature maps (the codebook's d).
     #[arg(long, default_value_t = 256)]
     in_channels: usize,
     /// Feature map height and width.
     #[arg(long, default_value_t = 8)]
     map: i64,
+    /// Items per update (1 new + r replayed: 51 is the paper's r = 50).
     #[arg(long, default_value_t = 51)]
     batch: i64,
     /// Question length in tokens (gensen: ignored).
     #[arg(long, default_value_t = 12)]
     tokens: i64,
+    /// Vocabulary size (token ids).
     #[arg(long, default_value_t = 100)]
     vocab: usize,
+    /// Answer classes (28: CLEVR's).
     #[arg(long, default_value_t = 28)]
     answers: usize,
+    /// Word-embedding width (300: GloVe's).
     #[arg(long, default_value_t = 300)]
     embed_dim: usize,
     /// LSTM units per direction (default: dim).
@@ -48,11 +56,13 @@ struct Cli {
     /// What to time: forward only, forward + backward, or the whole update.
     #[arg(long, value_enum, default_value = "update")]
     phase: Phase,
+    /// Untimed iterations first.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
     /// Leave glibc's allocator settings alone (see `remind_stages::tune_allocator`).
     #[arg(long)]
     default_allocator: bool,
+    /// Timed iterations.
     #[arg(long, default_value_t = 30)]
     iters: usize,
 }

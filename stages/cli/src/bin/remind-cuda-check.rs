@@ -11,7 +11,7 @@ use remind::diag::cuda_check::cuda_check;
 use remind_stages::main_with;
 
 #[derive(Parser)]
-#[command(version, about = "Compare CUDA results against the CPU (needs a GPU)")]
+#[command(name = env!("CARGO_BIN_NAME"), version = remind_stages::VERSION, about = "Compare CUDA results against the CPU (needs a GPU)")]
 struct Cli {
     /// CUDA device index.
     #[arg(long, default_value_t = 0)]

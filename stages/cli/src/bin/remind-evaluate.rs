@@ -17,7 +17,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Score streaming predictions per boundary (per-type, mean-per-type, overall accuracy, Omega) and plot them"
 )]
 struct Cli {

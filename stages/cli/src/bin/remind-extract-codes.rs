@@ -25,7 +25,8 @@ impl Default for Section {
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Encode feature maps into PQ codes (H*W*M bytes per item)"
 )]
 struct Cli {

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Images through a frozen ResNet cut at a layer, into a features dataset (HWC float32)"
 )]
 struct Cli {

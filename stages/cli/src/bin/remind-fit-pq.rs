@@ -10,7 +10,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Fit a product quantizer (M codebooks of 2^nbits centroids) on feature maps"
 )]
 struct Cli {

@@ -24,7 +24,8 @@ enum Format {
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Generate a mini-CLEVR data set (CLEVR v1.0 layout) from a seed"
 )]
 struct Cli {

@@ -10,7 +10,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Import gensen sentence features (HDF5 feats/qids, or .npy) for the questions of a \
              questions table, as a question_features artifact"
 )]

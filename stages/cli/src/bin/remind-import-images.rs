@@ -11,7 +11,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Import an image-classification data set (IDX files or an ImageNet-style folder): \
              labels table with extract-features ids, class order, base-init split"
 )]

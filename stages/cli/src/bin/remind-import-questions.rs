@@ -10,7 +10,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Import CLEVR or TDIUC questions as Parquet tables (questions, vocabulary, answers, question types)"
 )]
 struct Cli {

@@ -15,7 +15,8 @@ use remind_stages::main_with;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Convert PQ codebooks to and from faiss's ProductQuantizer format"
 )]
 struct Cli {
@@ -26,10 +27,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// remind codebook artifact -> faiss ProductQuantizer file.
-    ToFaiss { codebook: PathBuf, out: PathBuf },
+    ToFaiss {
+        /// remind codebook artifact (.arrow).
+        codebook: PathBuf,
+        /// faiss ProductQuantizer file to write.
+        out: PathBuf,
+    },
     /// faiss ProductQuantizer file, or IndexPQ file (faiss.write_index) -> remind codebook
     /// artifact.
-    FromFaiss { faiss: PathBuf, out: PathBuf },
+    FromFaiss {
+        /// faiss ProductQuantizer or IndexPQ file.
+        faiss: PathBuf,
+        /// remind codebook artifact to write (.arrow).
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {

@@ -30,7 +30,8 @@ enum Task {
 
 #[derive(clap::Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Streaming VQA or class-incremental image classification (REMIND, fine-tune or offline) over PQ codes"
 )]
 struct Cli {

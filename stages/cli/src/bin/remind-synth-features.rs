@@ -12,7 +12,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Synthetic post-ReLU feature maps as a features dataset"
 )]
 struct Cli {

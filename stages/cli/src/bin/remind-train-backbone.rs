@@ -10,7 +10,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Train a small ResNet's G on CLEVR scene annotations (attribute presence, (color, shape) pairs, object count); write G's weights with torchvision names"
 )]
 struct Cli {

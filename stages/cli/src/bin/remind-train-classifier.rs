@@ -14,7 +14,8 @@ use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
-    version,
+    name = env!("CARGO_BIN_NAME"),
+    version = remind_stages::VERSION,
     about = "Train a ResNet from scratch on the base classes (REMIND's base initialisation); keep the checkpoint with the best validation top-1"
 )]
 struct Cli {
