@@ -105,9 +105,11 @@ def listing(root):
         rel_dir = os.path.relpath(dirpath, root)
         if rel_dir == f"{run_name}/slurm" or rel_dir.startswith(f"{run_name}/slurm/"):
             continue  # the Slurm run's job list and logs
+        if any(part.startswith(".") for part in rel_dir.split(os.sep) if part != "."):
+            continue  # bookkeeping folders: section stamps, locks
         for name in names:
-            if name in ("manifest.json", ".manifest.lock"):
-                continue  # records times and the part files of each run
+            if name == "manifest.json" or name.startswith("."):
+                continue  # bookkeeping: times, part files, digests of this run's inputs
             if rel_dir in DATASETS and name.startswith("part-"):
                 continue  # sharded differently: compared row by row below
             out.add(os.path.normpath(os.path.join(rel_dir, name)))

@@ -173,7 +173,7 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
     if contract.up_to_date()? {
         return Ok(());
     }
-    let digest = contract.fingerprint();
+    let digest = contract.inputs_digest();
     let inputs = ClassifyInputs {
         labels,
         codes,
@@ -281,7 +281,7 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
     if contract.up_to_date()? {
         return Ok(());
     }
-    let digest = contract.fingerprint();
+    let digest = contract.inputs_digest();
     let inputs = VqaInputs {
         questions: &questions,
         train_codes,

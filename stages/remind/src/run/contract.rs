@@ -146,6 +146,17 @@ impl Contract {
         self.basis.fingerprint()
     }
 
+    /// The digest of the inputs alone, role by role (valid after [`Contract::check`]).
+    pub fn inputs_digest(&self) -> String {
+        let inputs: BTreeMap<&str, &str> = self
+            .basis
+            .inputs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.digest.as_str()))
+            .collect();
+        sha256_hex(serde_json::json!(inputs).to_string().as_bytes())
+    }
+
     /// Digests the inputs, then compares with what the manifest recorded for the outputs;
     /// prints the verdict (`up to date`, or why the stage runs). An input that cannot be
     /// read makes the stage run, so that its own reader names what is wrong.

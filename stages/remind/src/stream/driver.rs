@@ -83,6 +83,11 @@ pub struct RunSpec {
     pub plan: StreamPlan,
     /// Hash of everything the results depend on; checkpoints of another hash are stale.
     pub config_hash: String,
+    /// The inputs' content digest ([`crate::run::contract`]): checkpoints made from other
+    /// inputs are stale too. Kept in the method folder's `.inputs-digest`, not in the
+    /// checkpoints, since it depends on how a dataset is sharded and the checkpoints of a
+    /// sharded run must equal those of an unsharded one byte for byte.
+    pub inputs_digest: Option<String>,
     /// The codebook the codes (and so the buffer) were made with, and the codes' shape.
     pub codes: StreamCodes,
     /// Seed of the stream's generator (replay, augmentation, eviction).
@@ -236,16 +241,17 @@ fn run_attempt<L: Learner>(
     Ok(())
 }
 
-/// The checkpoint a run continues from, per `resume`.
+/// The checkpoint a run continues from, per `resume`; then records the inputs' digest in
+/// the method folder for the next run to compare.
 fn resume_point(
     dir: &MethodDir,
     resume: Resume,
-    hash: &str,
+    spec: &RunSpec,
     points: usize,
     attempt: &mut Attempt,
 ) -> Result<Option<(std::path::PathBuf, CheckpointState)>> {
     let found = match resume {
-        Resume::No => return Ok(None),
+        Resume::No => None,
         Resume::From(k) => {
             ensure!(
                 k < points,
@@ -267,20 +273,42 @@ fn resume_point(
         }
         Resume::Latest | Resume::RestartStale => latest_checkpoint(dir.path())?,
     };
-    let restart = resume == Resume::RestartStale;
-    match found {
-        Some((_, state)) if restart && state.config_hash != hash => {
+    let digest_file = dir.path().join(INPUTS_DIGEST_FILE);
+    let inputs_changed = spec
+        .inputs_digest
+        .as_deref()
+        .is_some_and(|d| std::fs::read_to_string(&digest_file).map_or(true, |was| was.trim() != d));
+    let decided = match found {
+        Some((_, state))
+            if resume == Resume::RestartStale
+                && (state.config_hash != spec.config_hash || inputs_changed) =>
+        {
             eprintln!(
                 "stream-train: {} was made from other inputs or another configuration; \
                  starting afresh",
                 dir.path().display()
             );
             attempt.set_aside()?;
-            Ok(None)
+            None
         }
-        found => accept_checkpoint(dir.path(), found, hash, false),
+        Some((ckpt, _)) if inputs_changed => bail!(
+            "{}: checkpoint made from other inputs than these ({} differs or is missing): \
+             resuming is refused (--restart-stale starts afresh; or use a fresh output folder)",
+            ckpt.display(),
+            digest_file.display()
+        ),
+        found => accept_checkpoint(dir.path(), found, &spec.config_hash, false)?,
+    };
+    if let Some(d) = &spec.inputs_digest {
+        std::fs::create_dir_all(dir.path())
+            .with_context(|| format!("cannot create {}", dir.path().display()))?;
+        write_bytes(&digest_file, d.as_bytes())?;
     }
+    Ok(decided)
 }
+
+/// The inputs' digest of the run a method folder holds (hidden: bookkeeping, not a result).
+const INPUTS_DIGEST_FILE: &str = ".inputs-digest";
 
 /// Everything a checkpoint holds: the network, the buffer (`remind`) and the stream's
 /// generator.
@@ -382,7 +410,7 @@ fn run_streaming<L: Learner>(
         },
         rng: ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7265_6d69_6e64),
     };
-    let start = match resume_point(dir, resume, &spec.config_hash, points, attempt)? {
+    let start = match resume_point(dir, resume, spec, points, attempt)? {
         Some((ckpt, saved)) => {
             restore(&ckpt, &saved, spec, &mut state)?;
             eprintln!(
@@ -508,7 +536,7 @@ fn run_offline<L: Learner>(
 ) -> Result<()> {
     let spec = learner.spec();
     let points = spec.plan.boundaries.len();
-    let start = match resume_point(dir, resume, &spec.config_hash, points, attempt)? {
+    let start = match resume_point(dir, resume, spec, points, attempt)? {
         Some((_, saved)) => saved.boundary + 1,
         None => 0,
     };

@@ -402,7 +402,7 @@ pub fn write(imported: &Imported, out: &Path, producer: &Producer) -> Result<Imp
             qs.iter().map(|q| q.question_type as i32),
         )),
     ];
-    let import_id = new_import_id(producer);
+    let import_id = import_id(imported, producer);
     let meta = |table: &str| -> HashMap<String, String> {
         HashMap::from([
             (
@@ -453,19 +453,40 @@ pub fn write(imported: &Imported, out: &Path, producer: &Producer) -> Result<Imp
 /// imports (one interrupted between its writes, or two racing) is refused, not read.
 pub const IMPORT_ID_KEY: &str = "remind.import_id";
 
-/// An id unique to this import run: the config hash, process, host and time.
-fn new_import_id(producer: &Producer) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let seed = format!(
-        "{}:{}:{host}:{nanos}",
-        producer.config_hash,
-        std::process::id()
-    );
-    crate::artifact::weights::sha256_hex(seed.as_bytes())[..16].to_string()
+/// The import's id: a digest of everything its tables hold (questions, tokens, answer ids,
+/// vocabulary, answers, types) and of the config, so the same import gives the same bytes
+/// (runs stay reproducible bit for bit) and two imports that differ get different ids.
+fn import_id(imported: &Imported, producer: &Producer) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(producer.config_hash.as_bytes());
+    for (q, (tokens, a)) in imported
+        .questions
+        .iter()
+        .zip(imported.tokens.iter().zip(&imported.answer_ids))
+    {
+        h.update(q.question_id.to_le_bytes());
+        h.update(q.image_id.to_le_bytes());
+        h.update((q.question_type as u64).to_le_bytes());
+        for text in [&q.split, &q.text, &q.answer] {
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+        h.update(a.to_le_bytes());
+        h.update((tokens.len() as u64).to_le_bytes());
+        for t in tokens {
+            h.update(t.to_le_bytes());
+        }
+    }
+    for table in [&imported.vocabulary, &imported.answers, &imported.types] {
+        h.update((table.len() as u64).to_le_bytes());
+        for (name, count) in table {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(count.to_le_bytes());
+        }
+    }
+    crate::artifact::weights::hex(&h.finalize()[..8])
 }
 
 /// Checks that the tables at `paths` (questions, vocabulary, answers, question types) come

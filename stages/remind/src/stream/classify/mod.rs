@@ -392,10 +392,7 @@ pub fn run_classify_stream(
     let num_classes = set.num_classes();
     let weights_sha = crate::artifact::weights::file_sha256(inputs.base_weights)?;
     check_same_network(&codes, inputs.base_weights, &weights_sha)?;
-    let mut hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
-    if let Some(d) = inputs.inputs_digest {
-        hash = config_hash(&(hash, d))?;
-    }
+    let hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
     eprintln!(
         "stream-train[{}]: {} base images of {} classes, {} streamed images of {} more classes, {} evaluation points",
         method.name(),
@@ -418,6 +415,7 @@ pub fn run_classify_stream(
             task: "classification",
             plan,
             config_hash: hash,
+            inputs_digest: inputs.inputs_digest.map(str::to_string),
             codes: stream_codes,
             seed: s.seed,
             buffer_capacity: s.buffer_capacity,

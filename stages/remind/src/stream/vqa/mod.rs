@@ -283,13 +283,10 @@ pub fn run_vqa_stream(
     );
     report.val_questions = val.len();
     let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
-    let mut hash = match inputs.question_features {
+    let hash = match inputs.question_features {
         None => config_hash(&(s, model, codebook_hash))?,
         Some(f) => config_hash(&(s, model, codebook_hash, f.fingerprint()?))?,
     };
-    if let Some(d) = inputs.inputs_digest {
-        hash = config_hash(&(hash, d))?;
-    }
     eprintln!(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
@@ -306,6 +303,7 @@ pub fn run_vqa_stream(
             task: "vqa",
             plan,
             config_hash: hash,
+            inputs_digest: inputs.inputs_digest.map(str::to_string),
             codes,
             seed: s.seed,
             buffer_capacity: s.buffer_capacity,
