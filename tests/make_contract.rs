@@ -281,6 +281,43 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
     assert!(err.contains("diverged"), "{err}");
     assert!(snapshot(&previous) == kept, "the previous set was changed");
 
+    // remind-artifact inspect reads weights and checkpoints too, checking a checkpoint's
+    // digests.
+    let inspect = |p: &Path| {
+        stage("remind-artifact")
+            .arg("inspect")
+            .arg(p)
+            .output()
+            .unwrap()
+    };
+    let weights = chain.run_dir().join("backbone/weights.safetensors");
+    let shown = String::from_utf8_lossy(&inspect(&weights).stdout).into_owned();
+    assert!(
+        shown.contains("kind: weights") && shown.contains("remind.arch = resnet18"),
+        "{shown}"
+    );
+    let ckpt = previous.join("remind/boundary-002");
+    let shown = String::from_utf8_lossy(&inspect(&ckpt).stdout).into_owned();
+    assert!(
+        shown.contains("evaluation point: 2") && shown.contains("model.safetensors: sha256"),
+        "{shown}"
+    );
+    let copy = chain.run_dir().join("ckpt-copy");
+    std::fs::create_dir_all(&copy).unwrap();
+    for f in walk(&ckpt) {
+        std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
+    }
+    let mut bytes = std::fs::read(copy.join("optim.safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(copy.join("optim.safetensors"), bytes).unwrap();
+    let out = inspect(&copy);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("optim.safetensors"),
+        "{err}"
+    );
+
     let said = fit(false);
     assert!(said.contains("remind-fit-pq: up to date"), "{said}");
     let said = fit(true);

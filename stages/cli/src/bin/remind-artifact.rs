@@ -22,7 +22,9 @@ struct Cli {
 enum Command {
     /// List the artifact kinds defined in schemas/.
     Schemas,
-    /// Print an artifact's kind, rows, shape and metadata (validating it).
+    /// Print an artifact's kind, rows, shape and metadata (validating it): tensor files and
+    /// datasets, Parquet tables, weights (.safetensors: tensors, dtypes, shapes, metadata)
+    /// and stream checkpoints (a boundary-KKK folder: its state, every file's digest checked).
     Inspect {
         /// Artifact file (.arrow, .parquet) or dataset folder.
         path: PathBuf,
@@ -65,6 +67,11 @@ enum Command {
         /// Stamp folder.
         out: PathBuf,
     },
+}
+
+fn is_weights(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e == "safetensors" || e == "pt" || e == "pth")
 }
 
 fn is_parquet(path: &Path) -> bool {
@@ -188,6 +195,54 @@ fn main() -> ExitCode {
                         changed.join(", ")
                     );
                 }
+            }
+            Command::Inspect { path } | Command::Verify { path } if is_weights(&path) => {
+                let w = remind::artifact::weights::read_weights(&path)?;
+                println!(
+                    "file: {}
+kind: weights
+tensors: {}",
+                    path.display(),
+                    w.tensors.len()
+                );
+                let mut meta: Vec<_> = w.metadata.iter().collect();
+                meta.sort();
+                for (k, v) in meta {
+                    println!("  {k} = {v}");
+                }
+                for (name, t) in &w.tensors {
+                    println!("  tensor {name}: {:?} {:?}", t.kind(), t.size());
+                    ensure!(
+                        !t.is_floating_point() || t.isfinite().all().int64_value(&[]) == 1,
+                        "{}: tensor '{name}' holds NaN or infinite values",
+                        path.display()
+                    );
+                }
+                println!("ok");
+            }
+            Command::Inspect { path } | Command::Verify { path }
+                if path.join("state.json").is_file() =>
+            {
+                let st = remind::stream::checkpoint::read_state(&path)?;
+                println!(
+                    "checkpoint: {}
+method: {}
+evaluation point: {}
+stream position: {}
+\
+                     config hash: {}
+learning-rate counters: {}",
+                    path.display(),
+                    st.method,
+                    st.boundary,
+                    st.position,
+                    st.config_hash,
+                    st.counters.len()
+                );
+                for (file, digest) in &st.files {
+                    println!("  {file}: sha256 {digest} (checked)");
+                }
+                println!("ok");
             }
             Command::Inspect { path } | Command::Verify { path } if is_parquet(&path) => {
                 let table = Table::read_any(&path)?;
