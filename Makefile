@@ -175,13 +175,15 @@ endif
 # re-runs no stage, and an edit re-runs the stages reading the edited section and what
 # depends on their outputs. Each stage then checks its fingerprint (inputs by content,
 # config, version) and says "up to date" or why it runs. The stamps are refreshed when the
-# Makefile is read, only for a config newer than its last check, so `make -n` lists what
-# would really run; the rule writes them the first time.
+# Makefile is read, whenever the config given differs (by checksum) from the one they were
+# last taken from (another CONFIG, an edit, an older copy put back), so `make -n` lists
+# what would really run; the rule writes them the first time.
 define section_stamps
-$$(shell if [ -x $$(BIN)/remind-artifact ] && [ -d $(1)/.config ] && [ $(2) -nt $(1)/.config/.stamp ]; then \
-	$$(BIN)/remind-artifact sections $(2) $(1)/.config >&2 && touch $(1)/.config/.stamp; fi)
+$$(shell if [ -x $$(BIN)/remind-artifact ] && [ -d $(1)/.config ] && [ -f $(2) ] && \
+	[ "$$$$(cksum < $(2))" != "$$$$(cat $(1)/.config/.source 2>/dev/null)" ]; then \
+	$$(BIN)/remind-artifact sections $(2) $(1)/.config >&2 && cksum < $(2) > $(1)/.config/.source; fi)
 $(1)/.config/%.json: | $$(SETUP)
-	@$$(BIN)/remind-artifact sections $(2) $$(@D) && touch $$(@D)/.stamp
+	@$$(BIN)/remind-artifact sections $(2) $$(@D) && cksum < $(2) > $$(@D)/.source
 # Named in a rule of their own, so that make never takes them for intermediate files.
 $$(foreach s,$$(STAMPED_SECTIONS),$(1)/.config/$$(s).json):
 endef

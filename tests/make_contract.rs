@@ -325,4 +325,28 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
         said.contains("runs because --force") && said.contains("codebooks x"),
         "{said}"
     );
+
+    // Another CONFIG, older than the stamps (a copy with its time kept): the stamps follow
+    // the config given, by content, not by modification time.
+    let other = chain.config.with_file_name("other.yaml");
+    let text = std::fs::read_to_string(&chain.config).unwrap();
+    std::fs::write(&other, text.replace("  iterations: 12", "  iterations: 10")).unwrap();
+    let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&other)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let switched = Chain {
+        art: chain.art.clone(),
+        config: other,
+    };
+    let ran = switched.make(&[]);
+    assert_eq!(ran.stages.get("fit-pq"), Some(&1), "{}", ran.log);
+    assert!(
+        ran.log.contains("fit_pq.iterations: 12 -> 10"),
+        "{}",
+        ran.log
+    );
 }

@@ -325,11 +325,21 @@ pub fn run_stage<S: Stage>(
     })
 }
 
+/// Lets a closed pipe end the process quietly, as it does other Unix tools (`inspect | head`):
+/// Rust ignores SIGPIPE, so `println!` to a closed pipe would panic instead.
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal, before other threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// Runs a stage body, printing its error chain and exiting non-zero on failure.
 /// First of all, sets OpenMP's environment ([`launch::openmp_env`]; a no-op when
 /// [`run_stage`] did).
 pub fn main_with(name: &str, body: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
     launch::openmp_env();
+    quiet_on_closed_pipe();
     match body() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -190,8 +190,9 @@ fn main() -> ExitCode {
                 let changed = remind::run::config::write_section_stamps(&config, &out)?;
                 if !changed.is_empty() {
                     eprintln!(
-                        "remind-artifact: {}: changed section(s): {}",
+                        "remind-artifact: {} -> {}: changed section(s): {}",
                         config.display(),
+                        out.display(),
                         changed.join(", ")
                     );
                 }

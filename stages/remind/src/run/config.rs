@@ -142,9 +142,13 @@ pub fn write_section_stamps(config: &Path, out: &Path) -> Result<Vec<String>> {
             .with_context(|| format!("{}: section '{section}'", config.display()))?;
         let text = format!("{json}\n");
         let path = out.join(format!("{section}.json"));
-        if std::fs::read(&path).ok().as_deref() != Some(text.as_bytes()) {
+        let before = std::fs::read(&path).ok();
+        if before.as_deref() != Some(text.as_bytes()) {
             crate::artifact::atomic::write_bytes(&path, text.as_bytes())?;
-            changed.push(section.to_string());
+            // A first stamp is no change worth naming.
+            if before.is_some() {
+                changed.push(section.to_string());
+            }
         }
     }
     Ok(changed)

@@ -201,6 +201,8 @@ impl Contract {
                     &self.fingerprint()[..12]
                 );
             }
+            // An unreadable input: the stage's own error says it, better than this would.
+            Status::Run(_) if self.basis.inputs.len() < self.inputs.len() => {}
             Status::Run(why) => eprintln!("{}: runs because {why}", self.log),
         }
         Ok(status)
