@@ -12,7 +12,7 @@ use remind::codes::codebook::load_codebook;
 use remind::data::questions::check_same_import;
 use remind::models::vqa::{ModelConfig, QuestionInput};
 use remind::run::config::{section_sets, top_level_string};
-use remind::run::{config_hash, load_section, load_section_over};
+use remind::run::{config_hash, load_section, load_section_over, Contract};
 use remind::stream::classify::{run_classify_stream, ClassifyInputs, ClassifySettings};
 use remind::stream::layout::RunLayout;
 use remind::stream::plan::Order;
@@ -138,6 +138,22 @@ fn need<'a>(v: &'a Option<PathBuf>, flag: &str, task: &str) -> anyhow::Result<&'
         .with_context(|| format!("--task {task} needs --{flag}"))
 }
 
+/// The contract of one method's stream, for `task`: its output is the method's completion
+/// marker; the caller adds the config sections and inputs.
+fn stream_contract(cli: &Cli, task: &str) -> anyhow::Result<Contract> {
+    let done = RunLayout::new(&cli.out)
+        .method(cli.method.name())
+        .complete();
+    Ok(cli
+        .common
+        .contract("stream-train")?
+        // --resume-from asks for a re-run from a checkpoint: never "up to date".
+        .force(cli.common.force || cli.resume_from.is_some())
+        .param("task", task)
+        .param("method", cli.method.name())
+        .output(&done))
+}
+
 fn resume_mode(cli: &Cli) -> Resume {
     match (cli.resume_from, cli.resume, cli.restart_stale) {
         (Some(k), _, _) => Resume::From(k),
@@ -153,23 +169,12 @@ fn classification(cli: Cli) -> anyhow::Result<()> {
     let labels = need(&cli.labels, "labels", "classification")?;
     let codes = need(&cli.codes, "codes", "classification")?;
     let base_weights = need(&cli.base_weights, "base-weights", "classification")?;
-    let mut contract = cli
-        .common
-        .contract("stream-train")?
-        // --resume-from asks for a re-run from a checkpoint: never "up to date".
-        .force(cli.common.force || cli.resume_from.is_some())
+    let mut contract = stream_contract(&cli, "classification")?
         .config("classify_stream", &s)?
-        .param("task", "classification")
-        .param("method", cli.method.name())
         .input("labels", labels)
         .input("codes", codes)
         .input("codebook", &cli.codebook)
-        .input("base_weights", base_weights)
-        .output(
-            &RunLayout::new(&cli.out)
-                .method(cli.method.name())
-                .complete(),
-        );
+        .input("base_weights", base_weights);
     if contract.up_to_date()? {
         return Ok(());
     }
@@ -254,15 +259,9 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
         &questions_dir.join("vocabulary.parquet"),
         &questions_dir.join("answers.parquet"),
     ])?;
-    let mut contract = cli
-        .common
-        .contract("stream-train")?
-        // --resume-from asks for a re-run from a checkpoint: never "up to date".
-        .force(cli.common.force || cli.resume_from.is_some())
+    let mut contract = stream_contract(&cli, "vqa")?
         .config("stream", &s)?
-        .config("model", &model)?
-        .param("task", "vqa")
-        .param("method", cli.method.name());
+        .config("model", &model)?;
     for name in ["questions", "vocabulary", "answers"] {
         contract = contract.input(name, &questions_dir.join(format!("{name}.parquet")));
     }
@@ -273,11 +272,6 @@ fn vqa(cli: Cli) -> anyhow::Result<()> {
     for (i, f) in feature_paths.iter().enumerate() {
         contract = contract.input(&format!("question_features.{i}"), f);
     }
-    let mut contract = contract.output(
-        &RunLayout::new(&cli.out)
-            .method(cli.method.name())
-            .complete(),
-    );
     if contract.up_to_date()? {
         return Ok(());
     }

@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
 use remind::artifact::Producer;
 use remind::backbone::classifier::{report_path, train_classifier, TrainClassifierConfig};
@@ -70,14 +69,7 @@ stage!(
     "train_classifier",
     TrainClassifierConfig,
     |cli, cfg| {
-        let labels = cfg
-            .labels
-            .as_deref()
-            .context("no label table: give --labels or train_classifier.labels")?;
-        let out = cfg
-            .out
-            .as_deref()
-            .context("no output: give --out or train_classifier.out")?;
+        let (labels, out) = cfg.required()?;
         let images = LabelSet::read(labels)?.root(cfg.images.as_deref())?;
         let mut contract = cli
             .common

@@ -97,6 +97,19 @@ impl Default for TrainClassifierConfig {
 }
 
 impl TrainClassifierConfig {
+    /// The label table and the output weights path; an error names the flag and key to set.
+    pub fn required(&self) -> Result<(&Path, &Path)> {
+        let labels = self
+            .labels
+            .as_deref()
+            .context("no label table: give --labels or train_classifier.labels")?;
+        let out = self
+            .out
+            .as_deref()
+            .context("no output: give --out or train_classifier.out")?;
+        Ok((labels, out))
+    }
+
     fn validate(&self) -> Result<()> {
         ensure!(
             self.epochs >= 1 && self.batch >= 2,
@@ -271,14 +284,7 @@ pub fn train_classifier(
 ) -> Result<ClassifierReport> {
     let start = Instant::now();
     cfg.validate()?;
-    let labels_path = cfg
-        .labels
-        .as_deref()
-        .context("no label table: give --labels or train_classifier.labels")?;
-    let out = cfg
-        .out
-        .as_deref()
-        .context("no output: give --out or train_classifier.out")?;
+    let (labels_path, out) = cfg.required()?;
     let set = LabelSet::read(labels_path)?;
     let root = set.root(cfg.images.as_deref())?;
     let base = set.base_classes;
