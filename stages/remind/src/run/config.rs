@@ -19,6 +19,7 @@ pub const SECTIONS: &[&str] = &[
     "fit_pq",
     "extract_codes",
     "generate_clevr",
+    "generate_core50",
     "import_questions",
     "import_images",
     "train_backbone",
