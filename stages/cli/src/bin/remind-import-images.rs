@@ -1,5 +1,5 @@
-//! Imports an image-classification data set (IDX files such as Fashion-MNIST, or an
-//! ImageNet-style folder): labels table, class order, base-initialisation split, report;
+//! Imports an image-classification data set (IDX files such as Fashion-MNIST, an
+//! ImageNet-style folder, or CORe50's release layout): labels table, class order, base-initialisation split, report;
 //! IDX images are written out as PNG folders.
 
 use std::path::PathBuf;
@@ -13,8 +13,8 @@ use serde::Serialize;
 #[command(
     name = env!("CARGO_BIN_NAME"),
     version = remind_stages::VERSION,
-    about = "Import an image-classification data set (IDX files or an ImageNet-style folder): \
-             labels table with extract-features ids, class order, base-init split"
+    about = "Import an image-classification data set (IDX files, an ImageNet-style folder or \
+             CORe50's release layout): labels table with extract-features ids, class order, base-init split"
 )]
 struct Cli {
     #[command(flatten)]
@@ -25,6 +25,9 @@ struct Cli {
     /// ImageNet-style root with train/<class>/* and val/<class>/* images.
     #[arg(long)]
     folder: Option<PathBuf>,
+    /// CORe50's release root, s{1..11}/o{1..50}/C_ss_oo_fff.png (or mini-CORe50's).
+    #[arg(long)]
+    core50: Option<PathBuf>,
     #[command(flatten)]
     section: ImportImagesFlags,
 }
@@ -54,11 +57,27 @@ struct ImportImagesFlags {
     /// Keep at most this many validation items per class (seeded sample).
     #[arg(long)]
     max_val_per_class: Option<usize>,
+    /// CORe50: the training sessions, comma-separated (default 1,2,4,5,6,8,9,11).
+    #[arg(long, value_delimiter = ',')]
+    train_sessions: Option<Vec<i64>>,
+    /// CORe50: the test sessions, comma-separated (default 3,7,10).
+    #[arg(long, value_delimiter = ',')]
+    test_sessions: Option<Vec<i64>>,
+    /// CORe50: the training sessions of the base initialisation (default 1).
+    #[arg(long, value_delimiter = ',')]
+    base_sessions: Option<Vec<i64>>,
+    /// CORe50: keep the frames whose index is a multiple of this (default 1: all).
+    #[arg(long)]
+    frame_step: Option<usize>,
 }
 
 stage!(Cli, "import_images", ImportImagesConfig, |cli, mut cfg| {
     // A source given here replaces the config's as a whole.
-    replace_sources([(&mut cfg.idx, &cli.idx), (&mut cfg.folder, &cli.folder)]);
+    replace_sources([
+        (&mut cfg.idx, &cli.idx),
+        (&mut cfg.folder, &cli.folder),
+        (&mut cfg.core50, &cli.core50),
+    ]);
     let (_, source) = cfg.source()?;
     let mut contract = cli
         .common

@@ -14,5 +14,5 @@ pub mod weights;
 
 pub use dataset::TensorDataset;
 pub use manifest::{Manifest, ManifestEntry};
-pub use table::{write_table, Table};
+pub use table::{write_table, write_table_with, Table};
 pub use tensor::{DType, Payload, Producer, TensorFile, TensorSpec, TensorWriter};

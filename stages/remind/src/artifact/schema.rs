@@ -64,6 +64,10 @@ pub struct ArtifactSchema {
     pub version: u32,
     pub description: String,
     pub columns: Vec<ColumnSpec>,
+    /// Columns a writer may add after `columns` (in this order, any subset); a reader that
+    /// needs one asks for it and names it when it is missing.
+    #[serde(default)]
+    pub optional_columns: Vec<ColumnSpec>,
     pub metadata: Vec<String>,
 }
 
@@ -133,10 +137,29 @@ impl ArtifactSchema {
     pub fn arrow_schema(
         &self,
         width: Option<usize>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Schema> {
+        self.arrow_schema_with(width, &[], metadata)
+    }
+
+    /// [`arrow_schema`](Self::arrow_schema) with the optional columns `optional` appended
+    /// (each must be one of the kind's `optional_columns`).
+    pub fn arrow_schema_with(
+        &self,
+        width: Option<usize>,
+        optional: &[&str],
         mut metadata: HashMap<String, String>,
     ) -> Result<Schema> {
-        let fields = self
-            .columns
+        let mut specs: Vec<&ColumnSpec> = self.columns.iter().collect();
+        for name in optional {
+            let spec = self
+                .optional_columns
+                .iter()
+                .find(|c| c.name == *name)
+                .ok_or_else(|| anyhow!("kind '{}' has no optional column '{name}'", self.kind))?;
+            specs.push(spec);
+        }
+        let fields = specs
             .iter()
             .map(|c| Ok(Field::new(&c.name, arrow_type(&c.ty, width)?, false)))
             .collect::<Result<Vec<_>>>()?;
@@ -191,6 +214,19 @@ impl ArtifactSchema {
                     spec.name
                 )
             })?;
+            if !same_type(field.data_type(), &expected) {
+                bail!(
+                    "{p}: column '{}': expected {expected}, found {}",
+                    spec.name,
+                    field.data_type()
+                );
+            }
+        }
+        for spec in &self.optional_columns {
+            let Ok(field) = schema.field_with_name(&spec.name) else {
+                continue;
+            };
+            let expected = arrow_type(&spec.ty, width)?;
             if !same_type(field.data_type(), &expected) {
                 bail!(
                     "{p}: column '{}': expected {expected}, found {}",

@@ -27,10 +27,25 @@ pub fn write_table(
     columns: Vec<ArrayRef>,
     extra_meta: HashMap<String, String>,
 ) -> Result<PathBuf> {
+    write_table_with(path, kind, producer, columns, Vec::new(), extra_meta)
+}
+
+/// [`write_table`] with optional columns of the kind (`optional_columns` in its schema)
+/// appended, by name.
+pub fn write_table_with(
+    path: &Path,
+    kind: &str,
+    producer: &Producer,
+    mut columns: Vec<ArrayRef>,
+    optional: Vec<(&str, ArrayRef)>,
+    extra_meta: HashMap<String, String>,
+) -> Result<PathBuf> {
     let def = schema_of(kind)?;
     let mut meta = extra_meta;
     meta.insert(PRODUCER_KEY.into(), serde_json::to_string(producer)?);
-    let schema = Arc::new(def.arrow_schema(None, meta)?);
+    let names: Vec<&str> = optional.iter().map(|(n, _)| *n).collect();
+    let schema = Arc::new(def.arrow_schema_with(None, &names, meta)?);
+    columns.extend(optional.into_iter().map(|(_, c)| c));
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .with_context(|| format!("{}: columns do not fit the '{kind}' schema", path.display()))?;
     let mut atomic = AtomicFile::create(path)?;
@@ -141,6 +156,11 @@ impl Table {
                 self.path.display()
             )
         })
+    }
+
+    /// Whether the table has column `name` (an optional column of its kind).
+    pub fn has_column(&self, name: &str) -> bool {
+        self.batch.column_by_name(name).is_some()
     }
 
     /// Checks a column has no nulls (tables written by other tools may have them).

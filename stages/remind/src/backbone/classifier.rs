@@ -288,7 +288,7 @@ pub fn train_classifier(
     let set = LabelSet::read(labels_path)?;
     let root = set.root(cfg.images.as_deref())?;
     let base = set.base_classes;
-    let train_rows = LabelSet::among(&set.train, base);
+    let train_rows = set.base_rows();
     let val_rows = LabelSet::among(&set.val, base);
     ensure!(
         train_rows.len() >= 2 && !val_rows.is_empty(),

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
-use arrow::array::{Int64Array, StringArray, UInt64Array};
+use arrow::array::{BooleanArray, Int64Array, StringArray, UInt64Array};
 
 use crate::artifact::Table;
 
@@ -37,6 +37,18 @@ impl Items {
     }
 }
 
+/// Where a frame of video data sits: its object, session and index in the session's
+/// sequence (CORe50's `C_{session}_{object}_{frame}.png`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Frame {
+    pub instance: i64,
+    pub session: i64,
+    pub frame: i64,
+}
+
+/// The columns video data adds; an order that needs them refuses a table without them.
+pub const VIDEO_COLUMNS: [&str; 3] = ["instance", "session", "frame"];
+
 /// The whole label table.
 #[derive(Debug, Clone)]
 pub struct LabelSet {
@@ -45,7 +57,12 @@ pub struct LabelSet {
     pub val: Items,
     /// Class names by ordered label.
     pub class_names: Vec<String>,
+    /// The base-initialisation classes are labels `0..base_classes`.
     pub base_classes: usize,
+    /// Whether each training item is in the base-initialisation set.
+    pub train_base: Vec<bool>,
+    /// Per training item, its place in the videos (tables with the video columns).
+    pub train_frames: Option<Vec<Frame>>,
     pub image_root: Option<PathBuf>,
 }
 
@@ -80,10 +97,46 @@ impl LabelSet {
             .with_context(|| format!("{p}: no metadata {BASE_CLASSES_KEY}"))?
             .parse()
             .with_context(|| format!("{p}: metadata {BASE_CLASSES_KEY} is not a count"))?;
+        let base_col = if t.has_column("base") {
+            t.require_non_null("base")?;
+            Some(t.column::<BooleanArray>("base")?)
+        } else {
+            None
+        };
+        // With a `base` column the base set is a choice of items, which may cover every
+        // class; without it, the base classes' items, and one class must stream after.
+        let most = if base_col.is_some() {
+            num_classes
+        } else {
+            num_classes.saturating_sub(1)
+        };
         ensure!(
-            base_classes >= 1 && base_classes < num_classes,
-            "{p}: {base_classes} base classes of {num_classes}: need at least one base class and one to stream"
+            base_classes >= 1 && base_classes <= most,
+            "{p}: metadata {BASE_CLASSES_KEY}: expected 1 to {most} base classes of \
+             {num_classes}, found {base_classes}"
         );
+        let frame_cols = VIDEO_COLUMNS.iter().filter(|c| t.has_column(c)).count();
+        let video =
+            match frame_cols {
+                0 => None,
+                3 => {
+                    for c in VIDEO_COLUMNS {
+                        t.require_non_null(c)?;
+                    }
+                    Some(VIDEO_COLUMNS.map(|c| t.column::<Int64Array>(c)))
+                }
+                _ => bail!(
+                "{p}: the video columns come together: expected all of {VIDEO_COLUMNS:?}, found \
+                 only {:?}",
+                VIDEO_COLUMNS.iter().filter(|c| t.has_column(c)).collect::<Vec<_>>()
+            ),
+            };
+        let video = match video {
+            Some([a, b, c]) => Some([a?, b?, c?]),
+            None => None,
+        };
+        let mut train_base = Vec::new();
+        let mut train_frames = Vec::new();
         let mut class_names = vec![String::new(); num_classes];
         let (mut train, mut val) = (Items::default(), Items::default());
         // Ids are the features' row ids: one item each (issue #12).
@@ -111,25 +164,74 @@ impl LabelSet {
                 );
             }
             match split.value(r) {
-                "train" => train.push(ids.value(r), label, source.value(r)),
+                "train" => {
+                    train.push(ids.value(r), label, source.value(r));
+                    train_base.push(match base_col {
+                        Some(b) => b.value(r),
+                        None => (label as usize) < base_classes,
+                    });
+                    if let Some([i, s, f]) = &video {
+                        train_frames.push(Frame {
+                            instance: i.value(r),
+                            session: s.value(r),
+                            frame: f.value(r),
+                        });
+                    }
+                }
                 "val" => val.push(ids.value(r), label, source.value(r)),
                 other => bail!("{p}: row {r}: unknown split '{other}' (expected train or val)"),
             }
         }
         ensure!(!train.is_empty(), "{p}: no training items");
         ensure!(!val.is_empty(), "{p}: no validation items");
+        if base_col.is_some() {
+            // Evaluation scores labels 0..base_classes as the base classes.
+            let mut covered = vec![false; num_classes];
+            for (i, _) in train_base.iter().enumerate().filter(|(_, &b)| b) {
+                covered[train.labels[i] as usize] = true;
+            }
+            let expected: Vec<bool> = (0..num_classes).map(|c| c < base_classes).collect();
+            ensure!(
+                covered == expected,
+                "{p}: column 'base': expected base items of exactly labels 0..{base_classes} \
+                 ({BASE_CLASSES_KEY}), found labels {:?}",
+                (0..num_classes).filter(|&c| covered[c]).collect::<Vec<_>>()
+            );
+        }
         Ok(Self {
             path: path.to_path_buf(),
             train,
             val,
             class_names,
             base_classes,
+            train_base,
+            train_frames: video.is_some().then_some(train_frames),
             image_root: meta.get(IMAGE_ROOT_KEY).map(PathBuf::from),
         })
     }
 
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
+    }
+
+    /// Positions in `train` of the base-initialisation items, ascending.
+    pub fn base_rows(&self) -> Vec<usize> {
+        (0..self.train.len())
+            .filter(|&i| self.train_base[i])
+            .collect()
+    }
+
+    /// Each training item's place in the videos, or an error naming the missing columns:
+    /// `order` needs them.
+    pub fn frames_for(&self, order: &str) -> Result<&[Frame]> {
+        self.train_frames.as_deref().with_context(|| {
+            format!(
+                "{}: no columns {VIDEO_COLUMNS:?}: order {order} streams each object's frames \
+                 in temporal order and needs them (video data such as CORe50: \
+                 remind-import-images --core50)",
+                self.path.display()
+            )
+        })
     }
 
     /// Positions in `items` whose label is below `classes`.

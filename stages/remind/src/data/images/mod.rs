@@ -1,6 +1,7 @@
 //! Image-classification data import (the ImageNet protocol of REMIND: class-incremental
-//! streaming): reads Fashion-MNIST-style IDX files or an ImageNet-style image folder,
-//! fixes the class order and writes the labels table the later stages join on.
+//! streaming): reads Fashion-MNIST-style IDX files, an ImageNet-style image folder or
+//! CORe50's release layout, fixes the class order and writes the labels table the later
+//! stages join on.
 //!
 //! Outputs under the output folder:
 //!
@@ -15,9 +16,11 @@
 //!   `class_name` (the original name), `label` (position in the class order). The id is
 //!   the item's position in `list_images(image_root, IdFrom::Sorted)`, the id
 //!   `remind-extract-features --id-from sorted` gives it. Metadata: `remind.image_root`,
-//!   `remind.num_classes`, `remind.base_classes`.
-//! - `base_train.parquet` (kind `ids`): the ids of the training items of the first
-//!   `base_classes` classes of the order (`remind-fit-pq --ids` reads it).
+//!   `remind.num_classes`, `remind.base_classes`. CORe50 adds the columns `instance` (the
+//!   object, 1..50), `session`, `frame` and `base` (training items of the base sessions).
+//! - `base_train.parquet` (kind `ids`): the ids of the base-initialisation items: the
+//!   training items of the first `base_classes` classes of the order, or for CORe50 those
+//!   of the `base_sessions` (`remind-fit-pq --ids` reads it).
 //! - `class_order.txt`: the class order, one original name per line.
 //! - `import_report.json`: counts per split and class, the files read, seed, outputs.
 //!
@@ -26,6 +29,7 @@
 //! at the end.
 
 pub mod class_order;
+mod core50;
 pub mod folder;
 pub mod idx;
 pub mod labels;
@@ -43,7 +47,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::atomic::write_bytes;
-use crate::artifact::{write_table, Producer};
+use crate::artifact::{write_table, write_table_with, Producer};
 use crate::backbone::features::images::{list_images, IdFrom};
 use crate::run::{config_hash, Progress};
 
@@ -84,6 +88,14 @@ impl Split {
 ///   base-initialisation classes (`base_train.parquet`); 1 to number of classes - 1.
 /// - `max_train_per_class`, `max_val_per_class`: keep at most this many items per class
 ///   and split, a seeded sample kept in original order (default: all).
+/// - `core50`: CORe50's release root (`s{1..11}/o{1..50}/C_ss_oo_fff.png`): the classes
+///   are its 10 categories, each item carries its object (`instance`), session and frame.
+///   With it only: `train_sessions` (default 1, 2, 4, 5, 6, 8, 9, 11) and `test_sessions`
+///   (3, 7, 10), the release's split (CORe50 paper, section 4); `base_sessions` (default
+///   [1]): the training sessions whose frames of every object are the base-initialisation
+///   set, `base_classes` being unused (our choice, see README "CORe50");
+///   `frame_step` (default 1): keep the frames whose index is a multiple of it (20 keeps
+///   one frame a second of the 20 fps release).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImportImagesConfig {
@@ -96,6 +108,18 @@ pub struct ImportImagesConfig {
     pub base_classes: usize,
     pub max_train_per_class: Option<usize>,
     pub max_val_per_class: Option<usize>,
+    // The CORe50 keys are left out of the config hash while unset, so the hashes of
+    // other imports stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core50: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_sessions: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_sessions: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_sessions: Option<Vec<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frame_step: Option<usize>,
 }
 
 impl Default for ImportImagesConfig {
@@ -110,6 +134,11 @@ impl Default for ImportImagesConfig {
             base_classes: 1,
             max_train_per_class: None,
             max_val_per_class: None,
+            core50: None,
+            train_sessions: None,
+            test_sessions: None,
+            base_sessions: None,
+            frame_step: None,
         }
     }
 }
@@ -120,16 +149,24 @@ impl Default for ImportImagesConfig {
 pub enum SourceKind {
     Idx,
     Folder,
+    Core50,
 }
 
 impl ImportImagesConfig {
-    /// The source kind and its path: exactly one of `idx`, `folder`.
+    /// The source kind and its path: exactly one of `idx`, `folder`, `core50`.
     pub fn source(&self) -> Result<(SourceKind, &Path)> {
-        match (&self.idx, &self.folder) {
-            (Some(d), None) => Ok((SourceKind::Idx, d)),
-            (None, Some(d)) => Ok((SourceKind::Folder, d)),
-            (Some(_), Some(_)) => bail!("give one of --idx and --folder, not both"),
-            (None, None) => bail!("give --idx or --folder (or set one in the config)"),
+        let given: Vec<(SourceKind, &Path)> = [
+            (SourceKind::Idx, &self.idx),
+            (SourceKind::Folder, &self.folder),
+            (SourceKind::Core50, &self.core50),
+        ]
+        .into_iter()
+        .filter_map(|(k, p)| p.as_deref().map(|p| (k, p)))
+        .collect();
+        match given[..] {
+            [one] => Ok(one),
+            [] => bail!("give --idx, --folder or --core50 (or set one in the config)"),
+            _ => bail!("give one of --idx, --folder and --core50, not several"),
         }
     }
 
@@ -153,6 +190,19 @@ impl ImportImagesConfig {
                 split.name()
             );
         }
+        if source.0 != SourceKind::Core50 {
+            for (key, set) in [
+                ("train_sessions", self.train_sessions.is_some()),
+                ("test_sessions", self.test_sessions.is_some()),
+                ("base_sessions", self.base_sessions.is_some()),
+                ("frame_step", self.frame_step.is_some()),
+            ] {
+                ensure!(
+                    !set,
+                    "import_images.{key} applies to CORe50 (import_images.core50) only"
+                );
+            }
+        }
         ensure!(
             source.0 == SourceKind::Idx || self.class_names.is_none(),
             "import_images.class_names applies to IDX files only (folder classes are named \
@@ -174,6 +224,8 @@ pub struct Item {
     pub index: usize,
     /// Position in the sorted image listing (IDX mode: set when the PNGs are written).
     pub id: u64,
+    /// CORe50: the frame's object, session and index; whether it is a base item.
+    pub video: Option<(labels::Frame, bool)>,
 }
 
 /// An import read and checked, ready to write.
@@ -415,6 +467,7 @@ fn load_idx(cfg: &ImportImagesConfig, dir: &Path) -> Result<Loaded> {
                     rel: format!("{}/{}/{index:0width$}.png", split.name(), dirs[c]),
                     index,
                     id: 0,
+                    video: None,
                 });
             }
         }
@@ -457,6 +510,7 @@ fn load_folder(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
                 rel: im.rel.clone(),
                 index: k,
                 id: im.id,
+                video: None,
             });
         }
     }
@@ -478,11 +532,12 @@ pub fn load(cfg: &ImportImagesConfig) -> Result<Prepared> {
     let loaded = match kind {
         SourceKind::Idx => load_idx(cfg, path)?,
         SourceKind::Folder => load_folder(cfg, path)?,
+        SourceKind::Core50 => core50::load(cfg, path)?,
     };
     let classes = loaded.classes;
     let n = classes.len();
     ensure!(
-        cfg.base_classes >= 1 && cfg.base_classes < n,
+        kind == SourceKind::Core50 || (cfg.base_classes >= 1 && cfg.base_classes < n),
         "import_images.base_classes is {}: expected 1 to {} (the data has {n} classes, and at \
          least one must stream after the base initialisation)",
         cfg.base_classes,
@@ -494,7 +549,13 @@ pub fn load(cfg: &ImportImagesConfig) -> Result<Prepared> {
         .enumerate()
         .map(|(i, c)| (c.as_str(), i as i64))
         .collect();
-    let labels = classes.iter().map(|c| position[c.as_str()]).collect();
+    let labels: Vec<i64> = classes.iter().map(|c| position[c.as_str()]).collect();
+    // CORe50: the base classes are those the base sessions cover, which must be the first
+    // labels (evaluation scores labels 0..base_classes as the base classes).
+    let base_classes = match kind {
+        SourceKind::Core50 => core50::base_classes(&loaded.items, &labels, &order)?,
+        _ => cfg.base_classes,
+    };
     let mut sources = loaded.sources;
     if let Some(p) = &cfg.class_order {
         sources.push(p.clone());
@@ -506,7 +567,7 @@ pub fn load(cfg: &ImportImagesConfig) -> Result<Prepared> {
         dirs: loaded.dirs,
         order,
         labels,
-        base_classes: cfg.base_classes,
+        base_classes,
         items: loaded.items,
         available: loaded.available,
         idx: loaded.idx,
@@ -648,7 +709,10 @@ pub fn write(p: &Prepared, producer: &Producer) -> Result<ImportImagesReport> {
 
     eprintln!("{LOG}: writing tables in {}", out.display());
     let label = |i: &Item| p.labels[i.class];
-    let base = |i: &Item| i.split == Split::Train && label(i) < p.base_classes as i64;
+    let base = |i: &Item| match i.video {
+        Some((_, base)) => base,
+        None => i.split == Split::Train && label(i) < p.base_classes as i64,
+    };
     let columns: Vec<ArrayRef> = vec![
         Arc::new(UInt64Array::from_iter_values(items.iter().map(|i| i.id))),
         Arc::new(StringArray::from_iter_values(
@@ -676,11 +740,16 @@ pub fn write(p: &Prepared, producer: &Producer) -> Result<ImportImagesReport> {
             p.base_classes.to_string(),
         ),
     ]);
-    let mut outputs = vec![write_table(
+    let optional = match p.kind {
+        SourceKind::Core50 => core50::columns(&items, base),
+        _ => Vec::new(),
+    };
+    let mut outputs = vec![write_table_with(
         &out.join("labels.parquet"),
         "labels",
         producer,
         columns,
+        optional,
         meta.clone(),
     )?];
     let base_ids: Vec<u64> = items.iter().filter(|i| base(i)).map(|i| i.id).collect();
@@ -787,6 +856,7 @@ pub fn producer(cfg: &ImportImagesConfig) -> Result<Producer> {
     let kind = match kind {
         SourceKind::Idx => "idx",
         SourceKind::Folder => "folder",
+        SourceKind::Core50 => "core50",
     };
     Ok(Producer::new("import-images", &config_hash(&hashed)?).param("source", kind))
 }
@@ -852,7 +922,11 @@ mod tests {
         assert!(cfg.check().unwrap_err().to_string().contains("give --idx"));
         cfg.idx = Some("i".into());
         cfg.folder = Some("f".into());
-        assert!(cfg.check().unwrap_err().to_string().contains("not both"));
+        assert!(cfg.check().unwrap_err().to_string().contains("not several"));
+        cfg.folder = None;
+        cfg.frame_step = Some(2);
+        assert!(cfg.check().unwrap_err().to_string().contains("CORe50"));
+        cfg.frame_step = None;
         cfg.folder = None;
         cfg.check().unwrap();
         cfg.max_val_per_class = Some(0);

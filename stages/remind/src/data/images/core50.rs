@@ -1,0 +1,197 @@
+//! The CORe50 source of `remind-import-images` (`import_images.core50`): the release's
+//! sessions split into training and test, the base sessions, frame subsampling, and the
+//! video columns of the label table.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{ensure, Result};
+use arrow::array::{ArrayRef, BooleanArray, Int64Array};
+
+use super::{ImportImagesConfig, Item, Loaded, Split, LOG};
+use crate::data::core50::layout::{scan, CATEGORY_NAMES, TEST_SESSIONS, TRAIN_SESSIONS};
+
+/// The sessions of an import: training, test, base (a subset of training).
+struct Sessions {
+    train: Vec<i64>,
+    test: Vec<i64>,
+    base: Vec<i64>,
+    frame_step: usize,
+}
+
+fn sessions(cfg: &ImportImagesConfig) -> Result<Sessions> {
+    let s = Sessions {
+        train: cfg
+            .train_sessions
+            .clone()
+            .unwrap_or_else(|| TRAIN_SESSIONS.to_vec()),
+        test: cfg
+            .test_sessions
+            .clone()
+            .unwrap_or_else(|| TEST_SESSIONS.to_vec()),
+        base: cfg.base_sessions.clone().unwrap_or_else(|| vec![1]),
+        frame_step: cfg.frame_step.unwrap_or(1),
+    };
+    for (key, list) in [
+        ("train_sessions", &s.train),
+        ("test_sessions", &s.test),
+        ("base_sessions", &s.base),
+    ] {
+        ensure!(
+            !list.is_empty() && list.iter().all(|&x| x >= 1),
+            "import_images.{key}: expected a non-empty list of session numbers (1..11 in \
+             the release), found {list:?}"
+        );
+        let unique: BTreeSet<i64> = list.iter().copied().collect();
+        ensure!(
+            unique.len() == list.len(),
+            "import_images.{key}: a session is listed twice in {list:?}"
+        );
+    }
+    let both: Vec<i64> = s
+        .train
+        .iter()
+        .filter(|x| s.test.contains(x))
+        .copied()
+        .collect();
+    ensure!(
+        both.is_empty(),
+        "import_images: session(s) {both:?} are in both train_sessions and test_sessions"
+    );
+    let outside: Vec<i64> = s
+        .base
+        .iter()
+        .filter(|x| !s.train.contains(x))
+        .copied()
+        .collect();
+    ensure!(
+        outside.is_empty(),
+        "import_images.base_sessions: expected training sessions ({:?}), found {outside:?}",
+        s.train
+    );
+    ensure!(
+        s.train.len() > s.base.len(),
+        "import_images.base_sessions {:?}: every training session is a base session, nothing \
+         would stream",
+        s.base
+    );
+    ensure!(
+        s.frame_step >= 1,
+        "import_images.frame_step: expected at least 1, found 0"
+    );
+    for key in ["max_train_per_class", "max_val_per_class"] {
+        let set = match key {
+            "max_train_per_class" => cfg.max_train_per_class.is_some(),
+            _ => cfg.max_val_per_class.is_some(),
+        };
+        ensure!(
+            !set,
+            "import_images.{key} would cut CORe50's frame sequences: use frame_step or fewer \
+             sessions instead"
+        );
+    }
+    Ok(s)
+}
+
+/// Scans and checks CORe50's release root `root`.
+pub(super) fn load(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
+    let s = sessions(cfg)?;
+    eprintln!("{LOG}: listing CORe50 sessions in {}", root.display());
+    let mut all = s.train.clone();
+    all.extend(&s.test);
+    let images = scan(root, &all)?;
+    let present: BTreeSet<usize> = images.iter().map(|i| i.category).collect();
+    let categories: Vec<usize> = present.into_iter().collect();
+    let classes: Vec<String> = categories
+        .iter()
+        .map(|&c| CATEGORY_NAMES[c].to_string())
+        .collect();
+    let mut available = vec![[0usize; 2]; classes.len()];
+    let mut items = Vec::new();
+    for im in images {
+        let class = categories
+            .iter()
+            .position(|&c| c == im.category)
+            .expect("category listed above");
+        let split = if s.train.contains(&im.at.session) {
+            Split::Train
+        } else {
+            Split::Val
+        };
+        available[class][split as usize] += 1;
+        if im.at.frame % s.frame_step as i64 != 0 {
+            continue;
+        }
+        let base = split == Split::Train && s.base.contains(&im.at.session);
+        items.push(Item {
+            split,
+            class,
+            rel: im.rel,
+            index: im.at.frame as usize,
+            id: im.id,
+            video: Some((im.at, base)),
+        });
+    }
+    for split in [Split::Train, Split::Val] {
+        ensure!(
+            items.iter().any(|i| i.split == split),
+            "{}: no {} frames left (frame_step {})",
+            root.display(),
+            split.name(),
+            s.frame_step
+        );
+    }
+    Ok(Loaded {
+        dirs: classes.clone(),
+        classes,
+        items,
+        available,
+        idx: None,
+        sources: vec![root.to_path_buf()],
+        image_root: root.to_path_buf(),
+        ignored: 0,
+    })
+}
+
+/// The number of base classes: the labels the base items cover, which must be the first
+/// ones (every object is in every session, so the base sessions cover every class).
+pub(super) fn base_classes(items: &[Item], labels: &[i64], order: &[String]) -> Result<usize> {
+    let covered: BTreeSet<i64> = items
+        .iter()
+        .filter(|i| matches!(i.video, Some((_, true))))
+        .map(|i| labels[i.class])
+        .collect();
+    let b = covered.len();
+    let missing: Vec<&str> = (0..b as i64)
+        .filter(|l| !covered.contains(l))
+        .map(|l| order[l as usize].as_str())
+        .collect();
+    ensure!(
+        b >= 1 && missing.is_empty(),
+        "import_images.base_sessions: the base frames cover {b} classes but not the first of \
+         the class order ({missing:?}): every base class must come before the others"
+    );
+    Ok(b)
+}
+
+/// The video columns of the label table, for `items` in table order.
+pub(super) fn columns<'a>(
+    items: &[Item],
+    base: impl Fn(&Item) -> bool,
+) -> Vec<(&'a str, ArrayRef)> {
+    let field = |f: fn(&Item) -> i64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(items.iter().map(f)))
+    };
+    vec![
+        ("instance", field(|i| i.video.map_or(0, |v| v.0.instance))),
+        ("session", field(|i| i.video.map_or(0, |v| v.0.session))),
+        ("frame", field(|i| i.video.map_or(0, |v| v.0.frame))),
+        (
+            "base",
+            Arc::new(BooleanArray::from(
+                items.iter().map(&base).collect::<Vec<bool>>(),
+            )),
+        ),
+    ]
+}
