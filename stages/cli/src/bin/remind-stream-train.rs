@@ -15,7 +15,6 @@ use remind::run::config::{section_sets, top_level_string};
 use remind::run::{config_hash, load_section, load_section_over, Contract};
 use remind::stream::classify::{run_classify_stream, ClassifyInputs, ClassifySettings};
 use remind::stream::layout::RunLayout;
-use remind::stream::plan::Order;
 use remind::stream::vqa::data::QuestionFeatures;
 use remind::stream::vqa::{run_vqa_stream, StreamSettings, VqaInputs};
 use remind::stream::{Method, Resume};
@@ -90,9 +89,13 @@ struct Cli {
 /// classification).
 #[derive(clap::Args, Serialize)]
 struct StreamFlags {
-    /// VQA: the stream order, iid or qtype.
+    /// The stream order: VQA iid or qtype; classification class_iid (the default),
+    /// iid, instance or class_instance.
     #[arg(long)]
-    order: Option<Order>,
+    order: Option<String>,
+    /// Classification, orders iid and instance: streamed images per evaluation point.
+    #[arg(long)]
+    eval_every: Option<usize>,
     /// Seed of the plan and of every draw of the stream.
     #[arg(long)]
     seed: Option<u64>,

@@ -30,6 +30,8 @@ pub struct ClassMethod {
     pub name: String,
     /// Classes seen at each scored evaluation point.
     pub seen_classes: Vec<usize>,
+    /// Images streamed at each scored evaluation point (after the base initialisation).
+    pub positions: Vec<usize>,
     pub scores: Vec<ClassificationScore>,
     pub omega: Option<ClassificationOmega>,
 }
@@ -40,7 +42,16 @@ pub struct ClassEvaluation {
     pub base_classes: usize,
     pub num_classes: usize,
     pub baseline: String,
+    /// The stream order (`class_iid` unless the probabilities name another).
+    pub order: String,
     pub methods: Vec<ClassMethod>,
+}
+
+/// What one probabilities file says of its point: classes seen, position, order.
+struct PointOf {
+    seen: usize,
+    position: usize,
+    order: Option<String>,
 }
 
 /// Method folders holding probabilities: remind, finetune, others, the baseline last.
@@ -69,7 +80,7 @@ fn score_file(
     path: &Path,
     set: &LabelSet,
     label_of: &HashMap<u64, i64>,
-) -> Result<(usize, ClassificationScore)> {
+) -> Result<(PointOf, ClassificationScore)> {
     let f = TensorFile::open(path, "probabilities")?;
     let p = path.display();
     let k = set.num_classes();
@@ -78,12 +89,29 @@ fn score_file(
         "{p}: {:?} probabilities per item, the label table has {k} classes",
         f.shape()
     );
-    let seen: usize =
-        f.producer()?
+    let producer = f.producer()?;
+    let count = |key: &str| -> Result<usize> {
+        let v = producer
             .params
-            .get("seen_classes")
+            .get(key)
             .and_then(|v| v.as_u64())
-            .with_context(|| format!("{p}: no producer parameter seen_classes"))? as usize;
+            .with_context(|| format!("{p}: no producer parameter {key}"))?;
+        Ok(v as usize)
+    };
+    let seen = count("seen_classes")?;
+    ensure!(
+        (1..=k).contains(&seen),
+        "{p}: producer parameter seen_classes: expected 1 to {k}, found {seen}"
+    );
+    let point = PointOf {
+        seen,
+        position: count("position")?,
+        order: producer
+            .params
+            .get("order")
+            .and_then(|v| v.as_str())
+            .map(str::to_string),
+    };
     let mut probs = Vec::with_capacity(f.len() * k);
     let mut labels = Vec::with_capacity(f.len());
     for b in 0..f.num_batches() {
@@ -107,7 +135,7 @@ fn score_file(
     let seen_list: Vec<i64> = (0..seen as i64).collect();
     let score = classification_metrics(&probs, k, &labels, &base, &seen_list)
         .with_context(|| format!("scoring {p}"))?;
-    Ok((seen, score))
+    Ok((point, score))
 }
 
 /// Scores every method of `stream_dir` against the label table `labels`.
@@ -125,6 +153,7 @@ pub fn evaluate_classification(
         .zip(set.val.labels.iter().copied())
         .collect();
     let mut methods = Vec::new();
+    let mut order: Option<String> = None;
     for name in methods_of(stream_dir, s)? {
         let method_dir = RunLayout::new(stream_dir).method(&name);
         let dir = method_dir.probabilities_dir();
@@ -148,26 +177,41 @@ pub fn evaluate_classification(
         let mut m = ClassMethod {
             name: name.clone(),
             seen_classes: Vec::new(),
+            positions: Vec::new(),
             scores: Vec::new(),
             omega: None,
         };
         for (_, path) in files {
-            let (seen, score) = score_file(&path, &set, &label_of)?;
-            m.seen_classes.push(seen);
+            let (point, score) = score_file(&path, &set, &label_of)?;
+            let named = point.order.unwrap_or_else(|| "class_iid".into());
+            match &order {
+                None => order = Some(named),
+                Some(o) => ensure!(
+                    *o == named,
+                    "{}: order {named}, but other evaluation points are of order {o}: the \
+                     methods' runs must stream one order",
+                    path.display()
+                ),
+            }
+            m.seen_classes.push(point.seen);
+            m.positions.push(point.position);
             m.scores.push(score);
         }
         methods.push(m);
     }
+    let order = order.unwrap_or_else(|| "class_iid".into());
+    let by_class = order.starts_with("class");
     let base = methods.iter().find(|m| m.name == s.baseline).cloned();
     if let Some(base) = base {
         for m in methods.iter_mut() {
-            // Pair the points by classes seen.
+            // Pair the points by stream position (classes seen, in the class orders,
+            // follow from it): a partial run pairs its points with the baseline's first.
             let (mut mine, mut theirs, mut seen_at) = (Vec::new(), Vec::new(), Vec::new());
-            for (seen, score) in m.seen_classes.iter().zip(&m.scores) {
-                if let Some(i) = base.seen_classes.iter().position(|x| x == seen) {
+            for (i, (at, score)) in m.positions.iter().zip(&m.scores).enumerate() {
+                if let Some(j) = base.positions.iter().position(|x| x == at) {
                     mine.push(*score);
-                    theirs.push(base.scores[i]);
-                    seen_at.push(*seen);
+                    theirs.push(base.scores[j]);
+                    seen_at.push(if by_class { m.seen_classes[i] } else { *at });
                 }
             }
             m.omega = Some(classification_omega(&mine, &theirs)?);
@@ -178,7 +222,12 @@ pub fn evaluate_classification(
                         .collect()
                 };
                 let above = above_baseline(&seen_at, &top1(&mine), &top1(&theirs));
-                warn_above_baseline(&m.name, &base.name, "classes seen", &above);
+                let at = if by_class {
+                    "classes seen"
+                } else {
+                    "images streamed"
+                };
+                warn_above_baseline(&m.name, &base.name, at, &above);
             }
         }
     }
@@ -187,6 +236,7 @@ pub fn evaluate_classification(
         base_classes: set.base_classes,
         num_classes: set.num_classes(),
         baseline: s.baseline.clone(),
+        order,
         methods,
     })
 }
@@ -202,6 +252,22 @@ const FIELDS: [(&str, Getter); 6] = [
     ("seen_classes_top5", |s| s.seen_classes_top5),
 ];
 
+impl ClassEvaluation {
+    /// Whether the order streams class by class (points per class increment).
+    pub fn by_class(&self) -> bool {
+        self.order.starts_with("class")
+    }
+
+    /// The x value of each point of `m`: classes seen (class orders) or images streamed.
+    fn x_of(&self, m: &ClassMethod) -> Vec<usize> {
+        if self.by_class() {
+            m.seen_classes.clone()
+        } else {
+            m.positions.clone()
+        }
+    }
+}
+
 /// `metrics.json`: per method the reference's accuracy arrays (fractions, one entry per
 /// evaluation point), `seen_classes`, and `omega_all_top1` / `omega_all_top5`.
 pub fn metrics_json(ev: &ClassEvaluation) -> Value {
@@ -209,9 +275,17 @@ pub fn metrics_json(ev: &ClassEvaluation) -> Value {
     top.insert("task".into(), json!("classification"));
     top.insert("base_classes".into(), json!(ev.base_classes));
     top.insert("num_classes".into(), json!(ev.num_classes));
+    // Named only for the other orders, so class_iid metrics read as they did.
+    let by_class = ev.by_class();
+    if ev.order != "class_iid" {
+        top.insert("order".into(), json!(ev.order));
+    }
     for m in &ev.methods {
         let mut o = Map::new();
         o.insert("seen_classes".into(), json!(m.seen_classes));
+        if !by_class {
+            o.insert("images_streamed".into(), json!(m.positions));
+        }
         for (name, get) in FIELDS {
             let v: Vec<Option<f64>> = m.scores.iter().map(get).collect();
             o.insert(name.into(), json!(v));
@@ -242,14 +316,18 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
         ev.base_classes,
         ev.num_classes
     ));
+    if ev.order != "class_iid" {
+        out.push_str(&format!("Stream order: {}\n", ev.order));
+    }
     let points: Vec<usize> = ev
         .methods
         .iter()
-        .flat_map(|m| m.seen_classes.iter().copied())
+        .flat_map(|m| ev.x_of(m))
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    out.push_str(&format!("{:<10}", "classes"));
+    let x_name = if ev.by_class() { "classes" } else { "images" };
+    out.push_str(&format!("{x_name:<10}"));
     for m in &ev.methods {
         out.push_str(&format!("{:>18}", m.name));
     }
@@ -257,7 +335,7 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
     for p in points {
         out.push_str(&format!("{p:<10}"));
         for m in &ev.methods {
-            let cell = match m.seen_classes.iter().position(|&x| x == p) {
+            let cell = match ev.x_of(m).iter().position(|&x| x == p) {
                 Some(i) => format!(
                     "{} / {}",
                     pct(m.scores[i].seen_classes_top1),
@@ -290,11 +368,11 @@ pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
     let scale = 2usize;
     let series = plot::method_lines(
         ev.methods.iter().map(|m| {
-            let points = m
-                .seen_classes
-                .iter()
+            let points = ev
+                .x_of(m)
+                .into_iter()
                 .zip(&m.scores)
-                .filter_map(|(&c, s)| Some((c as f64, 100.0 * s.seen_classes_top1?)))
+                .filter_map(|(c, s)| Some((c as f64, 100.0 * s.seen_classes_top1?)))
                 .collect();
             (m.name.as_str(), points)
         }),
@@ -303,14 +381,31 @@ pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
     let legend_w = plot::legend_width(ev.methods.iter().map(|m| m.name.as_str()), scale);
     let (w, h) = (1000 + legend_w, 560i64);
     let mut canvas = Canvas::new(w as usize, h as usize, plot::WHITE);
+    let (title, x_label, x_max) = if ev.by_class() {
+        (
+            format!(
+                "Top-1 accuracy on all seen classes ({} base of {})",
+                ev.base_classes, ev.num_classes
+            ),
+            "classes seen",
+            ev.num_classes as f64,
+        )
+    } else {
+        let most = ev.methods.iter().flat_map(|m| m.positions.iter()).max();
+        (
+            format!(
+                "Top-1 accuracy on all {} classes, {} order",
+                ev.num_classes, ev.order
+            ),
+            "images streamed",
+            most.map_or(1.0, |&n| n.max(1) as f64),
+        )
+    };
     let axes = Axes {
-        title: format!(
-            "Top-1 accuracy on all seen classes ({} base of {})",
-            ev.base_classes, ev.num_classes
-        ),
-        x_label: "classes seen".into(),
+        title,
+        x_label: x_label.into(),
         y_label: "accuracy (%)".into(),
-        x_range: (0.0, ev.num_classes as f64),
+        x_range: (0.0, x_max),
         y_range: (0.0, 100.0),
         y_step: 20.0,
         vlines: Vec::new(),

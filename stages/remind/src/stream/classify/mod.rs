@@ -17,7 +17,6 @@
 //! checkpoint (F, optimiser, buffer, RNG position, per-class counters) from which a run
 //! resumes to the same result.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -29,6 +28,7 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 pub mod augment;
+pub mod order;
 
 use crate::artifact::weights::read_weights;
 use crate::artifact::{DType, Payload, Producer, TensorDataset, TensorSpec, TensorWriter};
@@ -40,12 +40,12 @@ use crate::stream::decode::{Decoder, StreamCodes};
 use crate::stream::driver::{self, BareStep, Learner, Net, Replay, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
 use crate::stream::offline;
-use crate::stream::plan::StreamPlan;
 use crate::stream::Method;
 use crate::train::optim::{OptimKind, Optimizer};
 use crate::train::schedule::{lr_at, LrSchedule};
 use crate::train::top1_hits;
 use augment::{draw_lambda, random_resized_crops};
+pub use order::{stream_plan, StreamOrder};
 
 /// Config section `classify_stream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,8 +57,17 @@ pub struct ClassifySettings {
     pub arch: Arch,
     pub width: i64,
     pub stem: Stem,
-    /// Classes per evaluation point after the base classes.
+    /// The stream order ([`StreamOrder`]): `class_iid` (default; with base classes,
+    /// REMIND's ImageNet protocol), `iid`, `instance`, `class_instance`. Left out of the
+    /// config hash while the default, so earlier runs hash as before.
+    #[serde(skip_serializing_if = "StreamOrder::is_default")]
+    pub order: StreamOrder,
+    /// Class orders: classes per evaluation point after the base classes.
     pub increment: usize,
+    /// `iid` and `instance` orders: streamed items per evaluation point (default: a tenth
+    /// of the stream).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_every: Option<usize>,
     /// r: replayed items per update.
     pub replay: usize,
     /// Mixup's alpha (0 turns mixup off).
@@ -112,7 +121,9 @@ impl Default for ClassifySettings {
             arch: Arch::ResNet18,
             width: 64,
             stem: Stem::ImageNet,
+            order: StreamOrder::ClassIid,
             increment: 100,
+            eval_every: None,
             replay: 50,
             mixup_alpha: 0.1,
             random_crops: true,
@@ -143,6 +154,16 @@ impl ClassifySettings {
             "classify_stream.increment must be at least 1"
         );
         ensure!(
+            self.eval_every != Some(0),
+            "classify_stream.eval_every: expected at least 1 (or absent), found 0"
+        );
+        ensure!(
+            self.max_train_per_class.is_none() || self.order == StreamOrder::ClassIid,
+            "classify_stream.max_train_per_class applies to order class_iid only (found order \
+             {}): subsample at import instead (import_images.frame_step for video)",
+            self.order
+        );
+        ensure!(
             self.mixup_alpha >= 0.0 && self.mixup_alpha.is_finite(),
             "classify_stream.mixup_alpha must be >= 0"
         );
@@ -160,60 +181,6 @@ impl ClassifySettings {
         );
         self.lr.validate()
     }
-}
-
-/// The class-incremental plan (REMIND's ImageNet protocol, paper section 4.1): the base
-/// classes' training items first (in id order: the base-initialisation set, stored in the
-/// buffer before the stream), then the other classes one after another, each class's items
-/// in a seeded shuffle, at most `max_train_per_class` of them; an evaluation point after the
-/// base classes and after every `increment` classes (and after the last class). Positions
-/// count the streamed images only.
-pub fn class_plan(set: &LabelSet, s: &ClassifySettings) -> Result<StreamPlan> {
-    let (b, k) = (set.base_classes, set.num_classes());
-    let mut by_class: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
-    for (row, &y) in set.train.labels.iter().enumerate() {
-        by_class.entry(y).or_default().push(row);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ 0x636c_6173);
-    let mut base = Vec::new();
-    let mut stream = Vec::new();
-    let mut ends = Vec::new();
-    let mut seen_classes = vec![b];
-    for c in 0..k {
-        let mut rows = by_class.remove(&(c as i64)).unwrap_or_default();
-        ensure!(
-            !rows.is_empty(),
-            "{}: class {c} ('{}') has no training images",
-            set.path.display(),
-            set.class_names[c]
-        );
-        rows.shuffle(&mut rng);
-        if c < b {
-            base.extend(rows);
-            continue;
-        }
-        if let Some(cap) = s.max_train_per_class {
-            rows.truncate(cap.max(1));
-        }
-        stream.extend(rows);
-        if (c + 1 - b) % s.increment == 0 || c + 1 == k {
-            ends.push(stream.len());
-            seen_classes.push(c + 1);
-        }
-    }
-    base.sort_unstable();
-    let n = base.len();
-    let mut boundaries = vec![n];
-    boundaries.extend(ends.iter().map(|e| n + e));
-    let mut items = base;
-    items.extend(stream);
-    Ok(StreamPlan {
-        items,
-        segment_groups: vec![None; boundaries.len()],
-        boundaries,
-        seen_classes,
-        positions_count_base: false,
-    })
 }
 
 /// Input artifacts of a run.
@@ -388,18 +355,20 @@ pub fn run_classify_stream(
     let all_ids = codes.ids()?;
     let train_rows = rows_of(&set.train, &codes, &all_ids, inputs.labels)?;
     let val_rows = rows_of(&set.val, &codes, &all_ids, inputs.labels)?;
-    let plan = class_plan(&set, s)?;
+    let plan = stream_plan(&set, s)?;
     let num_classes = set.num_classes();
     let weights_sha = crate::artifact::weights::file_sha256(inputs.base_weights)?;
     check_same_network(&codes, inputs.base_weights, &weights_sha)?;
     let hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
     eprintln!(
-        "stream-train[{}]: {} base images of {} classes, {} streamed images of {} more classes, {} evaluation points",
+        "stream-train[{}]: {} base images of {} classes, {} streamed images of {} classes in \
+         order {}, {} evaluation points",
         method.name(),
         plan.base_len(),
         set.base_classes,
         plan.items.len() - plan.base_len(),
-        set.num_classes() - set.base_classes,
+        set.num_classes(),
+        s.order,
         plan.boundaries.len()
     );
     let ctx = Ctx {
@@ -497,6 +466,12 @@ fn write_probabilities(
         .param("evaluation", k)
         .param("seen_classes", seen)
         .param("position", ctx.run.plan.position(k));
+    // Named only when not the default, so class_iid files are as they were.
+    let producer = if ctx.s.order.is_default() {
+        producer
+    } else {
+        producer.param("order", ctx.s.order.name())
+    };
     let spec = TensorSpec::new(
         "probabilities",
         &[ctx.num_classes],
@@ -781,63 +756,5 @@ impl Learner for Ctx<'_> {
             let _ = loss.double_value(&[]);
             Ok(())
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::path::PathBuf;
-
-    fn positions(p: &StreamPlan) -> Vec<usize> {
-        (0..p.boundaries.len()).map(|k| p.position(k)).collect()
-    }
-
-    fn set(labels_train: &[i64], base: usize, k: usize) -> LabelSet {
-        let items = |labels: &[i64]| Items {
-            ids: (0..labels.len() as u64).collect(),
-            labels: labels.to_vec(),
-            sources: vec![String::new(); labels.len()],
-        };
-        LabelSet {
-            path: PathBuf::from("labels.parquet"),
-            train: items(labels_train),
-            val: items(&[0]),
-            class_names: (0..k).map(|c| c.to_string()).collect(),
-            base_classes: base,
-            image_root: None,
-        }
-    }
-
-    #[test]
-    fn plan_streams_classes_in_order_with_increments() {
-        let labels = [0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 2, 4];
-        let s = ClassifySettings {
-            increment: 2,
-            ..Default::default()
-        };
-        let p = class_plan(&set(&labels, 1, 5), &s).unwrap();
-        assert_eq!(p.items[..p.base_len()], [0, 5]);
-        assert_eq!(p.seen_classes, vec![1, 3, 5]);
-        // Classes 1,2 (2 + 3 images), then 3,4 (2 + 3 images).
-        assert_eq!(positions(&p), vec![0, 5, 10]);
-        assert_eq!(p.boundaries, vec![2, 7, 12]);
-        let stream_labels: Vec<i64> = p.items[2..].iter().map(|&r| labels[r]).collect();
-        assert_eq!(stream_labels, vec![1, 1, 2, 2, 2, 3, 3, 4, 4, 4]);
-        let capped = ClassifySettings {
-            increment: 3,
-            max_train_per_class: Some(1),
-            ..Default::default()
-        };
-        let p = class_plan(&set(&labels, 1, 5), &capped).unwrap();
-        // A last, partial increment still gets an evaluation point.
-        assert_eq!(p.seen_classes, vec![1, 4, 5]);
-        assert_eq!(positions(&p), vec![0, 3, 4]);
-    }
-
-    #[test]
-    fn plan_refuses_a_class_without_images() {
-        let e = class_plan(&set(&[0, 1, 3], 1, 4), &ClassifySettings::default()).unwrap_err();
-        assert!(e.to_string().contains("class 2"), "{e}");
     }
 }
