@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use remind::artifact::Producer;
-use remind::data::core50::generate::{generate, GenerateCore50Config, CATEGORIES};
+use remind::data::core50::generate::{generate, GenerateCore50Config};
+use remind::data::core50::layout::CATEGORIES;
 use remind::run::config_hash;
 use remind_stages::{stage, Common};
 use serde::Serialize;

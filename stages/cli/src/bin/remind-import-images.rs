@@ -63,9 +63,12 @@ struct ImportImagesFlags {
     /// CORe50: the test sessions, comma-separated (default 3,7,10).
     #[arg(long, value_delimiter = ',')]
     test_sessions: Option<Vec<i64>>,
-    /// CORe50: the training sessions of the base initialisation (default 1).
+    /// CORe50: the training sessions of the base initialisation (default: all).
     #[arg(long, value_delimiter = ',')]
     base_sessions: Option<Vec<i64>>,
+    /// CORe50: the first N objects of every category are the base initialisation's (1).
+    #[arg(long)]
+    base_objects_per_category: Option<usize>,
     /// CORe50: keep the frames whose index is a multiple of this (default 1: all).
     #[arg(long)]
     frame_step: Option<usize>,

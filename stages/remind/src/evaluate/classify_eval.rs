@@ -2,9 +2,10 @@
 //! evaluation point (`<stream_dir>/<method>/probabilities/eval-KKK.arrow`, written by
 //! stream-train) scored against the label table: top-1 / top-5 on the base classes, the
 //! non-base classes seen so far and all seen classes (the reference's names), and
-//! Omega_all (top-1, top-5) against the offline model. Outputs: `metrics.json`,
-//! `metrics.parquet` (kind `metrics`), `metrics.png` (seen-class top-1 against the number
-//! of classes) and a printed table.
+//! Omega_all (top-1, top-5) against the offline model, points paired by stream position.
+//! Outputs: `metrics.json`, `metrics.parquet` (kind `metrics`), `metrics.png` (seen-class
+//! top-1 against the classes seen, or against the images streamed in the iid and instance
+//! orders and after a base set spanning every class) and a printed table.
 
 use std::collections::HashMap;
 use std::fs;
@@ -200,7 +201,7 @@ pub fn evaluate_classification(
         methods.push(m);
     }
     let order = order.unwrap_or_else(|| "class_iid".into());
-    let by_class = order.starts_with("class");
+    let by_class = order.starts_with("class") && set.base_classes < set.num_classes();
     let base = methods.iter().find(|m| m.name == s.baseline).cloned();
     if let Some(base) = base {
         for m in methods.iter_mut() {
@@ -253,9 +254,11 @@ const FIELDS: [(&str, Getter); 6] = [
 ];
 
 impl ClassEvaluation {
-    /// Whether the order streams class by class (points per class increment).
+    /// Whether points are told apart by the classes seen: a class order whose base set
+    /// leaves classes to stream (ImageNet's protocol). Otherwise by images streamed (iid
+    /// and instance orders, and class orders after a base set spanning every class).
     pub fn by_class(&self) -> bool {
-        self.order.starts_with("class")
+        self.order.starts_with("class") && self.base_classes < self.num_classes
     }
 
     /// The x value of each point of `m`: classes seen (class orders) or images streamed.
@@ -277,7 +280,7 @@ pub fn metrics_json(ev: &ClassEvaluation) -> Value {
     top.insert("num_classes".into(), json!(ev.num_classes));
     // Named only for the other orders, so class_iid metrics read as they did.
     let by_class = ev.by_class();
-    if ev.order != "class_iid" {
+    if ev.order != "class_iid" || !by_class {
         top.insert("order".into(), json!(ev.order));
     }
     for m in &ev.methods {

@@ -40,28 +40,13 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::layout::{
+    category_of, image_path, object_number, CATEGORIES, CATEGORY_NAMES, OBJECTS_PER_CATEGORY,
+    SESSIONS,
+};
 use crate::artifact::atomic::TEMP_PREFIX;
 use crate::run::Progress;
 
-/// Sessions of the release (and of every generated data set): `s1`..`s11`.
-pub const SESSIONS: usize = 11;
-/// Categories of the release; category `c` owns objects `o{5c+1}..o{5c+5}`.
-pub const CATEGORIES: usize = 10;
-/// Objects per category in the release.
-pub const OBJECTS_PER_CATEGORY: usize = 5;
-/// CORe50's category names, in category order (objects o1-o5 are `plug_adapter`, ...).
-pub const CATEGORY_NAMES: [&str; CATEGORIES] = [
-    "plug_adapter",
-    "mobile_phone",
-    "scissors",
-    "light_bulb",
-    "can",
-    "glass",
-    "ball",
-    "marker",
-    "cup",
-    "remote_control",
-];
 /// The sessions drawn outdoor (the others are indoor): 3 of 11 as in the release, two of
 /// them among the usual training sessions and one among the test sessions (3, 7, 10).
 pub const OUTDOOR_SESSIONS: [usize; 3] = [4, 7, 11];
@@ -132,29 +117,6 @@ impl GenerateCore50Config {
     pub fn images(&self) -> usize {
         CATEGORIES * self.objects_per_category * SESSIONS * self.frames_per_session
     }
-}
-
-/// Object number (1-based, `o{n}`) of the `k`-th object (0-based) of category `c`.
-pub fn object_number(category: usize, k: usize) -> usize {
-    category * OBJECTS_PER_CATEGORY + k + 1
-}
-
-/// Category (0-based, an index of [`CATEGORY_NAMES`]) of object number `object` (1..=50).
-pub fn category_of(object: usize) -> usize {
-    (object - 1) / OBJECTS_PER_CATEGORY
-}
-
-/// File name of a frame: `C_{ss}_{oo}_{fff}.png` (session and object 1-based, frame
-/// 0-based).
-pub fn image_file_name(session: usize, object: usize, frame: usize) -> String {
-    format!("C_{session:02}_{object:02}_{frame:03}.png")
-}
-
-/// Path of a frame under the data-set root: `root/s{session}/o{object}/C_...png`.
-pub fn image_path(root: &Path, session: usize, object: usize, frame: usize) -> PathBuf {
-    root.join(format!("s{session}"))
-        .join(format!("o{object}"))
-        .join(image_file_name(session, object, frame))
 }
 
 /// What [`generate`] wrote.

@@ -5,15 +5,21 @@
 //! [`CATEGORY_NAMES`].
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::backbone::features::images::{list_images, IdFrom};
 use crate::data::images::labels::Frame;
 
-/// The ten categories of CORe50, category c holding objects 5c+1..5c+5.
-pub const CATEGORY_NAMES: [&str; 10] = [
+/// Sessions of the release (and of every generated data set): `s1`..`s11`.
+pub const SESSIONS: usize = 11;
+/// Categories of the release; category `c` owns objects `o{5c+1}..o{5c+5}`.
+pub const CATEGORIES: usize = 10;
+/// Objects per category in the release.
+pub const OBJECTS_PER_CATEGORY: usize = 5;
+/// CORe50's category names, in category order (objects o1-o5 are `plug_adapter`, ...).
+pub const CATEGORY_NAMES: [&str; CATEGORIES] = [
     "plug_adapter",
     "mobile_phone",
     "scissors",
@@ -25,10 +31,6 @@ pub const CATEGORY_NAMES: [&str; 10] = [
     "cup",
     "remote_control",
 ];
-
-/// Objects per category in the release.
-pub const OBJECTS_PER_CATEGORY: i64 = 5;
-
 /// The release's training sessions (the rest, 3, 7 and 10, are its test sessions; CORe50
 /// paper, section 4).
 pub const TRAIN_SESSIONS: [i64; 8] = [1, 2, 4, 5, 6, 8, 9, 11];
@@ -47,14 +49,38 @@ pub struct Core50Image {
     pub category: usize,
 }
 
-/// The category of object `object` (1-based), or an error naming `path`.
-pub fn category_of(object: i64, path: &str) -> Result<usize> {
+/// Object number (1-based, `o{n}`) of the `k`-th object (0-based) of category `c`.
+pub fn object_number(category: usize, k: usize) -> usize {
+    category * OBJECTS_PER_CATEGORY + k + 1
+}
+
+/// Category (0-based, an index of [`CATEGORY_NAMES`]) of object number `object` (1..=50).
+pub fn category_of(object: usize) -> usize {
+    (object - 1) / OBJECTS_PER_CATEGORY
+}
+
+/// File name of a frame: `C_{ss}_{oo}_{fff}.png` (session and object 1-based, frame
+/// 0-based).
+pub fn image_file_name(session: usize, object: usize, frame: usize) -> String {
+    format!("C_{session:02}_{object:02}_{frame:03}.png")
+}
+
+/// Path of a frame under the data-set root: `root/s{session}/o{object}/C_...png`.
+pub fn image_path(root: &Path, session: usize, object: usize, frame: usize) -> PathBuf {
+    root.join(format!("s{session}"))
+        .join(format!("o{object}"))
+        .join(image_file_name(session, object, frame))
+}
+
+/// The category of object `object` read from `path`, or an error naming it.
+pub fn checked_category(object: i64, path: &str) -> Result<usize> {
+    let most = (CATEGORIES * OBJECTS_PER_CATEGORY) as i64;
     ensure!(
-        (1..=OBJECTS_PER_CATEGORY * CATEGORY_NAMES.len() as i64).contains(&object),
-        "{path}: object {object}: expected 1 to {} (CORe50 has 10 categories of 5 objects)",
-        OBJECTS_PER_CATEGORY * CATEGORY_NAMES.len() as i64
+        (1..=most).contains(&object),
+        "{path}: object {object}: expected 1 to {most} (CORe50 has {CATEGORIES} categories of \
+         {OBJECTS_PER_CATEGORY} objects)"
     );
-    Ok(((object - 1) / OBJECTS_PER_CATEGORY) as usize)
+    Ok(category_of(object as usize))
 }
 
 /// Parses `C_{ss}_{oo}_{fff}.{png,jpg}` into (session, object, frame).
@@ -118,7 +144,7 @@ pub fn scan(root: &Path, sessions: &[i64]) -> Result<Vec<Core50Image>> {
                     e.path().display()
                 )
             })?;
-            category_of(o, &e.path().display().to_string())?;
+            checked_category(o, &e.path().display().to_string())?;
             found.insert(o);
         }
         ensure!(
@@ -179,7 +205,7 @@ pub fn scan(root: &Path, sessions: &[i64]) -> Result<Vec<Core50Image>> {
                 session: s,
                 frame,
             },
-            category: category_of(o, &p.display().to_string())?,
+            category: checked_category(o, &p.display().to_string())?,
         });
     }
     for (s, found) in &objects {
@@ -216,11 +242,11 @@ mod tests {
 
     #[test]
     fn objects_map_to_their_category_block() {
-        assert_eq!(category_of(1, "x").unwrap(), 0);
-        assert_eq!(category_of(5, "x").unwrap(), 0);
-        assert_eq!(category_of(6, "x").unwrap(), 1);
-        assert_eq!(category_of(50, "x").unwrap(), 9);
-        assert!(category_of(51, "x").is_err());
-        assert!(category_of(0, "x").is_err());
+        assert_eq!(checked_category(1, "x").unwrap(), 0);
+        assert_eq!(checked_category(5, "x").unwrap(), 0);
+        assert_eq!(checked_category(6, "x").unwrap(), 1);
+        assert_eq!(checked_category(50, "x").unwrap(), 9);
+        assert!(checked_category(51, "x").is_err());
+        assert!(checked_category(0, "x").is_err());
     }
 }

@@ -2,7 +2,7 @@
 //! sessions split into training and test, the base sessions, frame subsampling, and the
 //! video columns of the label table.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,13 +10,17 @@ use anyhow::{ensure, Result};
 use arrow::array::{ArrayRef, BooleanArray, Int64Array};
 
 use super::{ImportImagesConfig, Item, Loaded, Split, LOG};
-use crate::data::core50::layout::{scan, CATEGORY_NAMES, TEST_SESSIONS, TRAIN_SESSIONS};
+use crate::data::core50::layout::{
+    category_of, scan, CATEGORY_NAMES, TEST_SESSIONS, TRAIN_SESSIONS,
+};
 
-/// The sessions of an import: training, test, base (a subset of training).
+/// The sessions of an import: training, test, base (a subset of training); the number
+/// of base objects per category.
 struct Sessions {
     train: Vec<i64>,
     test: Vec<i64>,
     base: Vec<i64>,
+    base_objects: usize,
     frame_step: usize,
 }
 
@@ -30,7 +34,12 @@ fn sessions(cfg: &ImportImagesConfig) -> Result<Sessions> {
             .test_sessions
             .clone()
             .unwrap_or_else(|| TEST_SESSIONS.to_vec()),
-        base: cfg.base_sessions.clone().unwrap_or_else(|| vec![1]),
+        base: cfg
+            .base_sessions
+            .clone()
+            .or_else(|| cfg.train_sessions.clone())
+            .unwrap_or_else(|| TRAIN_SESSIONS.to_vec()),
+        base_objects: cfg.base_objects_per_category.unwrap_or(1),
         frame_step: cfg.frame_step.unwrap_or(1),
     };
     for (key, list) in [
@@ -71,20 +80,17 @@ fn sessions(cfg: &ImportImagesConfig) -> Result<Sessions> {
         s.train
     );
     ensure!(
-        s.train.len() > s.base.len(),
-        "import_images.base_sessions {:?}: every training session is a base session, nothing \
-         would stream",
-        s.base
+        s.base_objects >= 1,
+        "import_images.base_objects_per_category: expected at least 1, found 0"
     );
     ensure!(
         s.frame_step >= 1,
         "import_images.frame_step: expected at least 1, found 0"
     );
-    for key in ["max_train_per_class", "max_val_per_class"] {
-        let set = match key {
-            "max_train_per_class" => cfg.max_train_per_class.is_some(),
-            _ => cfg.max_val_per_class.is_some(),
-        };
+    for (key, set) in [
+        ("max_train_per_class", cfg.max_train_per_class.is_some()),
+        ("max_val_per_class", cfg.max_val_per_class.is_some()),
+    ] {
         ensure!(
             !set,
             "import_images.{key} would cut CORe50's frame sequences: use frame_step or fewer \
@@ -101,6 +107,19 @@ pub(super) fn load(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
     let mut all = s.train.clone();
     all.extend(&s.test);
     let images = scan(root, &all)?;
+    let objects: BTreeSet<i64> = images.iter().map(|i| i.at.instance).collect();
+    // The first `base_objects` objects (by number) of every category.
+    let mut per_category: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
+    for &o in &objects {
+        per_category
+            .entry(category_of(o as usize))
+            .or_default()
+            .push(o);
+    }
+    let base_objects: BTreeSet<i64> = per_category
+        .values()
+        .flat_map(|objs| objs.iter().take(s.base_objects).copied())
+        .collect();
     let present: BTreeSet<usize> = images.iter().map(|i| i.category).collect();
     let categories: Vec<usize> = present.into_iter().collect();
     let classes: Vec<String> = categories
@@ -123,7 +142,9 @@ pub(super) fn load(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
         if im.at.frame % s.frame_step as i64 != 0 {
             continue;
         }
-        let base = split == Split::Train && s.base.contains(&im.at.session);
+        let base = split == Split::Train
+            && s.base.contains(&im.at.session)
+            && base_objects.contains(&im.at.instance);
         items.push(Item {
             split,
             class,
@@ -133,6 +154,18 @@ pub(super) fn load(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
             video: Some((im.at, base)),
         });
     }
+    ensure!(
+        items
+            .iter()
+            .any(|i| i.video.is_some_and(|v| !v.1) && i.split == Split::Train),
+        "import_images: every training frame is a base frame (objects {:?} in sessions {:?}: \
+         base_objects_per_category {} of the {} objects per category there, base_sessions): \
+         nothing would stream",
+        base_objects,
+        s.base,
+        s.base_objects,
+        per_category.values().map(Vec::len).max().unwrap_or(0)
+    );
     for split in [Split::Train, Split::Val] {
         ensure!(
             items.iter().any(|i| i.split == split),

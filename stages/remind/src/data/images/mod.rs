@@ -19,8 +19,8 @@
 //!   `remind.num_classes`, `remind.base_classes`. CORe50 adds the columns `instance` (the
 //!   object, 1..50), `session`, `frame` and `base` (training items of the base sessions).
 //! - `base_train.parquet` (kind `ids`): the ids of the base-initialisation items: the
-//!   training items of the first `base_classes` classes of the order, or for CORe50 those
-//!   of the `base_sessions` (`remind-fit-pq --ids` reads it).
+//!   training items of the first `base_classes` classes of the order, or for CORe50 the
+//!   frames of the base objects in the base sessions (`remind-fit-pq --ids` reads it).
 //! - `class_order.txt`: the class order, one original name per line.
 //! - `import_report.json`: counts per split and class, the files read, seed, outputs.
 //!
@@ -91,9 +91,10 @@ impl Split {
 /// - `core50`: CORe50's release root (`s{1..11}/o{1..50}/C_ss_oo_fff.png`): the classes
 ///   are its 10 categories, each item carries its object (`instance`), session and frame.
 ///   With it only: `train_sessions` (default 1, 2, 4, 5, 6, 8, 9, 11) and `test_sessions`
-///   (3, 7, 10), the release's split (CORe50 paper, section 4); `base_sessions` (default
-///   [1]): the training sessions whose frames of every object are the base-initialisation
-///   set, `base_classes` being unused (our choice, see README "CORe50");
+///   (3, 7, 10), the release's split (CORe50 paper, section 4). The base-initialisation
+///   set is the frames of the first `base_objects_per_category` objects (default 1) of every
+///   category in `base_sessions` (default: every training session); `base_classes` is unused (our
+///   choice, see README "CORe50");
 ///   `frame_step` (default 1): keep the frames whose index is a multiple of it (20 keeps
 ///   one frame a second of the 20 fps release).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -119,6 +120,8 @@ pub struct ImportImagesConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub base_sessions: Option<Vec<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_objects_per_category: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub frame_step: Option<usize>,
 }
 
@@ -138,6 +141,7 @@ impl Default for ImportImagesConfig {
             train_sessions: None,
             test_sessions: None,
             base_sessions: None,
+            base_objects_per_category: None,
             frame_step: None,
         }
     }
@@ -195,6 +199,10 @@ impl ImportImagesConfig {
                 ("train_sessions", self.train_sessions.is_some()),
                 ("test_sessions", self.test_sessions.is_some()),
                 ("base_sessions", self.base_sessions.is_some()),
+                (
+                    "base_objects_per_category",
+                    self.base_objects_per_category.is_some(),
+                ),
                 ("frame_step", self.frame_step.is_some()),
             ] {
                 ensure!(

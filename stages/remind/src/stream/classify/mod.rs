@@ -1,8 +1,9 @@
-//! Class-incremental streaming image classification (REMIND's ImageNet protocol) over PQ
-//! codes: F (the network after the cut) starts from the base-initialisation weights, the
-//! buffer from the base classes' codes; then the stream shows the other classes' training
-//! images one at a time, class by class, and every `increment` classes the model is scored
-//! on the validation images of every class seen so far.
+//! Streaming image classification over PQ codes (REMIND's ImageNet protocol, and CORe50's
+//! stream orders): F (the network after the cut) starts from the base-initialisation
+//! weights, the buffer from the base set's codes; then the stream shows the other training
+//! images one at a time in the order of `classify_stream.order` ([`order`]: by default
+//! class by class), and at every evaluation point the model is scored on the validation
+//! images of the classes seen so far (every class, in the iid and instance orders).
 //!
 //! - `remind`: per image, one SGD step on [the image] + r replayed items (2r drawn with
 //!   mixup, mixed pairwise with lambda ~ Beta(alpha, alpha)), replayed maps randomly
