@@ -35,6 +35,8 @@ help:
 	@echo "  make fashion-parity   the protocol compared with the authors' REMIND (BENCHMARKS.md, about 25 min on 2 cores)"
 	@echo "  make fashion-tiny     the smallest classification chain (tests)"
 	@echo "  make imagenet         the ImageNet protocol (needs IMAGENET_DIR=..., optional CLASS_ORDER=...)"
+	@echo "  make core50           CORe50's stream orders on mini-CORe50 (ORDER=iid|class_iid|instance|class_instance; CORE50_DIR=...: the release)"
+	@echo "  make core50-orders    all four orders, and their table"
 	@echo "  make slurm-<pipeline> submit any pipeline above to Slurm instead (SHARDS=N array tasks, WAIT=1)"
 	@echo "Checks:"
 	@echo "  make test            the test suite (installs and builds what is missing)"
@@ -187,7 +189,7 @@ $(1)/.config/%.json: | $$(SETUP)
 # Named in a rule of their own, so that make never takes them for intermediate files.
 $$(foreach s,$$(STAMPED_SECTIONS),$(1)/.config/$$(s).json):
 endef
-STAMPED_SECTIONS := generate_clevr import_questions import_images train_backbone train_classifier \
+STAMPED_SECTIONS := generate_clevr generate_core50 import_questions import_images train_backbone train_classifier \
 	extract_features fit_pq extract_codes stream model classify_stream evaluate
 
 TINY_GEN_CONFIG := $(or $(CONFIG),pipelines/clevr-tiny.yaml)
@@ -275,8 +277,9 @@ CLASS_ORDER ?=
 BASE_WEIGHTS ?=
 FULL ?=
 
-# class_pipeline(name, config, import-args, image-root)
-define class_pipeline
+# class_chain(name, config, import-args, image-root, data-stamp): import, base
+# initialisation, features, PQ and codes into $(ART)/<name>.
+define class_chain
 $(1)_CONFIG := $$(or $$(CONFIG),$(2))
 $(1)_RUN := $(ART)/$(1)
 $(1)_WEIGHTS := $$(or $$(BASE_WEIGHTS),$$($(1)_RUN)/base/weights.safetensors)
@@ -284,7 +287,7 @@ $(1)_ARGS = --config $$($(1)_CONFIG) --run-dir $$($(1)_RUN)
 $(1)_SEC := $$($(1)_RUN)/.config
 $$(eval $$(call section_stamps,$$($(1)_RUN),$$($(1)_CONFIG)))
 
-$$($(1)_RUN)/data/labels.parquet: $$($(1)_SEC)/import_images.json | $$(SETUP)
+$$($(1)_RUN)/data/labels.parquet: $$($(1)_SEC)/import_images.json $(5) | $$(SETUP)
 	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
 
 $$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_SEC)/train_classifier.json | $$(SETUP)
@@ -298,16 +301,27 @@ $$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow 
 
 $$($(1)_RUN)/codes/part-00000-of-00001.arrow: $$($(1)_RUN)/pq/codebook.arrow $$($(1)_RUN)/features/part-00000-of-00001.arrow $$($(1)_SEC)/extract_codes.json | $$(SETUP)
 	$$(call STAGE,extract-codes) $$($(1)_ARGS) --features $$($(1)_RUN)/features --codebook $$< --out $$(@D) $$(THREADS_ARG)
+endef
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_SEC)/classify_stream.json | $$(SETUP)
-	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* \
+# class_streams(name, folder, stream-train flags): the methods' streams and the evaluation
+# of chain <name> into <folder> (its stream/ and metrics.json).
+define class_streams
+$(2)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_SEC)/classify_stream.json | $$(SETUP)
+	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* $(3) \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
-		--out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
+		--out $(2)/stream --resume --restart-stale $$(THREADS_ARG)
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
+$(2)/metrics.json: $$(foreach m,$$(METHODS),$(2)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
-		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
+		--stream-dir $(2)/stream --out $(2)
+endef
+
+# class_pipeline(name, config, import-args, image-root): the chain, its streams in the
+# config's order, and the targets <name> and slurm-<name>.
+define class_pipeline
+$$(eval $$(call class_chain,$(1),$(2),$(3),$(4)))
+$$(eval $$(call class_streams,$(1),$$($(1)_RUN)))
 
 .PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
@@ -341,6 +355,53 @@ $(error make imagenet needs IMAGENET_DIR=/path/with/train/and/val)
 endif
 endif
 $(ART)/imagenet/data/labels.parquet: | imagenet-check
+
+# ---------------------------------------------------------------------------------------
+# CORe50 and the four stream orders (README, "CORe50"). `make core50 ORDER=<order>` runs on
+# mini-CORe50, generated in CORe50's release layout; CORE50_DIR=/data/core50_128x128 on
+# the release (pipelines/core50-release.yaml unless CONFIG is given). Import, base
+# initialisation, features, PQ and codes are shared by the orders; each order's streams
+# and metrics go to $(ART)/<run>/<order>/. `make core50-orders` runs all four and prints
+# their table.
+CORE50_DIR ?=
+ORDER ?= class_instance
+CORE50_ORDERS := iid class_iid instance class_instance
+CORE50_NAME := $(if $(CORE50_DIR),core50-release,core50)
+CORE50_DATA := $(if $(CORE50_DIR),$(CORE50_DIR),$(ART)/mini-core50/core50_mini)
+CORE50_STAMP := $(if $(CORE50_DIR),,$(ART)/mini-core50/.complete)
+ifneq ($(filter core50 slurm-core50 core50-orders,$(MAKECMDGOALS)),)
+ifeq ($(filter $(ORDER),$(CORE50_ORDERS)),)
+$(error ORDER=$(ORDER): expected one of $(CORE50_ORDERS))
+endif
+ifneq ($(CORE50_DIR),)
+ifeq ($(wildcard $(CORE50_DIR)/s1),)
+$(error CORE50_DIR=$(CORE50_DIR) has no s1/ folder: pass the root of CORe50's release (s1..s11/o1..o50/C_ss_oo_fff.png, e.g. core50_128x128))
+endif
+endif
+endif
+
+MINI_CORE50_CONFIG := pipelines/core50.yaml
+$(eval $(call section_stamps,$(ART)/mini-core50,$(MINI_CORE50_CONFIG)))
+$(ART)/mini-core50/.complete: $(ART)/mini-core50/.config/generate_core50.json | $(SETUP)
+	$(call STAGE,generate-core50) --config $(MINI_CORE50_CONFIG) --out $(ART)/mini-core50/core50_mini --run-dir $(ART)/mini-core50
+	@touch $@
+
+$(eval $(call class_chain,$(CORE50_NAME),pipelines/$(CORE50_NAME).yaml,--core50 $(CORE50_DATA),$(CORE50_DATA),$(CORE50_STAMP)))
+$(foreach o,$(CORE50_ORDERS),$(eval $(call class_streams,$(CORE50_NAME),$($(CORE50_NAME)_RUN)/$(o),--order $(o))))
+CORE50_METRICS := $(foreach o,$(CORE50_ORDERS),$($(CORE50_NAME)_RUN)/$(o)/metrics.json)
+
+.PHONY: core50 core50-orders slurm-core50
+core50: $($(CORE50_NAME)_RUN)/$(ORDER)/metrics.json
+	@echo "core50 ($(ORDER)): metrics in $<, plot in $(<D)/metrics.png"
+
+core50-orders: $(CORE50_METRICS)
+	@$(REMIND_PYTHON) scripts/core50_table.py $^
+
+# The same chain as Slurm jobs, the streams in order ORDER.
+slurm-core50: $(CORE50_STAMP) | $(SETUP)
+	bash pipelines/slurm/submit-classify.sh CONFIG=$($(CORE50_NAME)_CONFIG) RUN=$($(CORE50_NAME)_RUN) \
+		IMPORT="--core50 $(CORE50_DATA)" IMAGES=$(CORE50_DATA) ORDER=$(ORDER) SHARDS=$(SHARDS) \
+		BIN=$(BIN) METHODS="$(METHODS)"
 
 clean:
 	rm -rf $(ART)/*/ target

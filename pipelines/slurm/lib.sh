@@ -132,17 +132,18 @@ parts_present() {
 }
 
 # submit_streams <deps> <stream-train args...>: one stream-train job per method of METHODS
-# whose $RUN/stream/<method>/complete.json is missing, after <deps>, resuming what a
-# killed job left; their ids go to STREAMS.
+# whose $OUT/stream/<method>/complete.json is missing (OUT: the folder of the streams and
+# metrics, $RUN unless a driver sets it), after <deps>, resuming what a killed job left;
+# their ids go to STREAMS.
 submit_streams() {
     local after=$1 method
     shift
     STREAMS=()
     for method in $METHODS; do
-        if [ ! -e "$RUN/stream/$method/complete.json" ]; then
+        if [ ! -e "${OUT:-$RUN}/stream/$method/complete.json" ]; then
             step_flags STREAM "$after" afterok
             submit "stream-$method" "${FLAGS[@]}" "$here/job.sbatch" stream-train "${COMMON[@]}" \
-                --method "$method" "$@" --out "$RUN/stream" --resume --restart-stale \
+                --method "$method" "$@" --out "${OUT:-$RUN}/stream" --resume --restart-stale \
                 --threads "$THREADS" "${device_flag[@]}"
             STREAMS+=("$JOB")
         fi
@@ -150,7 +151,8 @@ submit_streams() {
 }
 
 # After the last submission: says what was submitted and, with WAIT=1, waits for the chain
-# and reports each job's outcome (exit 1 unless all completed and $RUN/metrics.json exists).
+# and reports each job's outcome (exit 1 unless all completed and ${OUT:-$RUN}/metrics.json
+# exists).
 finish_chain() {
     local ids active failed label id states
     if [ ${#ALL_JOBS[@]} -eq 0 ]; then
@@ -188,9 +190,9 @@ finish_chain() {
             failed=1
         fi
     done <"$JOBS_FILE"
-    if [ $failed -ne 0 ] || [ ! -e "$RUN/metrics.json" ]; then
+    if [ $failed -ne 0 ] || [ ! -e "${OUT:-$RUN}/metrics.json" ]; then
         echo "$(basename "$0"): $NAME did not complete; fix the cause and run it again (only the missing work is redone)" >&2
         exit 1
     fi
-    echo "$(basename "$0"): $NAME complete: $RUN/metrics.json" >&2
+    echo "$(basename "$0"): $NAME complete: ${OUT:-$RUN}/metrics.json" >&2
 }

@@ -16,13 +16,16 @@
 #
 #   CONFIG            pipeline config                      [pipelines/fashion-mnist.yaml]
 #   ART, RUN          artifacts root, run folder           [artifacts, $ART/<config name>]
-#   IMPORT            import-images' data flags: "--idx DIR" (IDX files) or "--folder DIR
-#                     [--class-order FILE]" (ImageNet-style folders)
+#   IMPORT            import-images' data flags: "--idx DIR" (IDX files), "--folder DIR
+#                     [--class-order FILE]" (ImageNet-style folders) or "--core50 DIR"
+#                     (CORe50's release layout)
 #                     [--idx /usr/share/datasets/fashion-mnist]
 #   IMAGES            the image root extract-features reads  [$RUN/data/images with --idx,
 #                     the --folder root with --folder]
 #   BASE_WEIGHTS      given weights of the whole network; empty: train-classifier writes
 #                     $RUN/base/weights.safetensors
+#   ORDER             stream order (iid, class_iid, instance, class_instance): the
+#                     streams and metrics go to $RUN/<order>/  [the config's, into $RUN]
 #   SHARDS            tasks per sharded stage (N)          [4]
 #   METHODS           stream methods                       [offline remind finetune]
 #   BIN, DEVICE, PARTITION, ACCOUNT, QOS, SBATCH_EXTRA, CPUS, MEM, TIME, GPUS, WAIT,
@@ -46,10 +49,21 @@ BASE_WEIGHTS=${BASE_WEIGHTS:-}
 import_flags=($IMPORT)
 case ${import_flags[0]:-} in
     --idx) IMAGES=${IMAGES:-$RUN/data/images} ;;
-    --folder) IMAGES=${IMAGES:-${import_flags[1]:-}} ;;
-    *) die "IMPORT must start with --idx DIR or --folder DIR, found '$IMPORT'" ;;
+    --folder | --core50) IMAGES=${IMAGES:-${import_flags[1]:-}} ;;
+    *) die "IMPORT must start with --idx DIR, --folder DIR or --core50 DIR, found '$IMPORT'" ;;
 esac
 [ -d "${import_flags[1]:-}" ] || die "no data set at '${import_flags[1]:-}' (IMPORT=$IMPORT)"
+ORDER=${ORDER:-}
+order_flag=()
+if [ -n "$ORDER" ]; then
+    case $ORDER in
+        iid | class_iid | instance | class_instance) ;;
+        *) die "ORDER must be iid, class_iid, instance or class_instance, found '$ORDER'" ;;
+    esac
+    OUT=$RUN/$ORDER
+    order_flag=(--order "$ORDER")
+fi
+OUT=${OUT:-$RUN}
 init_chain
 
 labels=$RUN/data/labels.parquet
@@ -111,14 +125,14 @@ if ! parts_present "$codes"; then
 fi
 
 # --- streaming: one job per method, then the evaluation ---------------------------------------------
-submit_streams "$(deps "$imp" "$base" "$pq" "$code")" --task classification --labels "$labels" \
-    --codes "$codes" --codebook "$codebook" --base-weights "$weights"
+submit_streams "$(deps "$imp" "$base" "$pq" "$code")" --task classification "${order_flag[@]}" \
+    --labels "$labels" --codes "$codes" --codebook "$codebook" --base-weights "$weights"
 
-if [ ${#STREAMS[@]} -gt 0 ] || [ ! -e "$RUN/metrics.json" ]; then
+if [ ${#STREAMS[@]} -gt 0 ] || [ ! -e "$OUT/metrics.json" ]; then
     step_flags EVALUATE "$(deps "$imp" "${STREAMS[@]}")" afterok
     submit evaluate "${FLAGS[@]}" \
         "$here/job.sbatch" evaluate "${COMMON[@]}" --task classification --labels "$labels" \
-        --stream-dir "$RUN/stream" --out "$RUN"
+        --stream-dir "$OUT/stream" --out "$OUT"
 fi
 
 finish_chain
