@@ -218,6 +218,37 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
             method == "remind"
         );
     }
+    // The iid order on the same IDX data (no video columns): the base classes first, then
+    // every other image in one shuffle, every class scored every eval_every images.
+    let iid = run.p("stream-iid");
+    run_ok(
+        run.train("finetune", &iid)
+            .args(["--order", "iid", "--eval-every", "25"]),
+    );
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(iid.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(
+        plan["boundaries"],
+        serde_json::json!([80, 105, 130, 155, 160]),
+        "{plan}"
+    );
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(iid.join("finetune/complete.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        done["seen_classes"],
+        serde_json::json!([4, 4, 4, 4, 4]),
+        "{done}"
+    );
+    let err = run_fail(
+        run.train("finetune", &run.p("stream-inst"))
+            .args(["--order", "instance"]),
+    );
+    assert!(
+        err.contains("\"instance\"") && err.contains("labels.parquet"),
+        "{err}"
+    );
+
     // Offline to a plateau (offline_patience): a validation score per epoch, the best
     // epoch kept, and the point's evaluation scores exactly the kept epoch's weights.
     let plateau_cfg = run.p("plateau.yaml");
