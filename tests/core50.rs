@@ -505,4 +505,49 @@ fn broken_release_layouts_are_refused_by_path() {
     let err = run_fail(import(&root, &out).args(["--base-objects-per-category", "3"]));
     assert!(err.contains("nothing would stream"), "{err}");
     assert!(!out.join("labels.parquet").exists());
+
+    // The release's file lists: only the listed frames, split as listed.
+    let lists = dir.join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    let mut train = String::new();
+    for s in [1, 2] {
+        for o in [
+            1, 2, 6, 7, 11, 12, 16, 17, 21, 22, 26, 27, 31, 32, 36, 37, 41, 42, 46, 47,
+        ] {
+            train.push_str(&format!("s{s}/o{o}/C_{s:02}_{o:02}_000.png 0\n"));
+        }
+    }
+    std::fs::write(lists.join("train.txt"), &train).unwrap();
+    std::fs::write(
+        lists.join("test.txt"),
+        "s3/o1/C_03_01_001.png 0\ns3/o6/C_03_06_001.png 1\n",
+    )
+    .unwrap();
+    let listed = |train: &str, out: &Path| {
+        let mut c = import(&root, out);
+        c.arg("--train-list")
+            .arg(lists.join(train))
+            .arg("--test-list")
+            .arg(lists.join("test.txt"));
+        c
+    };
+    let out = dir.join("lists/data");
+    run_ok(&mut listed("train.txt", &out));
+    let (rows, val_sessions) = read_labels(&out.join("labels.parquet"));
+    assert_eq!(rows.len(), 40);
+    assert_eq!(val_sessions, [3, 3]);
+    assert!(rows.iter().all(|r| r.frame == 0 && r.session <= 2));
+    // A listed frame the release does not hold: the list and its line named.
+    std::fs::write(
+        lists.join("bad.txt"),
+        format!("{train}s2/o1/C_02_01_099.png 0\n"),
+    )
+    .unwrap();
+    let out = dir.join("lists/bad");
+    let err = run_fail(&mut listed("bad.txt", &out));
+    assert!(
+        err.contains("bad.txt: line 41") && err.contains("C_02_01_099.png"),
+        "{err}"
+    );
+    assert!(!out.join("labels.parquet").exists());
 }

@@ -72,6 +72,12 @@ struct ImportImagesFlags {
     /// CORe50: keep the frames whose index is a multiple of this (default 1: all).
     #[arg(long)]
     frame_step: Option<usize>,
+    /// CORe50: the release's training file list (one frame path per line); with --test-list.
+    #[arg(long)]
+    train_list: Option<PathBuf>,
+    /// CORe50: the release's test file list; with --train-list.
+    #[arg(long)]
+    test_list: Option<PathBuf>,
 }
 
 stage!(Cli, "import_images", ImportImagesConfig, |cli, mut cfg| {
@@ -87,7 +93,9 @@ stage!(Cli, "import_images", ImportImagesConfig, |cli, mut cfg| {
         .contract("import-images")?
         .config("import_images", &cfg)?
         .input("source", source)
-        .input_opt("class_order", cfg.class_order.as_deref());
+        .input_opt("class_order", cfg.class_order.as_deref())
+        .input_opt("train_list", cfg.train_list.as_deref())
+        .input_opt("test_list", cfg.test_list.as_deref());
     for name in [
         "labels.parquet",
         "base_train.parquet",

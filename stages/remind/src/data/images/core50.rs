@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use arrow::array::{ArrayRef, BooleanArray, Int64Array};
 
 use super::{ImportImagesConfig, Item, Loaded, Split, LOG};
@@ -22,25 +22,95 @@ struct Sessions {
     base: Vec<i64>,
     base_objects: usize,
     frame_step: usize,
+    /// The official file lists (training, test), when given: they decide the split.
+    lists: Option<[FileList; 2]>,
+}
+
+/// A file list of the release (`train_filelist.txt`-style): one frame per line, its path
+/// relative to the root first (`s1/o1/C_01_01_000.png`), then anything (the label).
+struct FileList {
+    path: std::path::PathBuf,
+    /// Relative path -> line number (1-based).
+    frames: BTreeMap<String, usize>,
+}
+
+impl FileList {
+    fn read(path: &Path) -> Result<Self> {
+        let p = path.display();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {p}"))?;
+        let mut frames = BTreeMap::new();
+        for (n, line) in crate::text::content_lines(&text) {
+            let rel = line.split_whitespace().next().unwrap_or_default();
+            let rel = rel.trim_start_matches("./").to_string();
+            ensure!(
+                sessions_of(&rel).is_some(),
+                "{p}: line {n}: '{rel}' is not a frame path s<session>/o<object>/C_ss_oo_fff.png"
+            );
+            if let Some(first) = frames.insert(rel.clone(), n) {
+                bail!("{p}: line {n}: '{rel}' is listed twice (first on line {first})");
+            }
+        }
+        ensure!(!frames.is_empty(), "{p}: no frames listed");
+        Ok(Self {
+            path: path.to_path_buf(),
+            frames,
+        })
+    }
+
+    /// The sessions the list names, ascending.
+    fn sessions(&self) -> Vec<i64> {
+        let set: BTreeSet<i64> = self.frames.keys().filter_map(|r| sessions_of(r)).collect();
+        set.into_iter().collect()
+    }
+}
+
+/// The session of a frame path `s<N>/...`.
+fn sessions_of(rel: &str) -> Option<i64> {
+    let first = rel.split('/').next()?;
+    first.strip_prefix('s')?.parse().ok()
 }
 
 fn sessions(cfg: &ImportImagesConfig) -> Result<Sessions> {
+    let lists = match (&cfg.train_list, &cfg.test_list) {
+        (None, None) => None,
+        (Some(train), Some(test)) => {
+            ensure!(
+                cfg.train_sessions.is_none() && cfg.test_sessions.is_none(),
+                "import_images: train_list and test_list decide the split; leave out \
+                 train_sessions and test_sessions"
+            );
+            Some([FileList::read(train)?, FileList::read(test)?])
+        }
+        _ => bail!("import_images: give train_list and test_list together"),
+    };
+    if let Some([train, test]) = &lists {
+        if let Some((rel, n)) = train
+            .frames
+            .iter()
+            .find(|(r, _)| test.frames.contains_key(*r))
+        {
+            bail!(
+                "{}: line {n}: '{rel}' is in the test list {} too",
+                train.path.display(),
+                test.path.display()
+            );
+        }
+    }
+    let (train_default, test_default) = match &lists {
+        Some([train, test]) => (train.sessions(), test.sessions()),
+        None => (TRAIN_SESSIONS.to_vec(), TEST_SESSIONS.to_vec()),
+    };
     let s = Sessions {
-        train: cfg
-            .train_sessions
-            .clone()
-            .unwrap_or_else(|| TRAIN_SESSIONS.to_vec()),
-        test: cfg
-            .test_sessions
-            .clone()
-            .unwrap_or_else(|| TEST_SESSIONS.to_vec()),
+        train: cfg.train_sessions.clone().unwrap_or(train_default.clone()),
+        test: cfg.test_sessions.clone().unwrap_or(test_default),
         base: cfg
             .base_sessions
             .clone()
             .or_else(|| cfg.train_sessions.clone())
-            .unwrap_or_else(|| TRAIN_SESSIONS.to_vec()),
+            .unwrap_or(train_default),
         base_objects: cfg.base_objects_per_category.unwrap_or(1),
         frame_step: cfg.frame_step.unwrap_or(1),
+        lists,
     };
     for (key, list) in [
         ("train_sessions", &s.train),
@@ -65,7 +135,7 @@ fn sessions(cfg: &ImportImagesConfig) -> Result<Sessions> {
         .copied()
         .collect();
     ensure!(
-        both.is_empty(),
+        both.is_empty() || s.lists.is_some(),
         "import_images: session(s) {both:?} are in both train_sessions and test_sessions"
     );
     let outside: Vec<i64> = s
@@ -106,7 +176,25 @@ pub(super) fn load(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
     eprintln!("{LOG}: listing CORe50 sessions in {}", root.display());
     let mut all = s.train.clone();
     all.extend(&s.test);
+    all.sort_unstable();
+    all.dedup();
     let images = scan(root, &all)?;
+    if let Some(lists) = &s.lists {
+        let found: BTreeSet<&str> = images.iter().map(|i| i.rel.as_str()).collect();
+        for list in lists {
+            if let Some((rel, n)) = list
+                .frames
+                .iter()
+                .find(|(r, _)| !found.contains(r.as_str()))
+            {
+                bail!(
+                    "{}: line {n}: '{rel}' is not a frame of {}",
+                    list.path.display(),
+                    root.display()
+                );
+            }
+        }
+    }
     let objects: BTreeSet<i64> = images.iter().map(|i| i.at.instance).collect();
     // The first `base_objects` objects (by number) of every category.
     let mut per_category: BTreeMap<usize, Vec<i64>> = BTreeMap::new();
@@ -133,10 +221,18 @@ pub(super) fn load(cfg: &ImportImagesConfig, root: &Path) -> Result<Loaded> {
             .iter()
             .position(|&c| c == im.category)
             .expect("category listed above");
-        let split = if s.train.contains(&im.at.session) {
-            Split::Train
-        } else {
-            Split::Val
+        let split = match &s.lists {
+            Some([train, test]) => {
+                if train.frames.contains_key(&im.rel) {
+                    Split::Train
+                } else if test.frames.contains_key(&im.rel) {
+                    Split::Val
+                } else {
+                    continue;
+                }
+            }
+            None if s.train.contains(&im.at.session) => Split::Train,
+            None => Split::Val,
         };
         available[class][split as usize] += 1;
         if im.at.frame % s.frame_step as i64 != 0 {

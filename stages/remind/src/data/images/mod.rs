@@ -96,7 +96,10 @@ impl Split {
 ///   category in `base_sessions` (default: every training session); `base_classes` is unused (our
 ///   choice, see README "CORe50");
 ///   `frame_step` (default 1): keep the frames whose index is a multiple of it (20 keeps
-///   one frame a second of the 20 fps release).
+///   one frame a second of the 20 fps release). `train_list` and `test_list` (together):
+///   the release's file lists (one frame path relative to the root per line, then its
+///   label, which is not read): only the listed frames are imported, split as listed, and
+///   their sessions are the default training and test sessions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImportImagesConfig {
@@ -123,6 +126,10 @@ pub struct ImportImagesConfig {
     pub base_objects_per_category: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub frame_step: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_list: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_list: Option<PathBuf>,
 }
 
 impl Default for ImportImagesConfig {
@@ -143,6 +150,8 @@ impl Default for ImportImagesConfig {
             base_sessions: None,
             base_objects_per_category: None,
             frame_step: None,
+            train_list: None,
+            test_list: None,
         }
     }
 }
@@ -204,6 +213,8 @@ impl ImportImagesConfig {
                     self.base_objects_per_category.is_some(),
                 ),
                 ("frame_step", self.frame_step.is_some()),
+                ("train_list", self.train_list.is_some()),
+                ("test_list", self.test_list.is_some()),
             ] {
                 ensure!(
                     !set,
