@@ -357,6 +357,45 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     assert_eq!(m["offline"]["omega_all_top1"], 1.0);
     assert!(m["remind"]["omega_all_top1"].as_f64().unwrap() > 0.5, "{m}");
     assert!(run.p("eval/metrics.png").exists() && run.p("eval/metrics.parquet").exists());
+    // The continual-learning metrics: experiences are the base classes then each
+    // increment's; the accuracy matrix is lower-triangular; forgetting, average
+    // incremental accuracy and backward transfer agree with it; metrics.csv lists it.
+    assert_eq!(
+        m["experiences"],
+        serde_json::json!([[0, 1], [2], [3]]),
+        "{m}"
+    );
+    for method in ["remind", "finetune", "offline"] {
+        let r: Vec<Vec<Option<f64>>> =
+            serde_json::from_value(m[method]["accuracy_matrix"].clone()).unwrap();
+        assert_eq!(r.len(), 3);
+        for (k, row) in r.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert_eq!(v.is_some(), j <= k, "{method} R[{k}][{j}]");
+            }
+        }
+        let f0 = r[0][0].unwrap().max(r[1][0].unwrap()) - r[2][0].unwrap();
+        let f1 = r[1][1].unwrap() - r[2][1].unwrap();
+        let forgetting = m[method]["forgetting"].as_f64().unwrap();
+        assert!(
+            (forgetting - (f0 + f1) / 2.0).abs() < 1e-9,
+            "{method}: {forgetting}"
+        );
+        let bwt = m[method]["backward_transfer"].as_f64().unwrap();
+        let expected =
+            (r[2][0].unwrap() - r[0][0].unwrap() + r[2][1].unwrap() - r[1][1].unwrap()) / 2.0;
+        assert!((bwt - expected).abs() < 1e-9, "{method}: {bwt}");
+        let aia = m[method]["average_incremental_accuracy"].as_f64().unwrap();
+        assert!(((top1(method, 0) + top1(method, 1) + top1(method, 2)) / 3.0 - aia).abs() < 1e-9);
+    }
+    let csv = std::fs::read_to_string(run.p("eval/metrics.csv")).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("method,eval_exp,training_exp,eval_accuracy,forgetting")
+    );
+    // Per method 1 + 2 + 3 cells of the matrix.
+    assert_eq!(lines.count(), 3 * 6, "{csv}");
 
     // Kill a remind run once its first streamed increment is checkpointed, then resume.
     let out2 = run.p("stream-killed");

@@ -1,6 +1,7 @@
 //! Stage evaluate: scores every method's predictions at every stream boundary (per-type,
 //! mean-per-type and overall accuracy, Omega against the offline model) and writes
-//! metrics.json, metrics.parquet, metrics.png and a printed table.
+//! metrics.json, metrics.parquet, metrics.png (classification: metrics.csv too) and a
+//! printed table.
 
 use std::path::{Path, PathBuf};
 
@@ -36,7 +37,7 @@ struct Cli {
     /// Folder of the streaming run: plan.json and <method>/predictions/boundary-KKK.parquet.
     #[arg(long)]
     stream_dir: Option<PathBuf>,
-    /// Output folder for metrics.json, metrics.parquet and metrics.png (default: the run folder).
+    /// Output folder for metrics.json, .parquet, .png (and .csv) (default: the run folder).
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]

@@ -3,7 +3,11 @@
 //! stream-train) scored against the label table: top-1 / top-5 on the base classes, the
 //! non-base classes seen so far and all seen classes (the reference's names), and
 //! Omega_all (top-1, top-5) against the offline model, points paired by stream position.
-//! Outputs: `metrics.json`, `metrics.parquet` (kind `metrics`), `metrics.png` (seen-class
+//! The accuracy matrix over experiences, average incremental accuracy, forgetting and
+//! backward transfer ([`super::cl_metrics`]) next to them.
+//! Outputs: `metrics.json`, `metrics.parquet` (kind `metrics`; long format, the whole
+//! stream's metrics at boundary -1), `metrics.csv` (Avalanche's `eval_results.csv`
+//! columns), `metrics.png` (seen-class
 //! top-1 against the classes seen, or against the images streamed in the iid and instance
 //! orders and after a base set spanning every class) and a printed table.
 
@@ -14,6 +18,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Map, Value};
 
+use super::cl_metrics::{
+    accuracy_matrix, backward_transfer, forgetting, forgetting_at, mean, ClassHits,
+};
 use super::classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
 };
@@ -35,6 +42,20 @@ pub struct ClassMethod {
     pub positions: Vec<usize>,
     pub scores: Vec<ClassificationScore>,
     pub omega: Option<ClassificationOmega>,
+    /// Top-1 hits per class at each point (for the accuracy matrix).
+    pub hits: Vec<ClassHits>,
+}
+
+impl ClassMethod {
+    /// R[k][j]: top-1 on experience j after point k.
+    pub fn accuracy_matrix(&self, experiences: &[Vec<usize>]) -> Vec<Vec<Option<f64>>> {
+        accuracy_matrix(&self.hits, experiences)
+    }
+
+    /// Mean seen-class top-1 over the points (Rebuffi et al. 2017).
+    pub fn average_incremental_accuracy(&self) -> Option<f64> {
+        mean(self.scores.iter().filter_map(|s| s.seen_classes_top1))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,14 +66,19 @@ pub struct ClassEvaluation {
     pub baseline: String,
     /// The stream order (`class_iid` unless the probabilities name another).
     pub order: String,
+    /// The classes of each experience (column of the accuracy matrix): the base classes
+    /// then each increment's (class-incremental streams), else one class each.
+    pub experiences: Vec<Vec<usize>>,
     pub methods: Vec<ClassMethod>,
 }
 
-/// What one probabilities file says of its point: classes seen, position, order.
+/// What one probabilities file says of its point: classes seen, position, order, and
+/// the top-1 hits per class.
 struct PointOf {
     seen: usize,
     position: usize,
     order: Option<String>,
+    hits: ClassHits,
 }
 
 /// Method folders holding probabilities: remind, finetune, others, the baseline last.
@@ -112,6 +138,7 @@ fn score_file(
             .get("order")
             .and_then(|v| v.as_str())
             .map(str::to_string),
+        hits: ClassHits::default(),
     };
     let mut probs = Vec::with_capacity(f.len() * k);
     let mut labels = Vec::with_capacity(f.len());
@@ -136,6 +163,10 @@ fn score_file(
     let seen_list: Vec<i64> = (0..seen as i64).collect();
     let score = classification_metrics(&probs, k, &labels, &base, &seen_list)
         .with_context(|| format!("scoring {p}"))?;
+    let point = PointOf {
+        hits: ClassHits::count(&probs, k, &labels),
+        ..point
+    };
     Ok((point, score))
 }
 
@@ -181,6 +212,7 @@ pub fn evaluate_classification(
             positions: Vec::new(),
             scores: Vec::new(),
             omega: None,
+            hits: Vec::new(),
         };
         for (_, path) in files {
             let (point, score) = score_file(&path, &set, &label_of)?;
@@ -196,6 +228,7 @@ pub fn evaluate_classification(
             }
             m.seen_classes.push(point.seen);
             m.positions.push(point.position);
+            m.hits.push(point.hits);
             m.scores.push(score);
         }
         methods.push(m);
@@ -232,12 +265,31 @@ pub fn evaluate_classification(
             }
         }
     }
+    // Class-incremental: the base classes, then each point's new classes; else one
+    // experience per class.
+    let k = set.num_classes();
+    let experiences: Vec<Vec<usize>> = match methods.iter().max_by_key(|m| m.seen_classes.len()) {
+        Some(m) if by_class => {
+            let mut ends = m.seen_classes.clone();
+            ends.dedup();
+            let mut start = 0;
+            ends.iter()
+                .map(|&end| {
+                    let e = (start..end).collect();
+                    start = end;
+                    e
+                })
+                .collect()
+        }
+        _ => (0..k).map(|c| vec![c]).collect(),
+    };
     Ok(ClassEvaluation {
         labels: labels.to_path_buf(),
         base_classes: set.base_classes,
-        num_classes: set.num_classes(),
+        num_classes: k,
         baseline: s.baseline.clone(),
         order,
+        experiences,
         methods,
     })
 }
@@ -278,6 +330,7 @@ pub fn metrics_json(ev: &ClassEvaluation) -> Value {
     top.insert("task".into(), json!("classification"));
     top.insert("base_classes".into(), json!(ev.base_classes));
     top.insert("num_classes".into(), json!(ev.num_classes));
+    top.insert("experiences".into(), json!(ev.experiences));
     // Named only for the other orders, so class_iid metrics read as they did.
     let by_class = ev.by_class();
     if ev.order != "class_iid" || !by_class {
@@ -301,6 +354,21 @@ pub fn metrics_json(ev: &ClassEvaluation) -> Value {
             "omega_all_top5".into(),
             json!(m.omega.and_then(|o| o.all_top5)),
         );
+        let r = m.accuracy_matrix(&ev.experiences);
+        o.insert(
+            "average_incremental_accuracy".into(),
+            json!(m.average_incremental_accuracy()),
+        );
+        o.insert("forgetting".into(), json!(forgetting(&r)));
+        o.insert(
+            "backward_transfer".into(),
+            json!(if by_class {
+                backward_transfer(&r)
+            } else {
+                None
+            }),
+        );
+        o.insert("accuracy_matrix".into(), json!(r));
         top.insert(m.name.clone(), Value::Object(o));
     }
     Value::Object(top)
@@ -350,6 +418,22 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
         }
         out.push('\n');
     }
+    for (label, get) in [(
+        "avg_inc",
+        ClassMethod::average_incremental_accuracy as fn(&ClassMethod) -> _,
+    )] {
+        out.push_str(&format!("{label:<10}"));
+        for m in &ev.methods {
+            out.push_str(&format!("{:>18}", pct(get(m))));
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("{:<10}", "forgetting"));
+    for m in &ev.methods {
+        let f = forgetting(&m.accuracy_matrix(&ev.experiences));
+        out.push_str(&format!("{:>18}", pct(f)));
+    }
+    out.push('\n');
     out.push_str(&format!("{:<10}", "omega_all"));
     for m in &ev.methods {
         let cell = match m.omega {
@@ -429,7 +513,7 @@ pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
     canvas
 }
 
-/// Writes `metrics.json`, `metrics.parquet` and `metrics.png` into `out`.
+/// Writes `metrics.json`, `metrics.parquet`, `metrics.csv` and `metrics.png` into `out`.
 pub fn write_outputs(
     ev: &ClassEvaluation,
     out: &Path,
@@ -439,18 +523,70 @@ pub fn write_outputs(
     let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
     text.push(b'\n');
     write_bytes(&json_path, &text)?;
+    // Long format: per point its scores at its stream position (images streamed); the
+    // whole stream's (Omega, forgetting, ...) at boundary -1 and the last position.
     let mut rows = MetricRows::default();
     for m in &ev.methods {
-        for (k, (seen, s)) in m.seen_classes.iter().zip(&m.scores).enumerate() {
+        for (k, (at, s)) in m.positions.iter().zip(&m.scores).enumerate() {
             for (name, get) in FIELDS {
                 // Groups without items at a point (no non-base class yet) have no row.
                 let Some(v) = get(s) else { continue };
-                rows.push(&m.name, k as i64, *seen as u64, name.to_string(), v);
+                rows.push(&m.name, k as i64, *at as u64, name.to_string(), v);
+            }
+        }
+        let end = m.positions.last().copied().unwrap_or(0) as u64;
+        for (name, v) in stream_summary(ev, m) {
+            if let Some(v) = v {
+                rows.push(&m.name, -1, end, name.to_string(), v);
             }
         }
     }
     let parquet_path = rows.write(&out.join("metrics.parquet"), producer, HashMap::new())?;
+    let csv_path = out.join("metrics.csv");
+    write_bytes(&csv_path, eval_results_csv(ev).as_bytes())?;
     let png_path = out.join("metrics.png");
     write_bytes(&png_path, &render_plot(ev).to_png()?)?;
-    Ok(vec![json_path, parquet_path, png_path])
+    Ok(vec![json_path, parquet_path, csv_path, png_path])
+}
+
+/// The whole stream's metrics of `m`: Omega, average incremental accuracy, forgetting,
+/// backward transfer (class-incremental streams only).
+fn stream_summary(ev: &ClassEvaluation, m: &ClassMethod) -> [(&'static str, Option<f64>); 5] {
+    let r = m.accuracy_matrix(&ev.experiences);
+    [
+        ("omega_all_top1", m.omega.and_then(|o| o.all_top1)),
+        ("omega_all_top5", m.omega.and_then(|o| o.all_top5)),
+        (
+            "average_incremental_accuracy",
+            m.average_incremental_accuracy(),
+        ),
+        ("forgetting", forgetting(&r)),
+        (
+            "backward_transfer",
+            if ev.by_class() {
+                backward_transfer(&r)
+            } else {
+                None
+            },
+        ),
+    ]
+}
+
+/// `metrics.csv`, the columns of Avalanche's `eval_results.csv` after the method:
+/// `method,eval_exp,training_exp,eval_accuracy,forgetting`, one row per evaluation point
+/// (`training_exp`) and experience scored there (`eval_exp`, a column of the accuracy
+/// matrix); forgetting is max over earlier points minus now, empty at the first score.
+pub fn eval_results_csv(ev: &ClassEvaluation) -> String {
+    let mut out = String::from("method,eval_exp,training_exp,eval_accuracy,forgetting\n");
+    for m in &ev.methods {
+        let r = m.accuracy_matrix(&ev.experiences);
+        for (k, row) in r.iter().enumerate() {
+            for (j, acc) in row.iter().enumerate() {
+                let Some(acc) = acc else { continue };
+                let f = forgetting_at(&r, k, j).map_or(String::new(), |f| format!("{f:.6}"));
+                out.push_str(&format!("{},{j},{k},{acc:.6},{f}\n", m.name));
+            }
+        }
+    }
+    out
 }

@@ -12,6 +12,7 @@
 //! every evaluation point, scored with [`classification_metrics`] and
 //! [`classification_omega`] (top-1 and top-5 on base, non-base and all seen classes).
 
+pub mod cl_metrics;
 mod classification;
 pub mod classify_eval;
 pub mod report;
