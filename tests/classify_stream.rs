@@ -3,10 +3,9 @@
 //! and evaluate, every stage a real process; a killed run resumed (latest checkpoint and
 //! --resume-from) to the same probabilities as an uninterrupted one; bad inputs refused.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use remind_e2e::{kill_once_exists, run_fail, run_ok, scratch, stage};
+use remind_e2e::{kill_once_exists, probabilities, run_fail, run_ok, scratch, stage, ClassRun};
 
 const SIDE: usize = 12;
 const CLASSES: usize = 4;
@@ -87,39 +86,7 @@ fn write_idx(dir: &Path, prefix: &str, per_class: usize) {
     std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
 }
 
-struct Run {
-    dir: PathBuf,
-    cfg: PathBuf,
-}
-
-impl Run {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-    fn cmd(&self, name: &str) -> Command {
-        let mut c = stage(name);
-        c.arg("--config")
-            .arg(&self.cfg)
-            .arg("--run-dir")
-            .arg(&self.dir);
-        c
-    }
-    fn train(&self, method: &str, out: &Path) -> Command {
-        let mut c = self.cmd("remind-stream-train");
-        c.args(["--method", method, "--threads", "1"])
-            .arg("--labels")
-            .arg(self.p("data/labels.parquet"))
-            .arg("--codes")
-            .arg(self.p("codes"))
-            .arg("--codebook")
-            .arg(self.p("pq/codebook.arrow"))
-            .arg("--base-weights")
-            .arg(self.p("base/weights.safetensors"))
-            .arg("--out")
-            .arg(out);
-        c
-    }
-}
+type Run = ClassRun;
 
 /// Imports, base-trains, extracts features and codes of the tiny data set under `dir`.
 fn prepare(dir: &Path, config: &str) -> Run {
@@ -127,12 +94,7 @@ fn prepare(dir: &Path, config: &str) -> Run {
     std::fs::create_dir_all(&idx).unwrap();
     write_idx(&idx, "train", 40);
     write_idx(&idx, "t10k", 10);
-    let cfg = dir.join("pipeline.yaml");
-    std::fs::write(&cfg, config).unwrap();
-    let run = Run {
-        dir: dir.to_path_buf(),
-        cfg,
-    };
+    let run = Run::new(dir, config);
     run_ok(
         run.cmd("remind-import-images")
             .arg("--idx")
@@ -140,51 +102,8 @@ fn prepare(dir: &Path, config: &str) -> Run {
             .arg("--out")
             .arg(run.p("data")),
     );
-    run_ok(
-        run.cmd("remind-train-classifier")
-            .arg("--labels")
-            .arg(run.p("data/labels.parquet"))
-            .arg("--out")
-            .arg(run.p("base/weights.safetensors"))
-            .args(["--threads", "1"]),
-    );
-    run_ok(
-        run.cmd("remind-extract-features")
-            .arg("--images")
-            .arg(run.p("data/images"))
-            .arg("--weights")
-            .arg(run.p("base/weights.safetensors"))
-            .args(["--id-from", "sorted", "--threads", "1"])
-            .arg("--out")
-            .arg(run.p("features")),
-    );
-    run_ok(
-        run.cmd("remind-fit-pq")
-            .arg("--features")
-            .arg(run.p("features"))
-            .arg("--ids")
-            .arg(run.p("data/base_train.parquet"))
-            .arg("--out")
-            .arg(run.p("pq/codebook.arrow")),
-    );
-    run_ok(
-        run.cmd("remind-extract-codes")
-            .arg("--features")
-            .arg(run.p("features"))
-            .arg("--codebook")
-            .arg(run.p("pq/codebook.arrow"))
-            .arg("--out")
-            .arg(run.p("codes")),
-    );
+    run.build_after_import(&run.p("data/images"));
     run
-}
-
-fn probabilities(out: &Path, method: &str, k: usize) -> Vec<u8> {
-    std::fs::read(
-        out.join(method)
-            .join(format!("probabilities/eval-{k:03}.arrow")),
-    )
-    .unwrap()
 }
 
 #[test]

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use remind_e2e::{kill_once_exists, run_fail, run_ok, run_python, scratch, stage};
+use remind_e2e::{
+    kill_once_exists, probabilities, run_fail, run_ok, run_python, scratch, stage, ClassRun,
+};
 
 const CONFIG: &str = "
 task: classification
@@ -53,49 +55,18 @@ classify_stream:
 
 const ORDERS: [&str; 4] = ["iid", "class_iid", "instance", "class_instance"];
 
-struct Run {
-    dir: PathBuf,
-    cfg: PathBuf,
+type Run = ClassRun;
+
+/// `remind-stream-train` of `method` in stream order `order` on `labels`.
+fn train_on(run: &Run, labels: &Path, method: &str, order: &str, out: &Path) -> Command {
+    let mut c = run.train_on(labels, method, out);
+    c.args(["--order", order]);
+    c
 }
 
-impl Run {
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.join(rel)
-    }
-    fn cmd(&self, name: &str) -> Command {
-        let mut c = stage(name);
-        c.arg("--config")
-            .arg(&self.cfg)
-            .arg("--run-dir")
-            .arg(&self.dir);
-        c
-    }
-    fn train(&self, method: &str, order: &str, out: &Path) -> Command {
-        self.train_on(&self.p("data/labels.parquet"), method, order, out)
-    }
-    fn train_on(&self, labels: &Path, method: &str, order: &str, out: &Path) -> Command {
-        let mut c = self.cmd("remind-stream-train");
-        c.args([
-            "--task",
-            "classification",
-            "--method",
-            method,
-            "--threads",
-            "1",
-        ])
-        .args(["--order", order])
-        .arg("--labels")
-        .arg(labels)
-        .arg("--codes")
-        .arg(self.p("codes"))
-        .arg("--codebook")
-        .arg(self.p("pq/codebook.arrow"))
-        .arg("--base-weights")
-        .arg(self.p("base/weights.safetensors"))
-        .arg("--out")
-        .arg(out);
-        c
-    }
+/// [`train_on`] the run's own label table.
+fn train(run: &Run, method: &str, order: &str, out: &Path) -> Command {
+    train_on(run, &run.p("data/labels.parquet"), method, order, out)
 }
 
 /// A tiny mini-CORe50: 10 categories of three objects, 11 sessions of 2 frames, 16 px.
@@ -113,12 +84,7 @@ fn generate(root: &Path) {
 fn prepare(dir: &Path) -> Run {
     let root = dir.join("core50_mini");
     generate(&root);
-    let cfg = dir.join("pipeline.yaml");
-    std::fs::write(&cfg, CONFIG).unwrap();
-    let run = Run {
-        dir: dir.to_path_buf(),
-        cfg,
-    };
+    let run = Run::new(dir, CONFIG);
     run_ok(
         run.cmd("remind-import-images")
             .arg("--core50")
@@ -126,42 +92,7 @@ fn prepare(dir: &Path) -> Run {
             .arg("--out")
             .arg(run.p("data")),
     );
-    run_ok(
-        run.cmd("remind-train-classifier")
-            .arg("--labels")
-            .arg(run.p("data/labels.parquet"))
-            .arg("--out")
-            .arg(run.p("base/weights.safetensors"))
-            .args(["--threads", "1"]),
-    );
-    run_ok(
-        run.cmd("remind-extract-features")
-            .arg("--images")
-            .arg(&root)
-            .arg("--weights")
-            .arg(run.p("base/weights.safetensors"))
-            .args(["--id-from", "sorted", "--threads", "1"])
-            .arg("--out")
-            .arg(run.p("features")),
-    );
-    run_ok(
-        run.cmd("remind-fit-pq")
-            .arg("--features")
-            .arg(run.p("features"))
-            .arg("--ids")
-            .arg(run.p("data/base_train.parquet"))
-            .arg("--out")
-            .arg(run.p("pq/codebook.arrow")),
-    );
-    run_ok(
-        run.cmd("remind-extract-codes")
-            .arg("--features")
-            .arg(run.p("features"))
-            .arg("--codebook")
-            .arg(run.p("pq/codebook.arrow"))
-            .arg("--out")
-            .arg(run.p("codes")),
-    );
+    run.build_after_import(&root);
     run
 }
 
@@ -272,14 +203,6 @@ fn objects_contiguous_in_time(stream: &[usize], rows: &[Row]) {
     }
 }
 
-fn probabilities(out: &Path, method: &str, k: usize) -> Vec<u8> {
-    std::fs::read(
-        out.join(method)
-            .join(format!("probabilities/eval-{k:03}.arrow")),
-    )
-    .unwrap()
-}
-
 #[test]
 fn core50_orders_stream_as_defined_evaluate_and_resume() {
     let dir = scratch("core50-orders");
@@ -316,7 +239,7 @@ fn core50_orders_stream_as_defined_evaluate_and_resume() {
     };
     for order in ORDERS {
         let out = run.p(&format!("plans/{order}"));
-        run_ok(&mut run.train("finetune", order, &out));
+        run_ok(&mut train(&run, "finetune", order, &out));
         let (items, boundaries) = plan(&out);
         // Every training item once, the base items first.
         let base_len = rows.iter().filter(|r| r.base).count();
@@ -356,17 +279,17 @@ fn core50_orders_stream_as_defined_evaluate_and_resume() {
         }
         // The same seed gives the same plan; another seed another.
         let again = run.p(&format!("plans/{order}-again"));
-        run_ok(&mut run.train("finetune", order, &again));
+        run_ok(&mut train(&run, "finetune", order, &again));
         assert_eq!(plan(&again), (items.clone(), boundaries), "{order}");
         let other = run.p(&format!("plans/{order}-seed"));
-        run_ok(run.train("finetune", order, &other).args(["--seed", "9"]));
+        run_ok(train(&run, "finetune", order, &other).args(["--seed", "9"]));
         assert_ne!(plan(&other).0, items, "{order}: seed 9 = seed 2");
     }
 
     // The three methods and evaluate on the instance order.
     let out = run.p("stream-instance");
     for method in ["offline", "remind", "finetune"] {
-        run_ok(&mut run.train(method, "instance", &out));
+        run_ok(&mut train(&run, method, "instance", &out));
     }
     run_ok(
         run.cmd("remind-evaluate")
@@ -393,11 +316,11 @@ fn core50_orders_stream_as_defined_evaluate_and_resume() {
     // Kill a remind run once its second point is checkpointed, then resume.
     let killed = run.p("stream-killed");
     kill_once_exists(
-        &mut run.train("remind", "instance", &killed),
+        &mut train(&run, "remind", "instance", &killed),
         &killed.join("remind/boundary-001/state.json"),
         &killed.join("remind/complete.json"),
     );
-    run_ok(run.train("remind", "instance", &killed).arg("--resume"));
+    run_ok(train(&run, "remind", "instance", &killed).arg("--resume"));
     for k in 0..7 {
         assert_eq!(
             probabilities(&killed, "remind", k),
@@ -423,7 +346,7 @@ fn core50_orders_stream_as_defined_evaluate_and_resume() {
     );
     for order in ["instance", "class_instance"] {
         let out = run.p(&format!("bare-{order}"));
-        let err = run_fail(&mut run.train_on(&bare, "finetune", order, &out));
+        let err = run_fail(&mut train_on(&run, &bare, "finetune", order, &out));
         assert!(
             err.contains("labels.parquet") && err.contains("\"instance\"") && err.contains(order),
             "{err}"

@@ -219,3 +219,109 @@ pub fn kill_once_exists(cmd: &mut Command, marker: &Path, done: &Path) {
         done.display()
     );
 }
+
+/// An image-classification run folder of the tests, laid out as `make fashion-mnist`
+/// lays it out: `data/` (the import), `base/weights.safetensors`, `features/`,
+/// `pq/codebook.arrow`, `codes/`; every stage under config `cfg`.
+pub struct ClassRun {
+    pub dir: PathBuf,
+    pub cfg: PathBuf,
+}
+
+impl ClassRun {
+    /// A run in `dir` with `config` written to `dir/pipeline.yaml`.
+    pub fn new(dir: &Path, config: &str) -> Self {
+        let cfg = dir.join("pipeline.yaml");
+        std::fs::write(&cfg, config).expect("write the config");
+        Self {
+            dir: dir.to_path_buf(),
+            cfg,
+        }
+    }
+
+    pub fn p(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// Stage `name` with `--config` and `--run-dir`.
+    pub fn cmd(&self, name: &str) -> Command {
+        let mut c = stage(name);
+        c.arg("--config")
+            .arg(&self.cfg)
+            .arg("--run-dir")
+            .arg(&self.dir);
+        c
+    }
+
+    /// After the import into `data/`: base training, the features of every image under
+    /// `images`, PQ on the base ids, the codes; one thread each.
+    pub fn build_after_import(&self, images: &Path) {
+        let weights = self.p("base/weights.safetensors");
+        run_ok(
+            self.cmd("remind-train-classifier")
+                .arg("--labels")
+                .arg(self.p("data/labels.parquet"))
+                .arg("--out")
+                .arg(&weights)
+                .args(["--threads", "1"]),
+        );
+        run_ok(
+            self.cmd("remind-extract-features")
+                .arg("--images")
+                .arg(images)
+                .arg("--weights")
+                .arg(&weights)
+                .args(["--id-from", "sorted", "--threads", "1"])
+                .arg("--out")
+                .arg(self.p("features")),
+        );
+        run_ok(
+            self.cmd("remind-fit-pq")
+                .arg("--features")
+                .arg(self.p("features"))
+                .arg("--ids")
+                .arg(self.p("data/base_train.parquet"))
+                .arg("--out")
+                .arg(self.p("pq/codebook.arrow")),
+        );
+        run_ok(
+            self.cmd("remind-extract-codes")
+                .arg("--features")
+                .arg(self.p("features"))
+                .arg("--codebook")
+                .arg(self.p("pq/codebook.arrow"))
+                .arg("--out")
+                .arg(self.p("codes")),
+        );
+    }
+
+    /// `remind-stream-train` of `method` on the label table `labels` into `out`.
+    pub fn train_on(&self, labels: &Path, method: &str, out: &Path) -> Command {
+        let mut c = self.cmd("remind-stream-train");
+        c.args(["--method", method, "--threads", "1"])
+            .arg("--labels")
+            .arg(labels)
+            .arg("--codes")
+            .arg(self.p("codes"))
+            .arg("--codebook")
+            .arg(self.p("pq/codebook.arrow"))
+            .arg("--base-weights")
+            .arg(self.p("base/weights.safetensors"))
+            .arg("--out")
+            .arg(out);
+        c
+    }
+
+    /// [`train_on`](Self::train_on) the run's own label table.
+    pub fn train(&self, method: &str, out: &Path) -> Command {
+        self.train_on(&self.p("data/labels.parquet"), method, out)
+    }
+}
+
+/// The bytes of `<out>/<method>/probabilities/eval-KKK.arrow` (classification point `k`).
+pub fn probabilities(out: &Path, method: &str, k: usize) -> Vec<u8> {
+    let path = out
+        .join(method)
+        .join(format!("probabilities/eval-{k:03}.arrow"));
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}

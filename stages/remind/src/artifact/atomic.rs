@@ -110,7 +110,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// This machine's short host name, as it appears in temporary file names: on a shared file
 /// system, writers on several nodes (the shards of a job array) may work in one folder, and a
 /// process id means something only on the node that issued it.
-fn host_tag() -> String {
+pub fn host_tag() -> String {
     let name = fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

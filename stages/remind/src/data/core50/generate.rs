@@ -44,7 +44,7 @@ use super::layout::{
     category_of, image_path, object_number, CATEGORIES, CATEGORY_NAMES, OBJECTS_PER_CATEGORY,
     SESSIONS,
 };
-use crate::artifact::atomic::TEMP_PREFIX;
+use crate::artifact::atomic::{host_tag, TEMP_PREFIX};
 use crate::run::Progress;
 
 /// The sessions drawn outdoor (the others are indoor): 3 of 11 as in the release, two of
@@ -503,34 +503,6 @@ fn remove_stale_staging(parent: &Path, name: &str) {
         {
             let _ = std::fs::remove_dir_all(entry.path());
         }
-    }
-}
-
-/// This machine's short host name, as in the temporary names of
-/// [`crate::artifact::atomic`].
-fn host_tag() -> String {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_default();
-    let short: String = name
-        .trim()
-        .split('.')
-        .next()
-        .unwrap_or("")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if short.is_empty() {
-        "localhost".into()
-    } else {
-        short
     }
 }
 
