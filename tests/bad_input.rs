@@ -1325,7 +1325,11 @@ fn predictions_fed_to_evaluate() {
                 let first: UInt64Array =
                     RawTable::read(&c.join("stream/remind/predictions/boundary-001.parquet"))
                         .col("id");
-                let needle = format!("question id {} is predicted more than once", first.value(0));
+                // The artifact layer's `unique` rule (schemas/predictions.yaml) names both rows.
+                let needle = format!(
+                    "column 'id': id {} appears twice (rows 0 and 1)",
+                    first.value(0)
+                );
                 with_pred(
                     d,
                     &|t| t.map_u64("id", |i, x| if i == 1 { first.value(0) } else { x }),
@@ -1433,7 +1437,12 @@ fn predictions_fed_to_evaluate() {
                 let bad_q = t
                     .map_u64("question_id", |i, x| if i == first + 1 { id } else { x })
                     .write(&d.join("q.parquet"));
-                evaluate(d, &bad_q, &[&s(&bad_q), &"occurs twice in split 'val'"])
+                // The `unique` rule of schemas/questions.yaml, with both rows.
+                let needle = format!(
+                    "column 'question_id': question id {id} appears twice (rows {first} and {})",
+                    first + 1
+                );
+                evaluate(d, &bad_q, &[&s(&bad_q), &needle])
             }),
             case("question_types_index_twice", |d| {
                 stream(d);
@@ -1455,7 +1464,10 @@ fn predictions_fed_to_evaluate() {
                     .arg(d.join("run"));
                 bad(
                     cmd,
-                    &[&s(&types), &"type index 0 occurs twice"],
+                    &[
+                        &s(&types),
+                        &"column 'index': index 0 appears twice (rows 0 and 1)",
+                    ],
                     Dest::Nothing(out),
                 )
             }),

@@ -10,6 +10,7 @@ pub mod schema;
 pub mod sniff;
 pub mod table;
 pub mod tensor;
+pub mod values;
 pub mod weights;
 
 pub use dataset::TensorDataset;

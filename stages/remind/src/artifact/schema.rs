@@ -69,6 +69,10 @@ pub struct ArtifactSchema {
     #[serde(default)]
     pub optional_columns: Vec<ColumnSpec>,
     pub metadata: Vec<String>,
+    /// Value rules (`schemas/README.md`, "Value rules"): checked on read of Parquet tables
+    /// by [`super::values::check`], or naming the function that checks them.
+    #[serde(default)]
+    pub values: Vec<super::values::ValueRule>,
 }
 
 fn registry() -> &'static HashMap<String, Arc<ArtifactSchema>> {

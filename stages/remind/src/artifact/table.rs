@@ -78,12 +78,14 @@ impl Table {
         let builder = ParquetRecordBatchReaderBuilder::try_new(file)
             .map_err(|e| anyhow!("{p}: not a readable Parquet file: {e}"))?;
         let schema: Arc<Schema> = builder.schema().clone();
-        schema_of(kind)?.validate(path, &schema, None)?;
+        let def = schema_of(kind)?;
+        def.validate(path, &schema, None)?;
         let reader = builder.build().map_err(|e| anyhow!("{p}: {e}"))?;
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow!("{p}: corrupt Parquet data: {e}"))?;
         let batch = concat_batches(&schema, &batches)?;
+        super::values::check(&def, path, &batch)?;
         Ok(Self {
             path: path.to_path_buf(),
             batch,
