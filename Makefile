@@ -380,7 +380,7 @@ endif
 endif
 endif
 
-MINI_CORE50_CONFIG := pipelines/core50.yaml
+MINI_CORE50_CONFIG := $(or $(CONFIG),pipelines/core50.yaml)
 $(eval $(call section_stamps,$(ART)/mini-core50,$(MINI_CORE50_CONFIG)))
 $(ART)/mini-core50/.complete: $(ART)/mini-core50/.config/generate_core50.json | $(SETUP)
 	$(call STAGE,generate-core50) --config $(MINI_CORE50_CONFIG) --out $(ART)/mini-core50/core50_mini --run-dir $(ART)/mini-core50

@@ -451,8 +451,8 @@ fn bad_idx_input_fails_and_writes_nothing() {
     );
 
     // Both or neither source; bad base_classes.
-    expect_failure(&["--idx", &d, "--folder", &d], &out, &["not both"]);
-    expect_failure(&[], &out, &["give --idx or --folder"]);
+    expect_failure(&["--idx", &d, "--folder", &d], &out, &["not several"]);
+    expect_failure(&[], &out, &["give --idx, --folder or --core50"]);
     for b in ["0", "3"] {
         expect_failure(
             &["--idx", &d, "--base-classes", b],

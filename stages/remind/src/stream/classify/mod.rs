@@ -456,7 +456,7 @@ fn write_probabilities(
     let seen = ctx.run.plan.seen_classes[k];
     let (ids, probs) = predict(ctx, &net.model, seen)?;
     eprintln!(
-        "stream-train[{}]: {seen} classes seen (position {}): top-1 {:.2}% on {} validation images",
+        "stream-train[{}]: {seen} classes scored (position {}): top-1 {:.2}% on {} validation images",
         method.name(),
         ctx.run.plan.position(k),
         100.0 * top1(ctx, &ids, &probs),
