@@ -13,7 +13,7 @@ use arrow::array::{
 };
 use arrow::datatypes::Int32Type;
 use remind::artifact::dataset::complete_parts;
-use remind::artifact::schema::{all_schemas, Format};
+use remind::artifact::schema::{all_schemas, ArtifactSchema, Format};
 use remind::artifact::{
     write_table, DType, Payload, Producer, Table, TensorDataset, TensorFile, TensorSpec,
     TensorWriter,
@@ -22,15 +22,29 @@ use remind_e2e::{run_fail, run_ok, run_python, scratch, stage};
 
 const ROWS: usize = 5;
 
-/// A column of `ROWS` deterministic values for a schema type.
+/// A column of `ROWS` deterministic values for a schema type, within the value rules the
+/// kind declares for it (`one_of` columns cycle through their values).
+fn valid_column(schema: &ArtifactSchema, name: &str, ty: &str) -> ArrayRef {
+    let allowed = schema
+        .values
+        .iter()
+        .find(|r| r.column.as_deref() == Some(name) && !r.values.is_empty());
+    match allowed {
+        Some(rule) => Arc::new(StringArray::from_iter_values(
+            (0..ROWS).map(|i| rule.values[i % rule.values.len()].clone()),
+        )),
+        None => column(ty),
+    }
+}
+
+/// A column of `ROWS` deterministic values for a schema type (non-negative integers: ids,
+/// labels and counts).
 fn column(ty: &str) -> ArrayRef {
     match ty {
         "uint64" => Arc::new(UInt64Array::from_iter_values(
             (0..ROWS as u64).map(|i| i * 10 + 1),
         )),
-        "int64" => Arc::new(Int64Array::from_iter_values(
-            (0..ROWS as i64).map(|i| i - 2),
-        )),
+        "int64" => Arc::new(Int64Array::from_iter_values(0..ROWS as i64)),
         "int32" => Arc::new(Int32Array::from_iter_values(0..ROWS as i32)),
         "float64" => Arc::new(Float64Array::from_iter_values(
             (0..ROWS).map(|i| i as f64 * 0.5),
@@ -87,7 +101,11 @@ fn write_every_kind(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
             }
             Format::Parquet => {
                 let path = dir.join(format!("{}.parquet", schema.kind));
-                let cols = schema.columns.iter().map(|c| column(&c.ty)).collect();
+                let cols = schema
+                    .columns
+                    .iter()
+                    .map(|c| valid_column(&schema, &c.name, &c.ty))
+                    .collect();
                 write_table(&path, &schema.kind, &producer, cols, HashMap::new()).unwrap();
                 out.push((schema.kind.clone(), path));
             }
