@@ -203,7 +203,7 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
             .trim_end_matches("%)");
         let evaluated = log
             .lines()
-            .find(|l| l.contains(&format!("{seen} classes seen")))
+            .find(|l| l.contains(&format!("{seen} classes scored")))
             .unwrap_or_else(|| panic!("no evaluation at {seen} classes\n{log}"));
         assert!(
             evaluated.contains(&format!("top-1 {kept_score}%")),
