@@ -234,7 +234,7 @@ pub fn evaluate_classification(
         methods.push(m);
     }
     let order = order.unwrap_or_else(|| "class_iid".into());
-    let by_class = order.starts_with("class") && set.base_classes < set.num_classes();
+    let by_class = points_by_class(&order, set.base_classes, set.num_classes());
     let base = methods.iter().find(|m| m.name == s.baseline).cloned();
     if let Some(base) = base {
         for m in methods.iter_mut() {
@@ -305,12 +305,17 @@ const FIELDS: [(&str, Getter); 6] = [
     ("seen_classes_top5", |s| s.seen_classes_top5),
 ];
 
+/// See [`ClassEvaluation::by_class`].
+fn points_by_class(order: &str, base_classes: usize, num_classes: usize) -> bool {
+    order.starts_with("class") && base_classes < num_classes
+}
+
 impl ClassEvaluation {
     /// Whether points are told apart by the classes seen: a class order whose base set
     /// leaves classes to stream (ImageNet's protocol). Otherwise by images streamed (iid
     /// and instance orders, and class orders after a base set spanning every class).
     pub fn by_class(&self) -> bool {
-        self.order.starts_with("class") && self.base_classes < self.num_classes
+        points_by_class(&self.order, self.base_classes, self.num_classes)
     }
 
     /// The x value of each point of `m`: classes seen (class orders) or images streamed.
@@ -346,28 +351,10 @@ pub fn metrics_json(ev: &ClassEvaluation) -> Value {
             let v: Vec<Option<f64>> = m.scores.iter().map(get).collect();
             o.insert(name.into(), json!(v));
         }
-        o.insert(
-            "omega_all_top1".into(),
-            json!(m.omega.and_then(|o| o.all_top1)),
-        );
-        o.insert(
-            "omega_all_top5".into(),
-            json!(m.omega.and_then(|o| o.all_top5)),
-        );
+        for (name, v) in stream_summary(ev, m) {
+            o.insert(name.into(), json!(v));
+        }
         let r = m.accuracy_matrix(&ev.experiences);
-        o.insert(
-            "average_incremental_accuracy".into(),
-            json!(m.average_incremental_accuracy()),
-        );
-        o.insert("forgetting".into(), json!(forgetting(&r)));
-        o.insert(
-            "backward_transfer".into(),
-            json!(if by_class {
-                backward_transfer(&r)
-            } else {
-                None
-            }),
-        );
         o.insert("accuracy_matrix".into(), json!(r));
         top.insert(m.name.clone(), Value::Object(o));
     }
@@ -418,22 +405,15 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
         }
         out.push('\n');
     }
-    for (label, get) in [(
-        "avg_inc",
-        ClassMethod::average_incremental_accuracy as fn(&ClassMethod) -> _,
-    )] {
+    // Rows 2 and 3 of the whole stream's metrics (average incremental accuracy, forgetting).
+    let summaries: Vec<_> = ev.methods.iter().map(|m| stream_summary(ev, m)).collect();
+    for (row, label) in [(2, "avg_inc"), (3, "forgetting")] {
         out.push_str(&format!("{label:<10}"));
-        for m in &ev.methods {
-            out.push_str(&format!("{:>18}", pct(get(m))));
+        for s in &summaries {
+            out.push_str(&format!("{:>18}", pct(s[row].1)));
         }
         out.push('\n');
     }
-    out.push_str(&format!("{:<10}", "forgetting"));
-    for m in &ev.methods {
-        let f = forgetting(&m.accuracy_matrix(&ev.experiences));
-        out.push_str(&format!("{:>18}", pct(f)));
-    }
-    out.push('\n');
     out.push_str(&format!("{:<10}", "omega_all"));
     for m in &ev.methods {
         let cell = match m.omega {

@@ -115,25 +115,27 @@ impl LabelSet {
             "{p}: metadata {BASE_CLASSES_KEY}: expected 1 to {most} base classes of \
              {num_classes}, found {base_classes}"
         );
-        let frame_cols = VIDEO_COLUMNS.iter().filter(|c| t.has_column(c)).count();
-        let video =
-            match frame_cols {
-                0 => None,
-                3 => {
-                    for c in VIDEO_COLUMNS {
-                        t.require_non_null(c)?;
-                    }
-                    Some(VIDEO_COLUMNS.map(|c| t.column::<Int64Array>(c)))
+        let present: Vec<&str> = VIDEO_COLUMNS
+            .into_iter()
+            .filter(|c| t.has_column(c))
+            .collect();
+        let video = match present.len() {
+            0 => None,
+            3 => {
+                let [i, s, f] = VIDEO_COLUMNS;
+                for c in VIDEO_COLUMNS {
+                    t.require_non_null(c)?;
                 }
-                _ => bail!(
+                Some([
+                    t.column::<Int64Array>(i)?,
+                    t.column::<Int64Array>(s)?,
+                    t.column::<Int64Array>(f)?,
+                ])
+            }
+            _ => bail!(
                 "{p}: the video columns come together: expected all of {VIDEO_COLUMNS:?}, found \
-                 only {:?}",
-                VIDEO_COLUMNS.iter().filter(|c| t.has_column(c)).collect::<Vec<_>>()
+                 only {present:?}"
             ),
-            };
-        let video = match video {
-            Some([a, b, c]) => Some([a?, b?, c?]),
-            None => None,
         };
         let mut train_base = Vec::new();
         let mut train_frames = Vec::new();
