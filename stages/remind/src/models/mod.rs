@@ -3,9 +3,11 @@
 //! being read and written by [`crate::artifact::weights`].
 //!
 //! - [`resnet`]: the ResNet family with torchvision names, split into G and F at a cut.
+//! - [`flops`]: forward FLOPs per item of every model, from its layer shapes.
 //! - [`tools`]: random initial weights, and running a part on a tensor file.
 //! - [`vqa`]: the VQA models (S-MAC, UpDown) and their question encoder.
 
+pub mod flops;
 pub mod resnet;
 pub mod tools;
 pub mod vqa;
