@@ -9,6 +9,8 @@
 //! - [`decode`]: PQ codes to feature maps, on the training device.
 //! - [`metrics`]: VQA accuracy (overall, per type, mean-per-type).
 //! - [`offline`]: how long the offline baseline trains (fixed epochs, or to a plateau).
+//! - [`compute`]: what a run's training cost (updates, wall time, FLOPs, memory), written
+//!   into its `complete.json`.
 //! - [`vqa`]: the VQA task (S-MAC / UpDown over CLEVR or TDIUC codes).
 //! - [`classify`]: the class-incremental image-classification task (REMIND's ImageNet
 //!   protocol: F over decoded maps, mixup, crops, per-class learning rates).
@@ -16,6 +18,7 @@
 pub mod attempt;
 pub mod checkpoint;
 pub mod classify;
+pub mod compute;
 pub mod decode;
 pub mod driver;
 pub mod layout;
