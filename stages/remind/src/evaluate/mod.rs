@@ -15,6 +15,7 @@
 pub mod cl_metrics;
 mod classification;
 pub mod classify_eval;
+pub mod compute;
 pub mod report;
 
 pub use classification::{
@@ -134,6 +135,8 @@ pub struct VqaEvaluation {
     /// The question type learned in the segment ending at each boundary (qtype plans).
     pub segment_types: BTreeMap<usize, String>,
     pub methods: Vec<MethodResult>,
+    /// Each method's compute from its `complete.json` ([`compute`]), in method order.
+    pub compute: Vec<compute::MethodCompute>,
     /// Things the reader should know (partial methods, Omega caveats).
     pub notes: Vec<String>,
 }
@@ -567,6 +570,7 @@ pub fn evaluate_vqa(inputs: &VqaEvalInputs, s: &EvaluateSettings) -> Result<VqaE
         split_questions: questions.by_id.len(),
         positions: positions.into_iter().map(|(k, (p, _))| (k, p)).collect(),
         segment_types,
+        compute: compute::read_compute(dir, methods.iter().map(String::as_str)),
         methods: results,
         notes,
     })
