@@ -7,8 +7,11 @@ use std::path::{Path, PathBuf};
 
 use remind::artifact::Table;
 use remind_e2e::{
-    kill_once_exists, mini_clevr_stream_cmd, prepare_mini_clevr, run_fail, run_ok, scratch,
+    kill_once_exists, mini_clevr_stream_cmd, prepare_mini_clevr, run_fail, run_ok, scratch, stage,
 };
+
+#[path = "support/compute_check.rs"]
+mod compute_check;
 
 const CONFIG: &str = "
 stream:
@@ -97,6 +100,36 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
     assert!(rate["updates"].as_u64().unwrap() > 0, "{done}");
     assert_eq!(rate["batch"], 9, "1 new + 8 replayed: {done}");
     assert!(rate["update_over_floor"].as_f64().unwrap() > 0.0, "{done}");
+    // evaluate reports every method's compute beside the accuracy (issue #17).
+    let eval = run_ok(
+        stage("remind-evaluate")
+            .arg("--questions")
+            .arg(dir.join("questions/questions.parquet"))
+            .arg("--question-types")
+            .arg(dir.join("questions/question_types.parquet"))
+            .arg("--stream-dir")
+            .arg(&out)
+            .arg("--out")
+            .arg(dir.join("eval"))
+            .arg("--run-dir")
+            .arg(&dir),
+    );
+    let table = String::from_utf8_lossy(&eval.stdout);
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("eval/metrics.json")).unwrap()).unwrap();
+    let blocks =
+        compute_check::check_compute(&metrics, &out, &["remind", "finetune", "offline"], &table);
+    // remind and finetune: base initialisation's mini-batches (2 epochs of batches of 16
+    // over the first segment) and then one update per streamed question.
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    let b = plan["boundaries"].as_array().unwrap();
+    let (base, all) = (b[0].as_u64().unwrap(), b[b.len() - 1].as_u64().unwrap());
+    let base_steps = 2 * base.div_ceil(16);
+    for c in &blocks[..2] {
+        assert_eq!(c["updates"].as_u64(), Some(base_steps + all - base), "{c}");
+    }
+    assert_eq!(rate["updates"].as_u64(), Some(all - base), "{done}");
     let uninterrupted = predictions(&out, "remind");
 
     // Kill a remind run once its second checkpoint exists, then resume it.
