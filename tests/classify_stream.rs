@@ -7,6 +7,9 @@ use std::path::Path;
 
 use remind_e2e::{kill_once_exists, probabilities, run_fail, run_ok, scratch, stage, ClassRun};
 
+#[path = "support/compute_check.rs"]
+mod compute_check;
+
 const SIDE: usize = 12;
 const CLASSES: usize = 4;
 
@@ -234,6 +237,24 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     assert!(table.contains("omega_all"), "{table}");
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.p("eval/metrics.json")).unwrap()).unwrap();
+    // The compute block of every method (issue #17): one update per streamed image (80,
+    // the learning-rate counters' sum; nothing trains before the stream here), 1 new + 6
+    // replayed items per remind update after mixup's pairing, and F's forward FLOPs by
+    // hand: after layer4.0 of the width-8 ResNet-18 on 12 px images the maps are 2x2 of
+    // 64 channels, so layer4.1's two 3x3 64 -> 64 convs and fc 64 -> 4.
+    let blocks = compute_check::check_compute(&m, &out, &["remind", "finetune", "offline"], &table);
+    let forward = 2.0 * (2.0 * 64.0 * 64.0 * 9.0 * 4.0) + 2.0 * 64.0 * 4.0;
+    for b in &blocks {
+        assert_eq!(b["forward_flops_per_item"].as_f64(), Some(forward), "{b}");
+    }
+    assert_eq!(
+        (&blocks[0]["updates"], &blocks[0]["items"]),
+        (&80.into(), &560.into())
+    );
+    assert_eq!(
+        (&blocks[1]["updates"], &blocks[1]["items"]),
+        (&80.into(), &80.into())
+    );
     // At the base point the offline model is the base network itself, as REMIND's F is.
     let top1 = |method: &str, k: usize| m[method]["seen_classes_top1"][k].as_f64().unwrap();
     assert_eq!(top1("offline", 0), top1("remind", 0), "{m}");

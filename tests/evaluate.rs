@@ -228,6 +228,18 @@ fn scores_three_methods_exactly() {
     );
     assert!((m["finetune"]["mean_per_type"][2].as_f64().unwrap() - 0.25).abs() < 1e-15);
     assert_eq!(m["offline"]["omega"].as_f64(), Some(1.0));
+    // Hand-made runs have no complete.json, so no compute figures: evaluate still scores
+    // them, with the block null and a note saying why, in metrics.json and on stdout.
+    for method in ["remind", "finetune", "offline"] {
+        assert!(m[method]["compute"].is_null(), "{method}: {m}");
+        let note = m[method]["compute_note"].as_str().unwrap();
+        assert!(note.contains("complete.json"), "{note}");
+        assert!(
+            stdout.contains(&format!("note: {method}: compute figures missing")),
+            "{stdout}"
+        );
+    }
+    assert!(stdout.contains("Compute ("), "{stdout}");
 
     // The Parquet table, seen from Python.
     let py = run_python(

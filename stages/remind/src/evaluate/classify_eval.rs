@@ -70,6 +70,8 @@ pub struct ClassEvaluation {
     /// then each increment's (class-incremental streams), else one class each.
     pub experiences: Vec<Vec<usize>>,
     pub methods: Vec<ClassMethod>,
+    /// Each method's compute from its `complete.json` ([`super::compute`]).
+    pub compute: Vec<super::compute::MethodCompute>,
 }
 
 /// What one probabilities file says of its point: classes seen, position, order, and
@@ -290,6 +292,7 @@ pub fn evaluate_classification(
         baseline: s.baseline.clone(),
         order,
         experiences,
+        compute: super::compute::read_compute(stream_dir, methods.iter().map(|m| m.name.as_str())),
         methods,
     })
 }
@@ -358,6 +361,7 @@ pub fn metrics_json(ev: &ClassEvaluation) -> Value {
         o.insert("accuracy_matrix".into(), json!(r));
         top.insert(m.name.clone(), Value::Object(o));
     }
+    super::compute::insert_compute(&mut top, &ev.compute);
     Value::Object(top)
 }
 
@@ -427,6 +431,7 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
         out.push_str(&format!("{cell:>18}"));
     }
     out.push('\n');
+    out.push_str(&super::compute::render_compute(&ev.compute));
     out
 }
 

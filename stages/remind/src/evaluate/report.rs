@@ -47,6 +47,7 @@ pub fn metrics_json(ev: &VqaEvaluation) -> Value {
         o.insert("split".into(), json!(ev.split));
         top.insert(m.name.clone(), Value::Object(o));
     }
+    super::compute::insert_compute(&mut top, &ev.compute);
     Value::Object(top)
 }
 
@@ -188,6 +189,7 @@ pub fn render_tables(ev: &VqaEvaluation) -> String {
     for note in &ev.notes {
         out.push_str(&format!("note: {note}\n"));
     }
+    out.push_str(&super::compute::render_compute(&ev.compute));
     out
 }
 

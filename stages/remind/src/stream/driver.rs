@@ -34,6 +34,7 @@ use super::attempt::Attempt;
 use super::checkpoint::{
     accept_checkpoint, latest_checkpoint, read_state, write_checkpoint, CheckpointState,
 };
+use super::compute::{self, Meter, Stored};
 use super::decode::StreamCodes;
 use super::layout::{MethodDir, RunLayout};
 use super::plan::StreamPlan;
@@ -138,6 +139,9 @@ pub trait Learner {
         net: &'a mut Net<Self::Model>,
         items: &[usize],
     ) -> Result<BareStep<'a>>;
+    /// Estimated forward FLOPs of the trained model on one training item, from its layer
+    /// and input shapes (the `compute` block of `complete.json`, [`super::compute`]).
+    fn forward_flops_per_item(&self) -> Result<f64>;
 }
 
 /// A prepared training step ([`Learner::bare_step`]), run again and again to time it.
@@ -211,13 +215,16 @@ fn run_attempt<L: Learner>(
     write_bytes(&layout.plan(), &serde_json::to_vec(&spec.plan)?)?;
     let dir = dir.clone();
     let started = Instant::now();
-    let rate = match method {
-        Method::Offline => {
-            run_offline(learner, &dir, resume, attempt)?;
-            None
-        }
+    let meter = Meter::start();
+    let ran = match method {
+        Method::Offline => run_offline(learner, &dir, resume, attempt)?,
         Method::Remind | Method::Finetune => run_streaming(learner, &dir, method, resume, attempt)?,
     };
+    let compute = meter.finish(
+        learner.forward_flops_per_item()?,
+        ran.stored,
+        ran.resumed_from,
+    );
     let plan = &spec.plan;
     let positions: Vec<usize> = (0..plan.boundaries.len())
         .map(|k| plan.position(k))
@@ -228,7 +235,8 @@ fn run_attempt<L: Learner>(
         "boundaries": positions,
         "config_hash": spec.config_hash,
         "seconds": started.elapsed().as_secs_f64(),
-        "update_rate": rate,
+        "update_rate": ran.rate,
+        "compute": compute,
     });
     if !plan.seen_classes.is_empty() {
         done["seen_classes"] = serde_json::json!(plan.seen_classes);
@@ -326,6 +334,17 @@ fn evaluation_point<L: Learner>(
     k: usize,
     state: &State<L::Model>,
 ) -> Result<()> {
+    compute::excluded(|| evaluation_point_timed(learner, dir, method, k, state))
+}
+
+/// [`evaluation_point`], its time counted by the caller.
+fn evaluation_point_timed<L: Learner>(
+    learner: &L,
+    dir: &MethodDir,
+    method: Method,
+    k: usize,
+    state: &State<L::Model>,
+) -> Result<()> {
     let spec = learner.spec();
     let State { net, buffer, rng } = state;
     learner.evaluate(net, k, dir, method)?;
@@ -388,13 +407,23 @@ fn restore<M>(
     Ok(())
 }
 
+/// What a method's run tells its completion record besides the plan.
+struct Ran {
+    /// Streamed updates against the floor (`remind`, `finetune`; None without updates).
+    rate: Option<UpdateRate>,
+    /// What the method keeps of the stream at its end.
+    stored: Stored,
+    /// The evaluation point a resumed run continued from.
+    resumed_from: Option<usize>,
+}
+
 fn run_streaming<L: Learner>(
     learner: &L,
     dir: &MethodDir,
     method: Method,
     resume: Resume,
     attempt: &mut Attempt,
-) -> Result<Option<UpdateRate>> {
+) -> Result<Ran> {
     let spec = learner.spec();
     let plan = &spec.plan;
     let points = plan.boundaries.len();
@@ -410,9 +439,11 @@ fn run_streaming<L: Learner>(
         },
         rng: ChaCha8Rng::seed_from_u64(spec.seed ^ 0x7265_6d69_6e64),
     };
+    let mut resumed_from = None;
     let start = match resume_point(dir, resume, spec, points, attempt)? {
         Some((ckpt, saved)) => {
             restore(&ckpt, &saved, spec, &mut state)?;
+            resumed_from = Some(saved.boundary);
             eprintln!(
                 "stream-train[{}]: resumed from {} (position {})",
                 method.name(),
@@ -490,15 +521,28 @@ fn run_streaming<L: Learner>(
             seconds += t.elapsed().as_secs_f64();
             updates += 1;
             batch = step.batch;
+            compute::count_step(step.batch);
             progress.inc(1);
         }
         evaluation_point(learner, dir, method, k, &state)?;
     }
     progress.finish();
+    let stored = state
+        .buffer
+        .as_ref()
+        .map_or_else(Stored::default, |b| Stored {
+            bytes: b.memory_bytes() as u64,
+            items: b.len() as u64,
+            item_code_bytes: b.item_bytes() as u64,
+        });
     if updates == 0 {
-        return Ok(None);
+        return Ok(Ran {
+            rate: None,
+            stored,
+            resumed_from,
+        });
     }
-    let floor = floor_seconds(learner, batch)?;
+    let floor = compute::excluded(|| floor_seconds(learner, batch))?;
     let per_update = seconds / updates as f64;
     let rate = UpdateRate {
         updates,
@@ -511,7 +555,11 @@ fn run_streaming<L: Learner>(
         "stream-train[{}]: {:.1} updates/s over {} updates of batch {}; bare forward+backward+step on a prepared batch: {:.1}/s (ratio {:.3})",
         method.name(), rate.updates_per_s, updates, rate.batch, rate.floor_updates_per_s, rate.update_over_floor
     );
-    Ok(Some(rate))
+    Ok(Ran {
+        rate: Some(rate),
+        stored,
+        resumed_from,
+    })
 }
 
 /// Seconds of one bare step on a fresh network (one warm-up step, then the mean of
@@ -528,18 +576,17 @@ fn floor_seconds<L: Learner>(learner: &L, batch: usize) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64() / FLOOR_STEPS as f64)
 }
 
+/// The offline baseline; what it stores is every item of the last point, as codes.
 fn run_offline<L: Learner>(
     learner: &L,
     dir: &MethodDir,
     resume: Resume,
     attempt: &mut Attempt,
-) -> Result<()> {
+) -> Result<Ran> {
     let spec = learner.spec();
     let points = spec.plan.boundaries.len();
-    let start = match resume_point(dir, resume, spec, points, attempt)? {
-        Some((_, saved)) => saved.boundary + 1,
-        None => 0,
-    };
+    let resumed_from = resume_point(dir, resume, spec, points, attempt)?.map(|(_, s)| s.boundary);
+    let start = resumed_from.map_or(0, |k| k + 1);
     for k in start..points {
         let mut net = learner.fresh()?;
         learner.train_offline(&mut net, k)?;
@@ -551,5 +598,15 @@ fn run_offline<L: Learner>(
         };
         evaluation_point(learner, dir, Method::Offline, k, &state)?;
     }
-    Ok(())
+    let item_code_bytes = spec.codes.code_shape.iter().product::<usize>() as u64;
+    let items = spec.plan.boundaries.last().copied().unwrap_or(0) as u64;
+    Ok(Ran {
+        rate: None,
+        stored: Stored {
+            bytes: items * item_code_bytes,
+            items,
+            item_code_bytes,
+        },
+        resumed_from,
+    })
 }

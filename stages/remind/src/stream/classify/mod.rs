@@ -37,6 +37,7 @@ use crate::buffer::Eviction;
 use crate::data::images::labels::{Items, LabelSet};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
 use crate::run::{config_hash, Progress};
+use crate::stream::compute;
 use crate::stream::decode::{Decoder, StreamCodes};
 use crate::stream::driver::{self, BareStep, Learner, Net, Replay, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
@@ -705,6 +706,7 @@ impl Learner for Ctx<'_> {
                     None => lr_at(step, total, self.s.offline_lr),
                 };
                 net.opt.backward_step(&loss, lr);
+                compute::count_step(chunk.len());
                 correct += top1_hits(&logits, &y);
                 step += 1;
                 progress.inc(chunk.len() as u64);
@@ -739,6 +741,12 @@ impl Learner for Ctx<'_> {
 
     fn evaluate(&self, net: &Net<ResNet>, k: usize, dir: &MethodDir, method: Method) -> Result<()> {
         write_probabilities(self, net, k, dir, method)
+    }
+
+    /// F's forward FLOPs on one decoded map ([`ResNetConfig::f_flops`]).
+    fn forward_flops_per_item(&self) -> Result<f64> {
+        let [h, w, _] = self.run.codes.code_shape;
+        self.net.f_flops(self.s.cut, (h, w))
     }
 
     /// The SGD step of F on the first `batch` streamed images, decoded once.

@@ -24,6 +24,7 @@ use crate::artifact::{write_table, Producer, Table, TensorDataset};
 use crate::buffer::Eviction;
 use crate::models::vqa::{ModelConfig, QuestionInput, Questions, VqaModel};
 use crate::run::{config_hash, Progress};
+use crate::stream::compute;
 use crate::stream::decode::StreamCodes;
 use crate::stream::driver::{self, BareStep, Learner, Net, Resume, RunSpec, Step, Update};
 use crate::stream::layout::MethodDir;
@@ -413,6 +414,7 @@ fn train_epoch(
             seed ^ ((epoch as u64) << 40) ^ b as u64,
             lr,
         )?;
+        compute::count_step(batch.len());
         progress.inc(batch.len() as u64);
     }
     Ok(())
@@ -584,6 +586,15 @@ impl Learner for Ctx<'_> {
         );
         write_predictions(self, dir, method, k, &pred)?;
         Ok(())
+    }
+
+    /// The model's forward FLOPs on one question ([`ModelConfig::forward_flops`]), at the
+    /// mean length of the training questions.
+    fn forward_flops_per_item(&self) -> Result<f64> {
+        let [h, w, _] = self.run.codes.code_shape;
+        let n = self.train.lengths.len().max(1) as f64;
+        let tokens = self.train.lengths.iter().sum::<i64>() as f64 / n;
+        Ok(self.model.forward_flops((h, w), tokens))
     }
 
     /// The step on the first `batch` items of the stream.
