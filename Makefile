@@ -133,6 +133,11 @@ QUIET ?=
 SETUP ?= setup
 STAGE_THREADS ?=
 THREADS_ARG = $(if $(STAGE_THREADS),--threads $(STAGE_THREADS))
+# PRECISION=bf16: every training and feature stage computes in bf16 mixed precision
+# (refused on a CPU without bf16 instructions); give it its own ART, as the flag is not
+# part of make's view of what is stale.
+PRECISION ?=
+PRECISION_ARG = $(if $(PRECISION),--precision $(PRECISION))
 METHODS := offline remind finetune
 SHARDS ?= 4
 
@@ -220,10 +225,10 @@ $$($(1)_RUN)/questions/questions.parquet: $$($(1)_STAMP) $$($(1)_SEC)/import_que
 	$$(call STAGE,import-questions) $$($(1)_ARGS) $$($(2)_IMPORT) $$($(1)_DATA) --out $$($(1)_RUN)/questions
 
 $$($(1)_RUN)/backbone/weights.safetensors: $$($(1)_STAMP) $$($(1)_SEC)/train_backbone.json | $$(SETUP)
-	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@ $$(THREADS_ARG)
+	$$(call STAGE,train-backbone) $$($(1)_ARGS) --clevr-dir $$($(1)_DATA) --out $$@ $$(THREADS_ARG) $$(PRECISION_ARG)
 
 $$($(1)_RUN)/features/%/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_STAMP) $$($(1)_SEC)/extract_features.json | $$(SETUP)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $$(call $(2)_images,$$($(1)_DATA),$$*) --weights $$($(1)_WEIGHTS) --out $$(@D) $$(THREADS_ARG) $$(PRECISION_ARG)
 
 $$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/train/part-00000-of-00001.arrow $$($(1)_SEC)/fit_pq.json | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features/train --out $$@ $$(THREADS_ARG)
@@ -242,7 +247,7 @@ $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/c
 $$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_SEC)/stream.json $$($(1)_SEC)/model.json | $$(SETUP)
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
-		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG)
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG) $$(PRECISION_ARG)
 
 $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
@@ -291,10 +296,10 @@ $$($(1)_RUN)/data/labels.parquet: $$($(1)_SEC)/import_images.json $(5) | $$(SETU
 	$$(call STAGE,import-images) $$($(1)_ARGS) $(3) --out $$($(1)_RUN)/data
 
 $$($(1)_RUN)/base/weights.safetensors: $$($(1)_RUN)/data/labels.parquet $$($(1)_SEC)/train_classifier.json | $$(SETUP)
-	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@ $$(THREADS_ARG)
+	$$(call STAGE,train-classifier) $$($(1)_ARGS) --labels $$< --out $$@ $$(THREADS_ARG) $$(PRECISION_ARG)
 
 $$($(1)_RUN)/features/part-00000-of-00001.arrow: $$($(1)_WEIGHTS) $$($(1)_RUN)/data/labels.parquet $$($(1)_SEC)/extract_features.json | $$(SETUP)
-	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D) $$(THREADS_ARG)
+	$$(call STAGE,extract-features) $$($(1)_ARGS) --images $(4) --weights $$($(1)_WEIGHTS) --id-from sorted --out $$(@D) $$(THREADS_ARG) $$(PRECISION_ARG)
 
 $$($(1)_RUN)/pq/codebook.arrow: $$($(1)_RUN)/features/part-00000-of-00001.arrow $$($(1)_SEC)/fit_pq.json | $$(SETUP)
 	$$(call STAGE,fit-pq) $$($(1)_ARGS) --features $$($(1)_RUN)/features --ids $$($(1)_RUN)/data/base_train.parquet --out $$@ $$(THREADS_ARG)
@@ -310,7 +315,7 @@ $(2)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1
 	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* $(3) \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
-		--out $(2)/stream --resume --restart-stale $$(THREADS_ARG)
+		--out $(2)/stream --resume --restart-stale $$(THREADS_ARG) $$(PRECISION_ARG)
 
 $(2)/metrics.json: $$(foreach m,$$(METHODS),$(2)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \

@@ -400,3 +400,137 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         "{err}"
     );
 }
+
+/// Rows of a float32 tensor artifact (probabilities, features), in id order.
+fn rows_f32(path: &Path, kind: &str) -> Vec<Vec<f32>> {
+    let ds = remind::artifact::TensorDataset::open(path, kind).unwrap();
+    (0..ds.len())
+        .map(|r| ds.row_f32(r).unwrap().to_vec())
+        .collect()
+}
+
+/// bf16 mixed precision (issue #16): refused, with nothing written, on a CPU without bf16
+/// instructions (a cpuinfo without them); where the CPU has them, a REMIND stream and the
+/// feature extraction in bf16 land close to fp32 without equalling it (bf16 really ran),
+/// record the precision, and a second bf16 run gives the same bytes.
+#[test]
+fn bf16_mixed_precision_is_close_to_fp32_reproducible_and_refused_without_bf16() {
+    let dir = scratch("classify-bf16");
+    let run = prepare(&dir, CONFIG);
+    let old_cpu = dir.join("cpuinfo-old");
+    std::fs::write(
+        &old_cpu,
+        "model name\t: Old CPU\nflags\t\t: fpu sse2 avx2 avx512f\n",
+    )
+    .unwrap();
+    let refused = dir.join("refused");
+    let err = run_fail(
+        run.train("remind", &refused)
+            .args(["--precision", "bf16"])
+            .env("REMIND_CPUINFO", &old_cpu),
+    );
+    assert!(
+        err.contains("classify_stream.precision")
+            && err.contains("Old CPU")
+            && err.contains("avx512_bf16 or amx_bf16"),
+        "{err}"
+    );
+    assert!(!refused.join("remind/complete.json").exists());
+    let err = run_fail(
+        run.cmd("remind-extract-features")
+            .arg("--images")
+            .arg(run.p("data/images"))
+            .arg("--weights")
+            .arg(run.p("base/weights.safetensors"))
+            .args(["--id-from", "sorted", "--precision", "bf16"])
+            .arg("--out")
+            .arg(dir.join("features-refused"))
+            .env("REMIND_CPUINFO", &old_cpu),
+    );
+    assert!(err.contains("extract_features.precision"), "{err}");
+    assert!(!dir
+        .join("features-refused/part-00000-of-00001.arrow")
+        .exists());
+
+    if !remind::run::precision::CpuBf16::detect().native() {
+        eprintln!("bf16 runs skipped: this CPU has no bf16 instructions");
+        return;
+    }
+    let (fp32, bf16, again) = (dir.join("fp32"), dir.join("bf16"), dir.join("bf16-again"));
+    run_ok(&mut run.train("remind", &fp32));
+    for out in [&bf16, &again] {
+        run_ok(run.train("remind", out).args(["--precision", "bf16"]));
+    }
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bf16.join("remind/complete.json")).unwrap()).unwrap();
+    assert_eq!(done["precision"], "bf16", "{done}");
+    assert!(done["cpu_bf16"]["model"].is_string(), "{done}");
+    let last = 2;
+    assert_eq!(
+        probabilities(&bf16, "remind", last),
+        probabilities(&again, "remind", last),
+        "two bf16 runs differ"
+    );
+    let path = |out: &Path| out.join(format!("remind/probabilities/eval-{last:03}.arrow"));
+    let (a, b) = (
+        rows_f32(&path(&fp32), "probabilities"),
+        rows_f32(&path(&bf16), "probabilities"),
+    );
+    let argmax = |r: &[f32]| (0..r.len()).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap();
+    let agree = a
+        .iter()
+        .zip(&b)
+        .filter(|(x, y)| argmax(x) == argmax(y))
+        .count();
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| x.iter().zip(y.iter()).map(|(p, q)| (p - q).abs()))
+        .fold(0f32, f32::max);
+    assert!(
+        max_diff > 0.0,
+        "bf16 probabilities equal fp32's: bf16 did not run"
+    );
+    assert!(
+        agree as f64 >= 0.9 * a.len() as f64 && max_diff < 0.25,
+        "bf16 far from fp32: {agree} of {} top-1 predictions agree, max difference {max_diff}",
+        a.len()
+    );
+
+    // Features: bf16 maps within a few percent of fp32's (relative L2 over all values).
+    let features16 = dir.join("features-bf16");
+    run_ok(
+        run.cmd("remind-extract-features")
+            .arg("--images")
+            .arg(run.p("data/images"))
+            .arg("--weights")
+            .arg(run.p("base/weights.safetensors"))
+            .args([
+                "--id-from",
+                "sorted",
+                "--threads",
+                "1",
+                "--precision",
+                "bf16",
+            ])
+            .arg("--out")
+            .arg(&features16),
+    );
+    let (f32s, f16s) = (
+        rows_f32(&run.p("features"), "features"),
+        rows_f32(&features16, "features"),
+    );
+    assert_eq!(f32s.len(), f16s.len());
+    let (mut err2, mut norm2) = (0f64, 0f64);
+    for (x, y) in f32s.iter().zip(&f16s) {
+        for (p, q) in x.iter().zip(y) {
+            err2 += f64::from(p - q).powi(2);
+            norm2 += f64::from(*p).powi(2);
+        }
+    }
+    let rel = (err2 / norm2).sqrt();
+    assert!(
+        rel > 0.0 && rel < 0.03,
+        "bf16 features' relative L2 error {rel}"
+    );
+}

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser};
 use remind::models::{Arch, Cut, Stem};
-use remind::run::{DeviceChoice, Shard};
+use remind::run::{DeviceChoice, Precision, Shard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -111,6 +111,11 @@ pub struct Training<L: LearningRate> {
     pub batch: Option<usize>,
     #[arg(long, help = L::HELP)]
     pub lr: Option<f64>,
+    /// Compute precision: fp32, or bf16 mixed precision (bf16 forward passes, fp32 master
+    /// weights, optimiser and losses; refused on a CPU without bf16 instructions)
+    /// [default: fp32].
+    #[arg(long)]
+    pub precision: Option<Precision>,
     #[arg(skip)]
     #[serde(skip)]
     rate: std::marker::PhantomData<L>,

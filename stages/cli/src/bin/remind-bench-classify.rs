@@ -15,6 +15,8 @@ use rand_chacha::ChaCha8Rng;
 use remind::buffer::{Eviction, ReplayBuffer};
 use remind::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
 use remind::pq::ProductQuantizer;
+use remind::run::precision::CpuBf16;
+use remind::run::Precision;
 use remind::stream::classify::augment::{
     draw_crop, resize_crops_batched, resize_crops_grouped, Crop,
 };
@@ -62,6 +64,10 @@ struct Cli {
     /// Blocks of each kind, alternated (so that drift hits both alike).
     #[arg(long, default_value_t = 4)]
     blocks: usize,
+    /// bf16: also time the bare F step and REMIND's update in bf16 mixed precision (where
+    /// the CPU has bf16 instructions or on CUDA); fp32: fp32 only.
+    #[arg(long, default_value = "bf16")]
+    precision: Precision,
 }
 
 /// A fresh F on `device`, with its own variables (drawn from libtorch's generator).
@@ -80,6 +86,68 @@ fn remind_sgd(vs: &nn::VarStore) -> Optimizer {
             weight_decay: 1e-5,
         },
     )
+}
+
+/// REMIND's real update with its own F, optimiser, counters and buffer: per step, a new
+/// random item, 2r replayed items drawn, the update, the new item inserted.
+struct RemindUpdate<'a> {
+    updater: &'a Updater<'a>,
+    _vs: nn::VarStore,
+    f: ResNet,
+    opt: Optimizer,
+    counters: Vec<u64>,
+    buffer: ReplayBuffer,
+    codes: Vec<u8>,
+    classes: i64,
+    next_id: u64,
+}
+
+impl<'a> RemindUpdate<'a> {
+    fn new(
+        updater: &'a Updater<'a>,
+        device: Device,
+        cfg: ResNetConfig,
+        cut: Cut,
+        buffer: ReplayBuffer,
+        cli: &Cli,
+    ) -> Result<Self> {
+        let (vs, f) = fresh_f(device, cfg, cut)?;
+        let opt = remind_sgd(&vs);
+        Ok(Self {
+            updater,
+            _vs: vs,
+            f,
+            opt,
+            counters: vec![0; cli.classes as usize],
+            codes: vec![0; buffer.item_bytes()],
+            buffer,
+            classes: cli.classes,
+            next_id: cli.items as u64,
+        })
+    }
+
+    fn step(&mut self, rng: &mut ChaCha8Rng) -> Result<()> {
+        rng.fill(&mut self.codes[..]);
+        let y = rng.random_range(0..self.classes);
+        let slots = self.buffer.sample(self.updater.replay_draws(), rng);
+        let replay = Replay {
+            buffer: &self.buffer,
+            slots: &slots,
+        };
+        let (f, opt) = (&self.f, &mut self.opt);
+        self.updater.update(
+            f,
+            opt,
+            &self.codes,
+            y,
+            Some(replay),
+            rng,
+            &mut self.counters,
+        )?;
+        self.buffer.insert(self.next_id, y, &self.codes, rng)?;
+        self.next_id += 1;
+        Ok(())
+    }
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -119,53 +187,57 @@ fn run(cli: &Cli) -> Result<()> {
         let y = rng.random_range(0..cli.classes);
         buffer.insert(i as u64, y, &codes, &mut rng)?;
     }
+    // bf16 is timed beside fp32 where it runs natively (the CPU's bf16 instructions, or the
+    // card); `--precision fp32` times fp32 only.
+    let bf16 =
+        cli.precision == Precision::Bf16 && Precision::Bf16.check(device, "--precision").is_ok();
     let s = ClassifySettings {
         replay: cli.replay,
         ..Default::default()
     };
+    let s16 = ClassifySettings {
+        precision: Precision::Bf16,
+        ..s.clone()
+    };
+    let decoder = Decoder {
+        pq: &pq,
+        code_shape: [h as usize, w as usize, cli.m],
+        device,
+        l2_normalize: false,
+    };
     let updater = Updater {
         s: &s,
-        decoder: Decoder {
-            pq: &pq,
-            code_shape: [h as usize, w as usize, cli.m],
-            device,
-            l2_normalize: false,
-        },
+        decoder: decoder.clone(),
     };
-    // REMIND's F and optimiser.
-    let (vs, f) = fresh_f(device, cfg, cut)?;
-    let mut opt = remind_sgd(&vs);
-    let mut counters = vec![0u64; cli.classes as usize];
-    let mut next_id = cli.items as u64;
-    let mut remind_step = |rng: &mut ChaCha8Rng| -> Result<()> {
-        rng.fill(&mut codes[..]);
-        let y = rng.random_range(0..cli.classes);
-        let slots = buffer.sample(updater.replay_draws(), rng);
-        let replay = Replay {
-            buffer: &buffer,
-            slots: &slots,
-        };
-        updater.update(&f, &mut opt, &codes, y, Some(replay), rng, &mut counters)?;
-        buffer.insert(next_id, y, &codes, rng)?;
-        next_id += 1;
-        Ok(())
-    };
-    // The floor: the same F shape, libtorch's SGD, a prepared batch of r+1 maps.
-    let (vs2, f2) = fresh_f(device, cfg, cut)?;
-    let mut sgd = nn::Sgd {
-        momentum: 0.9,
-        wd: 1e-5,
-        ..Default::default()
-    }
-    .build(&vs2, 0.1)?;
+    let updater16 = Updater { s: &s16, decoder };
+    // REMIND's F and optimiser, one per precision, each with its own copy of the buffer.
+    let mut remind32 = RemindUpdate::new(&updater, device, cfg, cut, buffer.clone(), cli)?;
+    let mut remind16 = RemindUpdate::new(&updater16, device, cfg, cut, buffer, cli)?;
+    // The floor: the same F shape, libtorch's SGD, a prepared batch of r+1 maps; in bf16,
+    // the same under autocast (what PyTorch's `torch.autocast` gives a training loop).
     let n = cli.replay as i64 + 1;
     let x = Tensor::randn([n, c, h, w], (Kind::Float, device)).relu();
     let y = Tensor::randint(cli.classes, [n], (Kind::Int64, device));
-    let mut floor_step = || {
-        let loss = f2.forward_t(&x, true).cross_entropy_for_logits(&y);
-        sgd.backward_step(&loss);
-        let _ = loss.double_value(&[]);
+    let floor_of = |precision: Precision| -> Result<_> {
+        let (vs, f) = fresh_f(device, cfg, cut)?;
+        let mut sgd = nn::Sgd {
+            momentum: 0.9,
+            wd: 1e-5,
+            ..Default::default()
+        }
+        .build(&vs, 0.1)?;
+        let (x, y) = (x.shallow_clone(), y.shallow_clone());
+        Ok(move || {
+            let _vs = &vs;
+            let loss = precision
+                .forward(device, || f.forward_t(&x, true))
+                .cross_entropy_for_logits(&y);
+            sgd.backward_step(&loss);
+            let _ = loss.double_value(&[]);
+        })
     };
+    let mut floor_step = floor_of(Precision::Fp32)?;
+    let mut floor16_step = floor_of(Precision::Bf16)?;
     // The floor's batch through REMIND's own optimiser (written on tensors): separates the
     // optimiser's cost from the rest of the update.
     let (vs3, f3) = fresh_f(device, cfg, cut)?;
@@ -178,26 +250,32 @@ fn run(cli: &Cli) -> Result<()> {
     for _ in 0..cli.warmup {
         floor_step();
         own_opt_step();
-        remind_step(&mut rng)?;
+        remind32.step(&mut rng)?;
+        if bf16 {
+            floor16_step();
+            remind16.step(&mut rng)?;
+        }
     }
     let (mut floor, mut ours, mut own) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut floor16, mut ours16) = (Vec::new(), Vec::new());
+    let time = |f: &mut dyn FnMut() -> Result<()>, into: &mut Vec<f64>| -> Result<()> {
+        for _ in 0..cli.iters {
+            let t = Instant::now();
+            f()?;
+            into.push(t.elapsed().as_secs_f64());
+        }
+        Ok(())
+    };
     for _ in 0..cli.blocks {
-        for _ in 0..cli.iters {
-            let t = Instant::now();
-            floor_step();
-            floor.push(t.elapsed().as_secs_f64());
-        }
-        for _ in 0..cli.iters {
-            let t = Instant::now();
-            own_opt_step();
-            own.push(t.elapsed().as_secs_f64());
-        }
-        for _ in 0..cli.iters {
-            let t = Instant::now();
-            remind_step(&mut rng)?;
-            ours.push(t.elapsed().as_secs_f64());
+        time(&mut || Ok(floor_step()), &mut floor)?;
+        time(&mut || Ok(own_opt_step()), &mut own)?;
+        time(&mut || remind32.step(&mut rng), &mut ours)?;
+        if bf16 {
+            time(&mut || Ok(floor16_step()), &mut floor16)?;
+            time(&mut || remind16.step(&mut rng), &mut ours16)?;
         }
     }
+    let buffer = remind32.buffer;
     let (fm, om, wm) = (median(&mut floor), median(&mut ours), median(&mut own));
     // Pieces of REMIND's update on their own (median ms, device synchronised): decoding 2r
     // replayed items, and their crops resized per crop size or in one batch.
@@ -249,11 +327,42 @@ fn run(cli: &Cli) -> Result<()> {
         "decode_2r_ms": decode_ms,
         "crops_grouped_ms": grouped_ms,
         "crops_batched_ms": batched_ms,
+        "fp32_floor_per_s": 1.0 / fm,
+        "cpu_bf16": CpuBf16::detect(),
     });
+    let mut json = json;
+    if bf16 {
+        let (f16, o16) = (median(&mut floor16), median(&mut ours16));
+        json["bf16_floor_per_s"] = (1.0 / f16).into();
+        json["bf16_update_per_s"] = (1.0 / o16).into();
+        json["bf16_floor_vs_fp32_floor"] = (fm / f16).into();
+        json["bf16_update_vs_fp32_floor"] = (fm / o16).into();
+    } else {
+        json["bf16"] = format!(
+            "not measured: {}",
+            match cli.precision {
+                Precision::Fp32 => "--precision fp32".to_string(),
+                Precision::Bf16 => format!(
+                    "{:#}",
+                    Precision::Bf16.check(device, "--precision").unwrap_err()
+                ),
+            }
+        )
+        .into();
+    }
     println!("{json}");
     eprintln!(
         "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}",
         h, w, c, cli.replay, tch::get_num_threads(), 1.0 / fm, 1.0 / wm, 1.0 / om, fm / om
     );
+    if let (Some(f16), Some(o16)) = (
+        json["bf16_floor_per_s"].as_f64(),
+        json["bf16_update_per_s"].as_f64(),
+    ) {
+        eprintln!(
+            "bf16 (autocast, fp32 master weights): bare F step {f16:.2}/s ({:.2}x the fp32 floor), REMIND update {o16:.2}/s ({:.2}x the fp32 floor); {}",
+            f16 * fm, o16 * fm, CpuBf16::detect()
+        );
+    }
     Ok(())
 }

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use remind::artifact::dataset::part_path;
 use remind::backbone::features::{extract_features, ExtractConfig, IdFrom};
-use remind::run::Shard;
+use remind::run::{Precision, Shard};
 use remind_stages::{stage, NetworkShape, ShardedComputeStage};
 use serde::Serialize;
 
@@ -52,6 +52,10 @@ struct ExtractFeaturesFlags {
     /// Decoding threads.
     #[arg(long)]
     decode_threads: Option<usize>,
+    /// Compute precision of the forward pass: fp32, or bf16 (autocast; features are still
+    /// written as fp32; refused on a CPU without bf16 instructions) [default: fp32].
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 stage!(Cli, "extract_features", ExtractConfig, |cli, cfg| {

@@ -12,7 +12,7 @@ use remind::codes::codebook::load_codebook;
 use remind::data::questions::check_same_import;
 use remind::models::vqa::{ModelConfig, QuestionInput};
 use remind::run::config::{section_sets, top_level_string};
-use remind::run::{config_hash, load_section, load_section_over, Contract};
+use remind::run::{config_hash, load_section, load_section_over, Contract, Precision};
 use remind::stream::classify::{run_classify_stream, ClassifyInputs, ClassifySettings};
 use remind::stream::layout::RunLayout;
 use remind::stream::vqa::data::QuestionFeatures;
@@ -105,6 +105,11 @@ struct StreamFlags {
     /// VQA: use at most this many training questions per question type.
     #[arg(long)]
     max_per_type: Option<usize>,
+    /// Compute precision: fp32, or bf16 mixed precision (bf16 forward passes, fp32 master
+    /// weights, optimiser and losses; refused on a CPU without bf16 instructions)
+    /// [default: fp32].
+    #[arg(long)]
+    precision: Option<Precision>,
 }
 
 fn main() -> ExitCode {

@@ -30,7 +30,7 @@ use crate::backbone::features::{decode_image, normalise_images_with, InputNorm};
 use crate::data::images::labels::{Items, LabelSet};
 use crate::models::tools::weights_metadata;
 use crate::models::{save_weights, Arch, ResNet, ResNetConfig, Stem};
-use crate::run::{config_hash, Progress};
+use crate::run::{config_hash, Precision, Progress};
 use crate::train::optim::{OptimKind, Optimizer};
 use crate::train::schedule::EpochSchedule;
 use crate::train::top1_hits;
@@ -68,6 +68,11 @@ pub struct TrainClassifierConfig {
     pub seed: u64,
     pub decode_threads: usize,
     pub max_preload_gb: f64,
+    /// Compute precision of the training and evaluation forward passes ([`Precision`]:
+    /// fp32, or bf16 mixed precision with fp32 master weights, optimiser and losses). Left
+    /// out of the config hash while fp32, so earlier runs hash as before.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for TrainClassifierConfig {
@@ -92,6 +97,7 @@ impl Default for TrainClassifierConfig {
             seed: 0,
             decode_threads: 2,
             max_preload_gb: 8.0,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -255,6 +261,7 @@ fn accuracy(
     device: Device,
     batch: usize,
     norm: &InputNorm,
+    precision: Precision,
 ) -> Result<f64> {
     let _g = tch::no_grad_guard();
     let n = data.labels.size()[0];
@@ -263,8 +270,8 @@ fn accuracy(
     while i < n {
         let b = (batch as i64).min(n - i);
         let x = normalise_images_with(&data.pixels.narrow(0, i, b).to_device(device), norm);
-        let pred = net
-            .forward_t(&x, false)
+        let pred = precision
+            .forward(device, || net.forward_t(&x, false))
             .argmax(-1, false)
             .to_device(Device::Cpu);
         correct += pred
@@ -284,6 +291,8 @@ pub fn train_classifier(
 ) -> Result<ClassifierReport> {
     let start = Instant::now();
     cfg.validate()?;
+    cfg.precision
+        .prepare(device, "train_classifier.precision")?;
     let (labels_path, out) = cfg.required()?;
     let set = LabelSet::read(labels_path)?;
     let root = set.root(cfg.images.as_deref())?;
@@ -368,7 +377,7 @@ pub fn train_classifier(
             );
             let x = augment(&x, cfg, &mut rng);
             let y = train.labels.index_select(0, &idx).to_device(device);
-            let logits = net.forward_t(&x, true);
+            let logits = (cfg.precision).forward(device, || net.forward_t(&x, true));
             let loss = logits.cross_entropy_for_logits(&y);
             opt.backward_step(&loss, lr);
             let l = loss.double_value(&[]);
@@ -383,7 +392,14 @@ pub fn train_classifier(
             progress.inc(chunk.len() as u64);
         }
         progress.finish();
-        let val_top1 = accuracy(&net, &val, device, cfg.batch, &cfg.input_norm)?;
+        let val_top1 = accuracy(
+            &net,
+            &val,
+            device,
+            cfg.batch,
+            &cfg.input_norm,
+            cfg.precision,
+        )?;
         let report = EpochReport {
             epoch,
             loss: loss_sum / n as f64,

@@ -117,6 +117,7 @@ fn check_code_range(ds: &TensorDataset, nbits: u32, codebook: &Path) -> Result<(
 }
 
 /// Turns batches of codes into feature-map tensors.
+#[derive(Clone, Copy)]
 pub struct Decoder<'a> {
     pub pq: &'a ProductQuantizer,
     /// `[H, W, M]` of one item's codes.

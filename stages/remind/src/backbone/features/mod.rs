@@ -40,7 +40,7 @@ use crate::artifact::dataset::{part_is_done, part_path};
 use crate::artifact::weights::{file_sha256, read_weights};
 use crate::artifact::{write_table, DType, Payload, Producer, TensorSpec, TensorWriter};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
-use crate::run::{config_hash, Progress, Shard};
+use crate::run::{config_hash, Precision, Progress, Shard};
 
 pub use images::{decode_image, list_images, IdFrom, ImageItem};
 
@@ -185,6 +185,9 @@ pub struct ExtractConfig {
     /// Input statistics; absent: those recorded in the weights, else ImageNet's. Given and
     /// different from the recorded ones: refused.
     pub input_norm: Option<InputNorm>,
+    /// Compute precision of G's forward pass ([`Precision`]; bf16: autocast, features
+    /// still written as fp32). Refused on a CPU without bf16 instructions.
+    pub precision: Precision,
 }
 
 impl Default for ExtractConfig {
@@ -206,6 +209,7 @@ impl Default for ExtractConfig {
             skip_bad: false,
             decode_threads: 1,
             input_norm: None,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -262,6 +266,9 @@ struct OutputParams<'a> {
     /// Left out for ImageNet's statistics, so earlier extractions keep their hash.
     #[serde(skip_serializing_if = "is_imagenet")]
     norm: InputNorm,
+    /// Left out for fp32, so earlier extractions keep their hash.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    precision: Precision,
 }
 
 fn is_imagenet(n: &InputNorm) -> bool {
@@ -360,6 +367,8 @@ pub fn extract_features(
     shard: Shard,
 ) -> Result<ExtractOutcome> {
     cfg.validate()?;
+    cfg.precision
+        .prepare(device, "extract_features.precision")?;
     let (images_dir, out, weights) = cfg.required()?;
     let items = list_images(images_dir, cfg.id_from)?;
     let listing = images::listing_hash(&items);
@@ -376,6 +385,7 @@ pub fn extract_features(
         id_from: cfg.id_from,
         skip_bad: cfg.skip_bad,
         norm,
+        precision: cfg.precision,
     })?;
     let backbone = cfg.backbone();
     let shape = backbone.feature_shape(cfg.cut, cfg.image_size)?;
@@ -391,6 +401,10 @@ pub fn extract_features(
         .param("normalize", normalize_name(&norm))
         .param("id_from", cfg.id_from.name())
         .param("images", images_dir.display().to_string());
+    let producer = match cfg.precision {
+        Precision::Fp32 => producer,
+        p => producer.param("precision", p.name()),
+    };
     let index = out.join(INDEX_NAME);
     let report_path = out.join(report_name(shard));
     if part_is_done(out, shard, "features", &hash)? {
@@ -579,7 +593,7 @@ impl Pipeline<'_> {
                 .view([n, s, s, 3])
                 .to_device(self.device);
             let x = normalise_images_with(&x, &self.norm);
-            let y = self.g.forward_t(&x, false);
+            let y = (self.cfg.precision).forward(self.device, || self.g.forward_t(&x, false));
             ensure!(
                 y.size() == [n, c, h, w],
                 "backbone output {:?}, expected {:?}",

@@ -58,7 +58,7 @@ use crate::artifact::weights::file_sha256;
 use crate::artifact::Producer;
 use crate::backbone::features::{decode_image, normalise_images};
 use crate::models::{save_weights, Arch, Cut, ResNet, ResNetConfig, Stem};
-use crate::run::{config_hash, Progress};
+use crate::run::{config_hash, Precision, Progress};
 use metrics::{mean_defined, roc_auc};
 use targets::{label_groups, label_names, read_examples, Example, COUNT_CLASSES, NUM_LABELS};
 
@@ -97,6 +97,11 @@ pub struct TrainBackboneConfig {
     pub seed: u64,
     /// Image decoding threads.
     pub decode_threads: usize,
+    /// Compute precision of the training and evaluation forward passes ([`Precision`]:
+    /// fp32, or bf16 mixed precision with fp32 master weights, optimiser and losses). Left
+    /// out of the config hash while fp32, so earlier runs hash as before.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for TrainBackboneConfig {
@@ -123,6 +128,7 @@ impl Default for TrainBackboneConfig {
             flip: true,
             seed: 0,
             decode_threads: 2,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -305,14 +311,15 @@ struct Model {
     g: ResNet,
     presence: nn::Linear,
     count: nn::Linear,
+    /// G's forward passes run in this precision; the heads and losses in fp32.
+    precision: Precision,
 }
 
 impl Model {
     /// Presence logits `[N, 39]` and count logits `[N, 11]`.
     fn forward(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let z = self
-            .g
-            .forward_t(x, train)
+        let z = (self.precision)
+            .forward(x.device(), || self.g.forward_t(x, train))
             .mean_dim(&[2i64, 3][..], false, Kind::Float);
         (z.apply(&self.presence), z.apply(&self.count))
     }
@@ -348,6 +355,7 @@ pub fn train_backbone(
 ) -> Result<TrainOutcome> {
     let start = Instant::now();
     cfg.validate()?;
+    cfg.precision.prepare(device, "train_backbone.precision")?;
     let (root, out) = cfg.required()?;
     ensure!(
         root.is_dir(),
@@ -424,6 +432,7 @@ pub fn train_backbone(
             Default::default(),
         ),
         g,
+        precision: cfg.precision,
     };
     let mut opt = nn::Adam {
         wd: cfg.weight_decay,

@@ -36,7 +36,7 @@ use crate::artifact::{DType, Payload, Producer, TensorDataset, TensorSpec, Tenso
 use crate::buffer::Eviction;
 use crate::data::images::labels::{Items, LabelSet};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
-use crate::run::{config_hash, Progress};
+use crate::run::{config_hash, Precision, Progress};
 use crate::stream::compute;
 use crate::stream::decode::{Decoder, StreamCodes};
 use crate::stream::driver::{self, BareStep, Learner, Net, Replay, Resume, RunSpec, Step, Update};
@@ -111,6 +111,11 @@ pub struct ClassifySettings {
     pub offline_retrain_base: bool,
     pub eval_batch: usize,
     pub seed: u64,
+    /// Compute precision of every method's forward passes ([`Precision`]: fp32, or bf16
+    /// mixed precision with fp32 master weights, optimiser and losses). Left out of the
+    /// config hash while fp32, so earlier runs hash as before.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for ClassifySettings {
@@ -145,6 +150,7 @@ impl Default for ClassifySettings {
             offline_retrain_base: false,
             eval_batch: 512,
             seed: 0,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -332,6 +338,7 @@ pub fn run_classify_stream(
     resume: Resume,
 ) -> Result<()> {
     s.validate()?;
+    let record = s.precision.prepare(device, "classify_stream.precision")?;
     let set = LabelSet::read(inputs.labels)?;
     let codes = TensorDataset::open(inputs.codes, "codes")?;
     let stream_codes = StreamCodes::open(inputs.codebook, &[&codes], device, false)?;
@@ -395,7 +402,7 @@ pub fn run_classify_stream(
         },
         device,
     };
-    driver::run(&ctx, out, method, resume, serde_json::json!({}))
+    driver::run(&ctx, out, method, resume, record)
 }
 
 /// Scores the validation items of the first `seen` classes; returns their ids and the
@@ -411,8 +418,10 @@ fn predict(ctx: &Ctx, f: &ResNet, seen: usize) -> Result<(Vec<u64>, Vec<f32>)> {
             codes.extend_from_slice(ctx.codes.row_u8(ctx.val_rows[r])?);
         }
         let x = ctx.run.codes.decode(&codes)?;
-        let p = f
-            .forward_t(&x, false)
+        let p = ctx
+            .s
+            .precision
+            .forward(ctx.device, || f.forward_t(&x, false))
             .softmax(-1, Kind::Float)
             .to_device(Device::Cpu)
             .flatten(0, -1);
@@ -566,7 +575,7 @@ impl Updater<'_> {
             yb.extend_from_slice(&labels);
             all
         };
-        let logits = f.forward_t(&x, true);
+        let logits = s.precision.forward(device, || f.forward_t(&x, true));
         let target = |v: &[i64]| Tensor::from_slice(v).to_device(device);
         let loss = if lambda < 1.0 {
             logits.cross_entropy_for_logits(&target(&ya)) * lambda
@@ -695,7 +704,8 @@ impl Learner for Ctx<'_> {
                 }
                 let y: Vec<i64> = chunk.iter().map(|&r| self.set.train.labels[r]).collect();
                 let y = Tensor::from_slice(&y).to_device(self.device);
-                let logits = net.model.forward_t(&x, true);
+                let logits =
+                    (self.s.precision).forward(self.device, || net.model.forward_t(&x, true));
                 let loss = logits.cross_entropy_for_logits(&y);
                 let lr = match factor {
                     // Linear warm-up over the first epoch, then the plateau's rate.
@@ -760,7 +770,9 @@ impl Learner for Ctx<'_> {
         let y = Tensor::from_slice(&y).to_device(self.device);
         let lr = self.s.lr.start;
         Ok(Box::new(move || {
-            let loss = net.model.forward_t(&x, true).cross_entropy_for_logits(&y);
+            let loss = (self.s.precision)
+                .forward(self.device, || net.model.forward_t(&x, true))
+                .cross_entropy_for_logits(&y);
             net.opt.backward_step(&loss, lr);
             let _ = loss.double_value(&[]);
             Ok(())

@@ -23,7 +23,7 @@ use tch::{Device, Kind, Tensor};
 use crate::artifact::{write_table, Producer, Table, TensorDataset};
 use crate::buffer::Eviction;
 use crate::models::vqa::{ModelConfig, QuestionInput, Questions, VqaModel};
-use crate::run::{config_hash, Progress};
+use crate::run::{config_hash, Precision, Progress};
 use crate::stream::compute;
 use crate::stream::decode::StreamCodes;
 use crate::stream::driver::{self, BareStep, Learner, Net, Resume, RunSpec, Step, Update};
@@ -79,6 +79,11 @@ pub struct StreamSettings {
     /// Use at most this many training questions per question type (seeded choice), to
     /// size a stream to a time budget; None uses all.
     pub max_per_type: Option<usize>,
+    /// Compute precision of every method's forward passes ([`Precision`]: fp32, or bf16
+    /// mixed precision with fp32 master weights, optimiser and losses). Left out of the
+    /// config hash while fp32, so earlier runs hash as before.
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for StreamSettings {
@@ -101,6 +106,7 @@ impl Default for StreamSettings {
             l2_normalize_questions: false,
             question_features: Vec::new(),
             max_per_type: None,
+            precision: Precision::Fp32,
         }
     }
 }
@@ -198,6 +204,7 @@ pub fn run_vqa_stream(
         s.batch_size > 0 && s.eval_batch > 0,
         "stream.batch_size and stream.eval_batch must be positive"
     );
+    let mut record = s.precision.prepare(device, "stream.precision")?;
     ensure!(
         s.offline_patience != Some(0),
         "stream.offline_patience must be at least 1 (or absent)"
@@ -313,13 +320,10 @@ pub fn run_vqa_stream(
         },
         device,
     };
-    driver::run(
-        &ctx,
-        out,
-        method,
-        resume,
-        serde_json::json!({ "load": report }),
-    )
+    driver::run(&ctx, out, method, resume, {
+        record["load"] = serde_json::to_value(report)?;
+        record
+    })
 }
 
 /// Indices keeping at most `cap` items of each group (a seeded choice), in their order.
@@ -352,7 +356,9 @@ fn loss(
     let feats = ctx.run.codes.decode(codes)?;
     let questions = ctx.questions(&ctx.train, idx)?;
     let target = answer_batch(&ctx.train, idx, ctx.device);
-    let logits = model.forward_t(&feats, &questions.view(), true)?;
+    let logits = (ctx.s.precision).try_forward(ctx.device, || {
+        model.forward_t(&feats, &questions.view(), true)
+    })?;
     Ok(logits.cross_entropy_for_logits(&target))
 }
 
@@ -431,7 +437,9 @@ fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
         gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
         let feats = ctx.run.codes.decode(&codes)?;
         let questions = ctx.questions(&ctx.val, batch)?;
-        let logits = model.forward_t(&feats, &questions.view(), false)?;
+        let logits = (ctx.s.precision).try_forward(ctx.device, || {
+            model.forward_t(&feats, &questions.view(), false)
+        })?;
         let pred = logits.argmax(-1, false).to_device(Device::Cpu);
         out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
     }
@@ -605,7 +613,9 @@ impl Learner for Ctx<'_> {
         let questions = self.questions(&self.train, idx)?;
         let target = answer_batch(&self.train, idx, self.device);
         Ok(Box::new(move || {
-            let logits = net.model.forward_t(&feats, &questions.view(), true)?;
+            let logits = (self.s.precision).try_forward(self.device, || {
+                net.model.forward_t(&feats, &questions.view(), true)
+            })?;
             let loss = logits.cross_entropy_for_logits(&target);
             net.opt.backward_step(&loss, self.s.lr);
             let _ = loss.double_value(&[]);
