@@ -10,7 +10,7 @@
 //! - [`buffer`]: the replay buffer (codes, labels, class index, eviction, sampling).
 //! - [`models`]: networks and their weights: ResNet (split into G and F), the VQA models.
 //! - [`train`]: optimisers with checkpointable state and learning-rate schedules.
-//! - [`plot`]: line charts drawn to PNG (evaluation plots).
+//! - [`plot`]: the evaluation's charts (line charts, heatmaps) as PNG and SVG, via plotters.
 //! - [`text`]: text inputs as people and other tools write them (byte-order marks, CRLF).
 //!
 //! The pipeline:

@@ -1,7 +1,8 @@
 //! Stage evaluate: scores every method's predictions at every stream boundary (per-type,
 //! mean-per-type and overall accuracy, Omega against the offline model) and writes
-//! metrics.json, metrics.parquet, metrics.png (classification: metrics.csv too) and a
-//! printed table.
+//! metrics.json, metrics.parquet, the plot metrics.png / metrics.svg (classification:
+//! metrics.csv and the accuracy-matrix heatmap metrics_matrix.png / .svg too) and a printed
+//! table.
 
 use std::path::{Path, PathBuf};
 

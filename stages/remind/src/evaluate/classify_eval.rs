@@ -7,9 +7,10 @@
 //! backward transfer ([`super::cl_metrics`]) next to them.
 //! Outputs: `metrics.json`, `metrics.parquet` (kind `metrics`; long format, the whole
 //! stream's metrics at boundary -1), `metrics.csv` (Avalanche's `eval_results.csv`
-//! columns), `metrics.png` (seen-class
-//! top-1 against the classes seen, or against the images streamed in the iid and instance
-//! orders and after a base set spanning every class) and a printed table.
+//! columns), `metrics.png` / `metrics.svg` (seen-class top-1 against the classes seen, each
+//! class increment named, or against the images streamed in the iid and instance orders and
+//! after a base set spanning every class), `metrics_matrix.png` / `metrics_matrix.svg` (the
+//! accuracy matrix of every method as a heatmap) and a printed table.
 
 use std::collections::HashMap;
 use std::fs;
@@ -28,7 +29,7 @@ use super::{discover_methods, warn_above_baseline, EvaluateSettings, MetricRows}
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::{Producer, TensorFile};
 use crate::data::images::labels::LabelSet;
-use crate::plot::{self, Axes, Canvas, Rect};
+use crate::plot::{self, tick_label, Boundary, Figure, Heatmap, LineChart, Point};
 use crate::stream::layout::{probabilities_index, MethodDir, RunLayout};
 use crate::stream::metrics::above_baseline;
 
@@ -435,25 +436,73 @@ pub fn render_table(ev: &ClassEvaluation) -> String {
     out
 }
 
-/// `metrics.png`: seen-class top-1 against the number of classes seen.
-pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
-    let scale = 2usize;
+/// "2-3" for the classes 2 and 3, "2" for class 2 alone.
+fn class_span(classes: &[usize]) -> String {
+    match (classes.first(), classes.last()) {
+        (Some(a), Some(b)) if a != b => format!("{a}-{b}"),
+        (Some(a), _) => a.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The classes seen once each experience is learnt.
+fn experience_ends(ev: &ClassEvaluation) -> Vec<usize> {
+    ev.experiences
+        .iter()
+        .scan(0, |end, e| {
+            *end += e.len();
+            Some(*end)
+        })
+        .collect()
+}
+
+/// Where each experience ends on the classes-seen axis, and how to name it ("base 0-1",
+/// "+classes 2-3", ... with shorter forms for narrow segments).
+fn class_boundaries(ev: &ClassEvaluation) -> Vec<Boundary> {
+    ev.experiences
+        .iter()
+        .zip(experience_ends(ev))
+        .enumerate()
+        .map(|(e, (classes, end))| {
+            let span = class_span(classes);
+            let labels = if e == 0 {
+                vec![format!("base {span}"), span]
+            } else {
+                let word = if classes.len() == 1 {
+                    "class"
+                } else {
+                    "classes"
+                };
+                vec![
+                    format!("+{word} {span}"),
+                    format!("+{span}"),
+                    format!("e{e}"),
+                ]
+            };
+            Boundary {
+                x: end as f64,
+                labels,
+            }
+        })
+        .collect()
+}
+
+/// The plot: seen-class top-1 against the number of classes seen (each class increment
+/// marked and named), or against the images streamed.
+pub fn render_plot(ev: &ClassEvaluation) -> Result<Figure> {
     let series = plot::method_lines(
         ev.methods.iter().map(|m| {
             let points = ev
                 .x_of(m)
                 .into_iter()
                 .zip(&m.scores)
-                .filter_map(|(c, s)| Some((c as f64, 100.0 * s.seen_classes_top1?)))
+                .filter_map(|(c, s)| Some(Point::one(c as f64, 100.0 * s.seen_classes_top1?)))
                 .collect();
             (m.name.as_str(), points)
         }),
         &ev.baseline,
     );
-    let legend_w = plot::legend_width(ev.methods.iter().map(|m| m.name.as_str()), scale);
-    let (w, h) = (1000 + legend_w, 560i64);
-    let mut canvas = Canvas::new(w as usize, h as usize, plot::WHITE);
-    let (title, x_label, x_max) = if ev.by_class() {
+    let (title, x_label, x_max, boundaries) = if ev.by_class() {
         (
             format!(
                 "Top-1 accuracy on all seen classes ({} base of {})",
@@ -461,6 +510,7 @@ pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
             ),
             "classes seen",
             ev.num_classes as f64,
+            class_boundaries(ev),
         )
     } else {
         let most = ev.methods.iter().flat_map(|m| m.positions.iter()).max();
@@ -471,34 +521,59 @@ pub fn render_plot(ev: &ClassEvaluation) -> Canvas {
             ),
             "images streamed",
             most.map_or(1.0, |&n| n.max(1) as f64),
+            Vec::new(),
         )
     };
-    let axes = Axes {
+    let chart = LineChart {
         title,
         x_label: x_label.into(),
         y_label: "accuracy (%)".into(),
         x_range: (0.0, x_max),
         y_range: (0.0, 100.0),
-        y_step: 20.0,
-        vlines: Vec::new(),
+        boundaries,
+        series,
     };
-    plot::draw_chart(
-        &mut canvas,
-        Rect {
-            x: 12,
-            y: 14,
-            w: w - legend_w - 12,
-            h: h - 14,
-        },
-        &axes,
-        &series,
-        scale,
-    );
-    plot::draw_legend(&mut canvas, w - legend_w + 8, 60, &series, scale);
-    canvas
+    Figure::lines(chart, Vec::new())
 }
 
-/// Writes `metrics.json`, `metrics.parquet`, `metrics.csv` and `metrics.png` into `out`.
+/// The accuracy matrix of every method as a heatmap: a row per evaluation point, a column
+/// per experience. Class-incremental streams whose points are the experiences name both
+/// by their classes (row "2-3": after learning classes 2-3); otherwise rows are the images
+/// streamed and columns the experiences' classes.
+pub fn render_matrix(ev: &ClassEvaluation) -> Figure {
+    let spans: Vec<String> = ev.experiences.iter().map(|e| class_span(e)).collect();
+    let ends = experience_ends(ev);
+    let maps = ev
+        .methods
+        .iter()
+        .map(|m| {
+            let per_experience = ev.by_class() && ends.starts_with(&m.seen_classes);
+            let (row_title, rows) = if per_experience {
+                (
+                    "after learning classes",
+                    spans[..m.seen_classes.len()].to_vec(),
+                )
+            } else {
+                (
+                    "after images streamed",
+                    m.positions.iter().map(|&p| tick_label(p as f64)).collect(),
+                )
+            };
+            Heatmap {
+                title: m.name.clone(),
+                row_title: row_title.into(),
+                col_title: "top-1 (%) on classes".into(),
+                rows,
+                cols: spans.clone(),
+                values: m.accuracy_matrix(&ev.experiences),
+            }
+        })
+        .collect();
+    Figure::heatmaps(maps)
+}
+
+/// Writes `metrics.json`, `metrics.parquet`, `metrics.csv`, `metrics.png` / `.svg` and
+/// `metrics_matrix.png` / `.svg` into `out`.
 pub fn write_outputs(
     ev: &ClassEvaluation,
     out: &Path,
@@ -529,9 +604,10 @@ pub fn write_outputs(
     let parquet_path = rows.write(&out.join("metrics.parquet"), producer, HashMap::new())?;
     let csv_path = out.join("metrics.csv");
     write_bytes(&csv_path, eval_results_csv(ev).as_bytes())?;
-    let png_path = out.join("metrics.png");
-    write_bytes(&png_path, &render_plot(ev).to_png()?)?;
-    Ok(vec![json_path, parquet_path, csv_path, png_path])
+    let mut written = vec![json_path, parquet_path, csv_path];
+    written.extend(render_plot(ev)?.write(out, "metrics")?);
+    written.extend(render_matrix(ev).write(out, "metrics_matrix")?);
+    Ok(written)
 }
 
 /// The whole stream's metrics of `m`: Omega, average incremental accuracy, forgetting,

@@ -6,7 +6,8 @@
 //! questions table on question id; per boundary: accuracy per question type, mean-per-type
 //! (MPT) and overall accuracy; per method: Omega, the mean over boundaries of its MPT
 //! relative to the offline model's. Outputs: `metrics.json`, `metrics.parquet` (kind
-//! `metrics`), `metrics.png` and a printed table ([`report`]).
+//! `metrics`), the plot `metrics.png` / `metrics.svg` ([`crate::plot`]) and a printed table
+//! ([`report`]).
 //!
 //! Image classification ([`classify_eval`]): the class probabilities stream-train wrote at
 //! every evaluation point, scored with [`classification_metrics`] and

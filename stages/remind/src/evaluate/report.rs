@@ -1,5 +1,5 @@
 //! What a VQA evaluation writes: `metrics.json`, `metrics.parquet` (kind `metrics`), the
-//! printed tables and `metrics.png`.
+//! printed tables and the plot `metrics.png` / `metrics.svg`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use super::{MetricRows, VqaEvaluation, TYPES_KEY};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::Producer;
-use crate::plot::{self, Axes, Canvas, Rect, Series};
+use crate::plot::{self, Boundary, Figure, LineChart, Point, Series};
 
 /// `metrics.json`: one key per method, plus `question_types` (type names, id order).
 pub fn metrics_json(ev: &VqaEvaluation) -> Value {
@@ -193,8 +193,6 @@ pub fn render_tables(ev: &VqaEvaluation) -> String {
     out
 }
 
-const SCALE: usize = 2;
-
 fn series_of(
     ev: &VqaEvaluation,
     value: impl Fn(&super::BoundaryScore) -> Option<f64>,
@@ -204,7 +202,7 @@ fn series_of(
             let points = m
                 .boundaries
                 .iter()
-                .filter_map(|b| Some((b.position as f64, 100.0 * value(b)?)))
+                .filter_map(|b| Some(Point::one(b.position as f64, 100.0 * value(b)?)))
                 .collect();
             (m.name.as_str(), points)
         }),
@@ -212,78 +210,68 @@ fn series_of(
     )
 }
 
-/// `metrics.png`: MPT against stream position for every method (top, with the legend),
-/// then one small chart per question type.
-pub fn render_plot(ev: &VqaEvaluation) -> Canvas {
-    let legend_w = plot::legend_width(ev.methods.iter().map(|m| m.name.as_str()), SCALE);
-    let cols = match ev.type_ids.len() {
-        n @ 0..=3 => n.max(1),
-        4..=9 => 3,
-        _ => 4,
-    };
-    let rows = ev.type_ids.len().div_ceil(cols);
-    let cell_w: i64 = 470;
-    let width = (cell_w * cols as i64).max(1000 + legend_w);
-    let (main_h, cell_h, gap) = (520i64, 330i64, 24i64);
-    let height = main_h + gap + rows as i64 * cell_h + 16;
-    let mut canvas = Canvas::new(width as usize, height as usize, plot::WHITE);
+/// The plot: MPT against stream position for every method (top, with the legend; every
+/// boundary marked, each segment named by the question type learned in it), then one
+/// small chart per question type.
+pub fn render_plot(ev: &VqaEvaluation) -> Result<Figure> {
     let x_max = ev.positions.values().copied().max().unwrap_or(1).max(1) as f64;
-    let vlines: Vec<f64> = ev.positions.values().map(|&p| p as f64).collect();
-    let axes = |title: String, x_label: &str| Axes {
+    let boundaries: Vec<Boundary> = ev
+        .positions
+        .iter()
+        .map(|(k, &p)| Boundary {
+            x: p as f64,
+            labels: ev.segment_types.get(k).cloned().into_iter().collect(),
+        })
+        .collect();
+    let chart = |title: String, x_label: &str, series: Vec<Series>, named: bool| LineChart {
         title,
         x_label: x_label.into(),
         y_label: "accuracy (%)".into(),
         x_range: (0.0, x_max),
         y_range: (0.0, 100.0),
-        y_step: 20.0,
-        vlines: vlines.clone(),
+        boundaries: boundaries
+            .iter()
+            .map(|b| Boundary {
+                x: b.x,
+                labels: if named { b.labels.clone() } else { Vec::new() },
+            })
+            .collect(),
+        series,
     };
-    let main = series_of(ev, |b| Some(b.score.mean_per_type));
-    let title = format!(
-        "Mean-per-type accuracy on '{}' ({} questions)",
-        ev.split, ev.questions
+    let main = chart(
+        format!(
+            "Mean-per-type accuracy on '{}' ({} questions)",
+            ev.split, ev.questions
+        ),
+        "stream position (training questions seen)",
+        series_of(ev, |b| Some(b.score.mean_per_type)),
+        true,
     );
-    plot::draw_chart(
-        &mut canvas,
-        Rect {
-            x: 12,
-            y: 14,
-            w: width - legend_w - 12,
-            h: main_h - 14,
-        },
-        &axes(title, "stream position (training questions seen)"),
-        &main,
-        SCALE,
-    );
-    plot::draw_legend(&mut canvas, width - legend_w + 8, 60, &main, SCALE);
-    for (i, (id, name)) in ev.type_ids.iter().zip(&ev.type_names).enumerate() {
-        let (r, c) = ((i / cols) as i64, (i % cols) as i64);
-        let area = Rect {
-            x: c * cell_w + 12,
-            y: main_h + gap + r * cell_h,
-            w: cell_w - 20,
-            h: cell_h - 12,
-        };
-        let series = series_of(ev, |b| b.score.per_type.get(id).copied());
-        plot::draw_chart(
-            &mut canvas,
-            area,
-            &axes(format!("type: {name}"), "stream position"),
-            &series,
-            SCALE,
-        );
-    }
-    canvas
+    let per_type = ev
+        .type_ids
+        .iter()
+        .zip(&ev.type_names)
+        .map(|(id, name)| {
+            chart(
+                format!("type: {name}"),
+                "stream position",
+                series_of(ev, |b| b.score.per_type.get(id).copied()),
+                false,
+            )
+        })
+        .collect();
+    Figure::lines(main, per_type)
 }
 
-/// Writes `metrics.json`, `metrics.parquet` and `metrics.png` into `out` (atomically).
+/// Writes `metrics.json`, `metrics.parquet`, `metrics.png` and `metrics.svg` into `out`
+/// (each atomically).
 pub fn write_outputs(ev: &VqaEvaluation, out: &Path, producer: &Producer) -> Result<Vec<PathBuf>> {
     let json_path = out.join("metrics.json");
     let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
     text.push(b'\n');
     write_bytes(&json_path, &text)?;
     let parquet_path = write_metrics_parquet(ev, &out.join("metrics.parquet"), producer)?;
-    let png_path = out.join("metrics.png");
-    write_bytes(&png_path, &render_plot(ev).to_png()?)?;
-    Ok(vec![json_path, parquet_path, png_path])
+    let mut written = vec![json_path, parquet_path];
+    written.extend(render_plot(ev)?.write(out, "metrics")?);
+    Ok(written)
 }
