@@ -9,6 +9,8 @@ use remind_e2e::{kill_once_exists, probabilities, run_fail, run_ok, scratch, sta
 
 #[path = "support/compute_check.rs"]
 mod compute_check;
+#[path = "support/plot_check.rs"]
+mod plot_check;
 
 const SIDE: usize = 12;
 const CLASSES: usize = 4;
@@ -296,7 +298,22 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     );
     assert_eq!(m["offline"]["omega_all_top1"], 1.0);
     assert!(m["remind"]["omega_all_top1"].as_f64().unwrap() > 0.5, "{m}");
-    assert!(run.p("eval/metrics.png").exists() && run.p("eval/metrics.parquet").exists());
+    assert!(run.p("eval/metrics.parquet").exists());
+    // The plots, PNG and SVG: seen-class top-1 per method, each class increment named; the
+    // accuracy matrix of every method as a heatmap, rows and columns named by the classes.
+    let methods = ["remind", "finetune", "offline"];
+    let mut texts = methods.to_vec();
+    texts.extend(["base 0-1", "+class 2", "+class 3"]);
+    plot_check::check_figure(&run.p("eval"), "metrics", &texts, 1000..=2000, 400..=800);
+    let mut texts = methods.to_vec();
+    texts.extend(["0-1", "2", "3", "after learning classes"]);
+    plot_check::check_figure(
+        &run.p("eval"),
+        "metrics_matrix",
+        &texts,
+        600..=2000,
+        200..=1000,
+    );
     // The continual-learning metrics: experiences are the base classes then each
     // increment's; the accuracy matrix is lower-triangular; forgetting, average
     // incremental accuracy and backward transfer agree with it; metrics.csv lists it.
