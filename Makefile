@@ -256,7 +256,7 @@ $$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/co
 
 .PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
-	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png (and .svg)"
 
 # The same chain as Slurm jobs (pipelines/slurm/submit.sh: resources, WAIT=1, ...).
 slurm-$(1): | $$(SETUP)
@@ -330,7 +330,7 @@ $$(eval $$(call class_streams,$(1),$$($(1)_RUN)))
 
 .PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
-	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plot in $$($(1)_RUN)/metrics.png"
+	@echo "$(1): metrics in $$($(1)_RUN)/metrics.json, plots in $$($(1)_RUN)/metrics.png and metrics_matrix.png (and .svg)"
 
 # The same chain as Slurm jobs (pipelines/slurm/submit-classify.sh).
 slurm-$(1): | $$(SETUP)
@@ -397,7 +397,7 @@ CORE50_METRICS := $(foreach o,$(CORE50_ORDERS),$($(CORE50_NAME)_RUN)/$(o)/metric
 
 .PHONY: core50 core50-orders slurm-core50
 core50: $($(CORE50_NAME)_RUN)/$(ORDER)/metrics.json
-	@echo "core50 ($(ORDER)): metrics in $<, plot in $(<D)/metrics.png"
+	@echo "core50 ($(ORDER)): metrics in $<, plots in $(<D)/metrics.png and metrics_matrix.png (and .svg)"
 
 core50-orders: $(CORE50_METRICS)
 	@$(REMIND_PYTHON) scripts/core50_table.py $^
