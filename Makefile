@@ -22,7 +22,7 @@ export LIBTORCH_USE_PYTORCH := 1
 export REMIND_PYTHON := $(VENV)/bin/python
 export REMIND_BIN_DIR := $(BIN)
 
-.PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-features bench-contention clean
+.PHONY: help setup build test test-slurm lint fmt bench bench-pq bench-classify bench-vqa bench-features bench-contention clean
 
 help:
 	@echo "Pipelines (artifacts under $(ART)/<name>/; each step re-runs only when stale):"
@@ -44,9 +44,10 @@ help:
 	@echo "  make lint            cargo fmt --check and clippy -D warnings"
 	@echo "  make fmt             format the code"
 	@echo "Benchmarks (results under $(ART)/bench/, table in BENCHMARKS.md):"
-	@echo "  make bench           all of: bench-pq bench-classify bench-features bench-contention"
+	@echo "  make bench           all of: bench-pq bench-classify bench-vqa bench-features bench-contention"
 	@echo "  make bench-pq        PQ fit/encode/decode against faiss"
-	@echo "  make bench-classify  REMIND's classification update against the bare F step"
+	@echo "  make bench-classify  REMIND's classification update against the bare F step, fp32 and bf16"
+	@echo "  make bench-vqa       the VQA model's training step, fp32 and bf16"
 	@echo "  make bench-features  feature extraction against PyTorch + torchvision"
 	@echo "  make bench-contention the streaming updates alone and beside a second process (OpenMP spin)"
 	@echo "Set-up:"
@@ -86,7 +87,7 @@ lint: $(VENV_STAMP)
 fmt:
 	cargo fmt --all
 
-bench: bench-pq bench-classify bench-features bench-contention
+bench: bench-pq bench-classify bench-vqa bench-features bench-contention
 
 # The VQA and classification updates alone and beside a second process running the same
 # update, with the binaries' OpenMP default and with libgomp's (SPINS="1000 10000": also
@@ -99,9 +100,15 @@ bench-contention: setup
 # 7x7x512 maps, 1000 classes) and at the embedded Fashion-MNIST size (width 16, 4x4x128).
 bench-classify: setup
 	@mkdir -p $(ART)/bench
-	{ $(BIN)/remind-bench-classify --threads $(THREADS) ; \
-	  $(BIN)/remind-bench-classify --threads $(THREADS) --width 16 --map 4 --classes 10 --items 8000 --iters 40 ; \
-	} > $(ART)/bench/classify.jsonl
+	$(BIN)/remind-bench-classify --threads $(THREADS) > $(ART)/bench/classify.json
+	$(BIN)/remind-bench-classify --threads $(THREADS) --width 16 --map 4 --classes 10 --items 8000 --iters 40 \
+		> $(ART)/bench/classify-fashion.json
+
+# The VQA model's training step (the floor of REMIND's VQA update) in fp32 and bf16,
+# alternated, at the clevr-qtype default's size and the paper's.
+bench-vqa: setup
+	@mkdir -p $(ART)/bench
+	$(REMIND_PYTHON) scripts/bench_vqa.py --bin-dir $(BIN) --out $(ART)/bench/vqa.json --threads $(THREADS)
 
 # Feature extraction (ResNet-18 to layer3 at 224 px) against PyTorch + torchvision.
 bench-features: setup

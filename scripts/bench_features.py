@@ -97,6 +97,21 @@ class Folder(torch.utils.data.Dataset):
             return self.tf(im.convert("RGB"))
 
 
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_has_bf16():
+    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
 def make_images(folder, n, w, h, seed=0):
     rng = np.random.default_rng(seed)
     os.makedirs(folder, exist_ok=True)
@@ -106,13 +121,14 @@ def make_images(folder, n, w, h, seed=0):
         Image.fromarray(base // 2 + noise + (i % 50)).save(os.path.join(folder, f"img_{i:06d}.png"))
 
 
-def run_ours(args, images, weights, out):
+def run_ours(args, images, weights, out, precision="fp32"):
     cmd = [os.path.join(args.bin_dir, "remind-extract-features"),
            "--images", images, "--out", out, "--weights", weights,
            "--arch", args.arch, "--width", str(args.width), "--stem", args.stem,
            "--cut", args.cut, "--image-size", str(args.image_size),
            "--batch", str(args.batch), "--threads", str(args.threads),
            "--decode-threads", str(args.decode_threads), "--device", "cpu",
+           "--precision", precision,
            "--run-dir", os.path.join(os.path.dirname(out), "run")]
     env = dict(os.environ, REMIND_QUIET="1")
     t0 = time.perf_counter()
@@ -126,7 +142,7 @@ def run_ours(args, images, weights, out):
     return seconds, feats, (float(busy.group(1)) / 100.0 if busy else None)
 
 
-def run_pytorch(args, paths, weights):
+def run_pytorch(args, paths, weights, bf16=False):
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     model = ResNetG(args.arch, args.width, args.stem, args.cut)
@@ -137,9 +153,10 @@ def run_pytorch(args, paths, weights):
         Folder(paths, args.image_size), batch_size=args.batch,
         num_workers=args.decode_threads, shuffle=False)
     outs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for x in loader:
-            outs.append(model(x).permute(0, 2, 3, 1).reshape(x.shape[0], -1).numpy().copy())
+            y = model(x).float()
+            outs.append(y.permute(0, 2, 3, 1).reshape(x.shape[0], -1).numpy().copy())
     seconds = time.perf_counter() - t0
     return seconds, np.concatenate(outs)
 
@@ -180,6 +197,17 @@ def main():
         ours_s, ours, busy = run_ours(args, images, weights, out)
         torch_s, ref = run_pytorch(args, paths, weights)
         rel = float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
+        bf16 = None
+        if cpu_has_bf16():
+            ours16_s, ours16, _ = run_ours(args, images, weights, out + "-bf16", "bf16")
+            torch16_s, _ = run_pytorch(args, paths, weights, bf16=True)
+            bf16 = {
+                "ours_images_per_s": args.images / ours16_s,
+                "pytorch_images_per_s": args.images / torch16_s,
+                "bf16_vs_fp32": ours_s / ours16_s,
+                "bf16_vs_pytorch_bf16": torch16_s / ours16_s,
+                "rel_l2_vs_fp32": float(np.linalg.norm(ours16 - ours) / max(np.linalg.norm(ours), 1e-12)),
+            }
 
     result = {
         "bench": "features",
@@ -194,6 +222,8 @@ def main():
         "max_rel_diff": rel,
         "speed_ratio_vs_pytorch": torch_s / ours_s,
         "model_busy_fraction": busy,
+        "bf16": bf16 if bf16 else "not measured: no avx512_bf16/amx_bf16 in /proc/cpuinfo",
+        "cpu_flags": sorted(cpu_flags() & {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
@@ -206,6 +236,10 @@ def main():
     if busy is not None:
         print(f"  backbone busy            {100 * busy:8.1f} % of the pipeline's wall time")
     print(f"  max relative difference  {rel:.2e}")
+    if bf16:
+        print(f"  bf16: ours {bf16['ours_images_per_s']:.1f} images/s ({bf16['bf16_vs_fp32']:.2f}x fp32), "
+              f"pytorch autocast {bf16['pytorch_images_per_s']:.1f} images/s "
+              f"(ours/pytorch {bf16['bf16_vs_pytorch_bf16']:.2f}), relative L2 vs fp32 {bf16['rel_l2_vs_fp32']:.1e}")
     print(f"  -> {args.out}", file=sys.stderr)
 
 

@@ -230,7 +230,7 @@ fn run(cli: &Cli) -> Result<()> {
         Ok(move || {
             let _vs = &vs;
             let loss = precision
-                .forward(device, || f.forward_t(&x, true))
+                .forward(device, &x, |x| f.forward_t(x, true))
                 .cross_entropy_for_logits(&y);
             sgd.backward_step(&loss);
             let _ = loss.double_value(&[]);

@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use remind::models::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
+use remind::run::precision::CpuBf16;
+use remind::run::Precision;
 use remind::train::optim::{OptimKind, Optimizer};
 use remind_stages::{main_with, tune_allocator, Compute};
 use tch::{nn, Kind, Tensor};
@@ -65,6 +67,10 @@ struct Cli {
     /// Timed iterations.
     #[arg(long, default_value_t = 30)]
     iters: usize,
+    /// fp32, or bf16 mixed precision (the forward under autocast, fp32 master weights,
+    /// optimiser and loss; refused on a CPU without bf16 instructions).
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -87,6 +93,7 @@ fn main() -> ExitCode {
 
 fn bench(cli: &Cli) -> Result<()> {
     let device = cli.compute.device.device()?;
+    cli.precision.check(device, "--precision")?;
     let kind = match cli.model.as_str() {
         "smac" => ModelKind::SMac,
         "updown" => ModelKind::UpDown,
@@ -131,7 +138,8 @@ fn bench(cli: &Cli) -> Result<()> {
         }
     };
     let mut update = || -> Result<f64> {
-        let logits = model.forward_t(&feats, &questions, true)?;
+        let logits = (cli.precision)
+            .try_forward(device, &feats, |x| model.forward_t(x, &questions, true))?;
         let loss = logits.cross_entropy_for_logits(&answers);
         match cli.phase {
             Phase::Forward => {}
@@ -187,6 +195,8 @@ fn bench(cli: &Cli) -> Result<()> {
             "tuned_allocator": !cli.default_allocator,
             "phase": format!("{:?}", cli.phase).to_lowercase(),
             "final_loss": last,
+            "precision": cli.precision.name(),
+            "cpu_bf16": CpuBf16::detect(),
         })
     );
     Ok(())

@@ -271,7 +271,7 @@ fn accuracy(
         let b = (batch as i64).min(n - i);
         let x = normalise_images_with(&data.pixels.narrow(0, i, b).to_device(device), norm);
         let pred = precision
-            .forward(device, || net.forward_t(&x, false))
+            .forward(device, &x, |x| net.forward_t(x, false))
             .argmax(-1, false)
             .to_device(Device::Cpu);
         correct += pred
@@ -377,7 +377,7 @@ pub fn train_classifier(
             );
             let x = augment(&x, cfg, &mut rng);
             let y = train.labels.index_select(0, &idx).to_device(device);
-            let logits = (cfg.precision).forward(device, || net.forward_t(&x, true));
+            let logits = (cfg.precision).forward(device, &x, |x| net.forward_t(x, true));
             let loss = logits.cross_entropy_for_logits(&y);
             opt.backward_step(&loss, lr);
             let l = loss.double_value(&[]);

@@ -83,20 +83,45 @@ impl Precision {
         }
     }
 
-    /// A forward pass `f` in this precision, its output in fp32 (the cast is part of the
-    /// graph, so gradients flow back through it): losses and predictions stay fp32.
-    pub fn forward(self, device: Device, f: impl FnOnce() -> Tensor) -> Tensor {
+    /// A forward pass `f` on input `x` in this precision: `x` laid out for it
+    /// ([`Self::input`]), `f` under autocast ([`Self::autocast`]), the output in fp32 (the
+    /// cast is part of the graph, so gradients flow back through it): losses and
+    /// predictions stay fp32.
+    pub fn forward(self, device: Device, x: &Tensor, f: impl FnOnce(&Tensor) -> Tensor) -> Tensor {
         match self {
-            Precision::Fp32 => f(),
-            Precision::Bf16 => self.autocast(device, f).to_kind(Kind::Float),
+            Precision::Fp32 => f(x),
+            Precision::Bf16 => {
+                let x = self.input(x);
+                self.autocast(device, || f(&x)).to_kind(Kind::Float)
+            }
         }
     }
 
+    /// A network's input for this precision: in bf16, a 4-D `[N, C, H, W]` tensor laid out
+    /// channels-last (same shape, NHWC strides; a copy unless it is already), which
+    /// oneDNN's bf16 convolutions need for their fast kernels: measured on an AMX Xeon with
+    /// 2 threads, ResNet-18's layer4.1 + fc training step ran 0.63x fp32's speed on NCHW
+    /// input and 3.6x with channels-last input. Anything else, and fp32, as it is.
+    pub fn input(self, x: &Tensor) -> Tensor {
+        if self.is_fp32() || x.dim() != 4 || is_channels_last(x) {
+            return x.shallow_clone();
+        }
+        x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    }
+
     /// [`Self::forward`] for a fallible forward pass.
-    pub fn try_forward(self, device: Device, f: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+    pub fn try_forward(
+        self,
+        device: Device,
+        x: &Tensor,
+        f: impl FnOnce(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         match self {
-            Precision::Fp32 => f(),
-            Precision::Bf16 => Ok(self.autocast(device, f)?.to_kind(Kind::Float)),
+            Precision::Fp32 => f(x),
+            Precision::Bf16 => {
+                let x = self.input(x);
+                Ok(self.autocast(device, || f(&x))?.to_kind(Kind::Float))
+            }
         }
     }
 
@@ -158,6 +183,16 @@ impl Precision {
             }
         }
     }
+}
+
+/// Whether a 4-D tensor is laid out NHWC in memory (channels-last).
+fn is_channels_last(x: &Tensor) -> bool {
+    let (size, stride) = (x.size(), x.stride());
+    let (c, h, w) = (size[1], size[2], size[3]);
+    stride[1] == 1
+        && stride[3] == c
+        && stride[2] == w * c
+        && (size[0] == 1 || stride[0] == h * w * c)
 }
 
 /// Names a file read instead of `/proc/cpuinfo` by [`CpuBf16::detect`].
@@ -253,6 +288,22 @@ mod tests {
     }
 
     #[test]
+    fn bf16_input_is_channels_last_with_the_same_values() {
+        let x = Tensor::randn([2, 3, 4, 5], (Kind::Float, Device::Cpu));
+        let y = Precision::Bf16.input(&x);
+        assert_eq!(y.size(), x.size());
+        assert_eq!(y.stride(), vec![60, 1, 15, 3]);
+        assert!(is_channels_last(&y) && !is_channels_last(&x));
+        assert!(y.equal(&x));
+        assert_eq!(Precision::Fp32.input(&x).stride(), x.stride());
+        assert_eq!(
+            Precision::Bf16.input(&y).data_ptr(),
+            y.data_ptr(),
+            "copied again"
+        );
+    }
+
+    #[test]
     fn names_and_default() {
         assert_eq!(Precision::default(), Precision::Fp32);
         assert_eq!("bf16".parse::<Precision>().unwrap(), Precision::Bf16);
@@ -275,7 +326,7 @@ mod tests {
         let x = Tensor::randn([4, 64], (Kind::Float, Device::Cpu));
         let inner = Precision::Bf16.autocast(Device::Cpu, || lin.forward(&x));
         assert_eq!(inner.kind(), Kind::BFloat16);
-        let y = Precision::Bf16.forward(Device::Cpu, || lin.forward(&x));
+        let y = Precision::Bf16.forward(Device::Cpu, &x, |x| lin.forward(x));
         assert_eq!(y.kind(), Kind::Float);
         let exact = lin.forward(&x);
         assert_eq!(

@@ -593,7 +593,7 @@ impl Pipeline<'_> {
                 .view([n, s, s, 3])
                 .to_device(self.device);
             let x = normalise_images_with(&x, &self.norm);
-            let y = (self.cfg.precision).forward(self.device, || self.g.forward_t(&x, false));
+            let y = (self.cfg.precision).forward(self.device, &x, |x| self.g.forward_t(x, false));
             ensure!(
                 y.size() == [n, c, h, w],
                 "backbone output {:?}, expected {:?}",

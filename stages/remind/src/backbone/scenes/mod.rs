@@ -319,7 +319,7 @@ impl Model {
     /// Presence logits `[N, 39]` and count logits `[N, 11]`.
     fn forward(&self, x: &Tensor, train: bool) -> (Tensor, Tensor) {
         let z = (self.precision)
-            .forward(x.device(), || self.g.forward_t(x, train))
+            .forward(x.device(), x, |x| self.g.forward_t(x, train))
             .mean_dim(&[2i64, 3][..], false, Kind::Float);
         (z.apply(&self.presence), z.apply(&self.count))
     }

@@ -421,7 +421,7 @@ fn predict(ctx: &Ctx, f: &ResNet, seen: usize) -> Result<(Vec<u64>, Vec<f32>)> {
         let p = ctx
             .s
             .precision
-            .forward(ctx.device, || f.forward_t(&x, false))
+            .forward(ctx.device, &x, |x| f.forward_t(x, false))
             .softmax(-1, Kind::Float)
             .to_device(Device::Cpu)
             .flatten(0, -1);
@@ -575,7 +575,7 @@ impl Updater<'_> {
             yb.extend_from_slice(&labels);
             all
         };
-        let logits = s.precision.forward(device, || f.forward_t(&x, true));
+        let logits = s.precision.forward(device, &x, |x| f.forward_t(x, true));
         let target = |v: &[i64]| Tensor::from_slice(v).to_device(device);
         let loss = if lambda < 1.0 {
             logits.cross_entropy_for_logits(&target(&ya)) * lambda
@@ -705,7 +705,7 @@ impl Learner for Ctx<'_> {
                 let y: Vec<i64> = chunk.iter().map(|&r| self.set.train.labels[r]).collect();
                 let y = Tensor::from_slice(&y).to_device(self.device);
                 let logits =
-                    (self.s.precision).forward(self.device, || net.model.forward_t(&x, true));
+                    (self.s.precision).forward(self.device, &x, |x| net.model.forward_t(x, true));
                 let loss = logits.cross_entropy_for_logits(&y);
                 let lr = match factor {
                     // Linear warm-up over the first epoch, then the plateau's rate.
@@ -771,7 +771,7 @@ impl Learner for Ctx<'_> {
         let lr = self.s.lr.start;
         Ok(Box::new(move || {
             let loss = (self.s.precision)
-                .forward(self.device, || net.model.forward_t(&x, true))
+                .forward(self.device, &x, |x| net.model.forward_t(x, true))
                 .cross_entropy_for_logits(&y);
             net.opt.backward_step(&loss, lr);
             let _ = loss.double_value(&[]);

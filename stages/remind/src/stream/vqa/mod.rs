@@ -356,8 +356,8 @@ fn loss(
     let feats = ctx.run.codes.decode(codes)?;
     let questions = ctx.questions(&ctx.train, idx)?;
     let target = answer_batch(&ctx.train, idx, ctx.device);
-    let logits = (ctx.s.precision).try_forward(ctx.device, || {
-        model.forward_t(&feats, &questions.view(), true)
+    let logits = (ctx.s.precision).try_forward(ctx.device, &feats, |x| {
+        model.forward_t(x, &questions.view(), true)
     })?;
     Ok(logits.cross_entropy_for_logits(&target))
 }
@@ -437,8 +437,8 @@ fn predict(ctx: &Ctx, model: &VqaModel) -> Result<Vec<i64>> {
         gather_codes(&ctx.val, batch, &ctx.val_codes, &mut codes)?;
         let feats = ctx.run.codes.decode(&codes)?;
         let questions = ctx.questions(&ctx.val, batch)?;
-        let logits = (ctx.s.precision).try_forward(ctx.device, || {
-            model.forward_t(&feats, &questions.view(), false)
+        let logits = (ctx.s.precision).try_forward(ctx.device, &feats, |x| {
+            model.forward_t(x, &questions.view(), false)
         })?;
         let pred = logits.argmax(-1, false).to_device(Device::Cpu);
         out.extend(Vec::<i64>::try_from(&pred.to_kind(Kind::Int64))?);
@@ -613,8 +613,8 @@ impl Learner for Ctx<'_> {
         let questions = self.questions(&self.train, idx)?;
         let target = answer_batch(&self.train, idx, self.device);
         Ok(Box::new(move || {
-            let logits = (self.s.precision).try_forward(self.device, || {
-                net.model.forward_t(&feats, &questions.view(), true)
+            let logits = (self.s.precision).try_forward(self.device, &feats, |x| {
+                net.model.forward_t(x, &questions.view(), true)
             })?;
             let loss = logits.cross_entropy_for_logits(&target);
             net.opt.backward_step(&loss, self.s.lr);

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""The VQA model's training step in fp32 and in bf16 mixed precision, alternated in one run.
+
+    python scripts/bench_vqa.py --bin-dir target/release --out artifacts/bench/vqa.json
+
+Runs `remind-bench-vqa` (forward + backward + Adamax on a prepared batch of 1 + r items: the
+floor REMIND's update is timed against in `stream-train`) at the clevr-qtype default's size
+and at the paper's (S-MAC dim 512 on 14x14x1024 maps), fp32 and bf16 in turn, `--rounds`
+times each, and writes per size the medians as fp32_floor_per_s and bf16_floor_per_s, their
+ratio, and the CPU's bf16 flags. bf16 is skipped where the CPU has no bf16 instructions.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+
+SIZES = {
+    "clevr_qtype_default": ["--in-channels", "64", "--iters", "60", "--warmup", "5"],
+    "paper": ["--dim", "512", "--in-channels", "1024", "--map", "14", "--iters", "4", "--warmup", "1"],
+}
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def rate(bin_dir, threads, args, precision):
+    cmd = [os.path.join(bin_dir, "remind-bench-vqa"), "--threads", str(threads), "--device", "cpu",
+           "--precision", precision] + args
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["updates_per_s"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--bin-dir", default="target/release")
+    ap.add_argument("--out", default="artifacts/bench/vqa.json")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
+    args = ap.parse_args()
+    flags = cpu_flags()
+    bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    result = {"bench": "vqa_step", "threads": args.threads,
+              "cpu_flags": sorted(flags & {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
+    for size in args.sizes:
+        runs = {"fp32": [], "bf16": []}
+        for _ in range(args.rounds):
+            runs["fp32"].append(rate(args.bin_dir, args.threads, SIZES[size], "fp32"))
+            if bf16:
+                runs["bf16"].append(rate(args.bin_dir, args.threads, SIZES[size], "bf16"))
+        entry = {"fp32_floor_per_s": statistics.median(runs["fp32"]), "runs": runs}
+        if bf16:
+            entry["bf16_floor_per_s"] = statistics.median(runs["bf16"])
+            entry["bf16_floor_vs_fp32_floor"] = entry["bf16_floor_per_s"] / entry["fp32_floor_per_s"]
+        else:
+            entry["bf16"] = "not measured: no avx512_bf16/amx_bf16 in /proc/cpuinfo"
+        result[size] = entry
+        print(f"{size}: fp32 {entry['fp32_floor_per_s']:.2f}/s"
+              + (f", bf16 {entry['bf16_floor_per_s']:.2f}/s ({entry['bf16_floor_vs_fp32_floor']:.2f}x)" if bf16 else ""))
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
