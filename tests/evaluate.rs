@@ -255,7 +255,9 @@ fn scores_three_methods_exactly() {
         &[out.join("metrics.parquet").to_str().unwrap()],
     );
     let p: Value = serde_json::from_str(py.trim()).unwrap();
-    assert_eq!(p["n"], 3 * 3 * (2 + 3));
+    // Per method and boundary MPT, overall and 3 types; per method at boundary -1 Omega,
+    // average incremental accuracy, forgetting and backward transfer.
+    assert_eq!(p["n"], 3 * 3 * (2 + 3) + 3 * 4);
     assert_eq!(p["kind"], "metrics");
     assert_eq!(
         p["cols"],
@@ -286,9 +288,44 @@ fn scores_three_methods_exactly() {
     );
     assert_close(&[rows["type:query_attribute"].1], &[0.25], "parquet type");
 
+    // The continual-learning metrics with question types as experiences, learnt in segments
+    // 0, 1, 2 (hand-computed from CORRECT; a type's score before it is learnt is not
+    // forgotten): remind R = [1 .5 .5; .75 1 .25; .75 .75 .75].
+    assert_eq!(m["experiences"], serde_json::json!(TYPES));
+    assert_eq!(m["learnt_at_boundary"], serde_json::json!([0, 1, 2]));
+    assert_eq!(
+        m["remind"]["accuracy_matrix"],
+        serde_json::json!([[1.0, 0.5, 0.5], [0.75, 1.0, 0.25], [0.75, 0.75, 0.75]])
+    );
+    for (method, avg_inc, forgetting, bwt) in [
+        ("remind", (1.0 + 0.875 + 0.75) / 3.0, 0.25, -0.25),
+        ("finetune", (1.0 + 0.5 + 0.25) / 3.0, 1.0, -1.0),
+        ("offline", (1.0 + 1.0 + 2.75 / 3.0) / 3.0, 0.0, 0.0),
+    ] {
+        let r = &m[method];
+        assert_close(
+            &[
+                r["average_incremental_accuracy"].as_f64().unwrap(),
+                r["forgetting"].as_f64().unwrap(),
+                r["backward_transfer"].as_f64().unwrap(),
+            ],
+            &[avg_inc, forgetting, bwt],
+            &format!("{method} continual-learning metrics"),
+        );
+    }
+    // metrics.csv, Avalanche's eval_results.csv columns: every type at every boundary.
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "method,eval_exp,training_exp,eval_accuracy,forgetting"
+    );
+    assert_eq!(lines.len(), 1 + 3 * 9, "{csv}");
+    assert!(lines.contains(&"remind,0,2,0.750000,0.250000"), "{csv}");
+    assert!(lines.contains(&"remind,2,0,0.500000,"), "{csv}");
+
     // The plot, PNG and SVG: room for the main chart and three type charts, the methods in
     // the legend, each segment named by the question type learned in it, one chart per type.
-    // No accuracy matrix for VQA yet, so no heatmap.
     plot_check::check_figure(
         &out,
         "metrics",
@@ -304,7 +341,24 @@ fn scores_three_methods_exactly() {
         1000..=3000,
         700..=3000,
     );
-    assert!(!out.join("metrics_matrix.png").exists());
+    // The accuracy matrix's heatmap: a map per method, rows and columns named by type.
+    plot_check::check_figure(
+        &out,
+        "metrics_matrix",
+        &[
+            "remind",
+            "finetune",
+            "offline",
+            "count",
+            "after learning type",
+            "75.0",
+        ],
+        600..=4000,
+        300..=3000,
+    );
+    for needle in ["avg_inc (learnt types)", "forgetting", "backward transfer"] {
+        assert!(stdout.contains(needle), "missing {needle:?} in:\n{stdout}");
+    }
 
     // The printed tables: MPT per boundary, Omega, per type at the final boundary.
     for needle in [

@@ -75,6 +75,28 @@ pub fn backward_transfer(r: &[Vec<Option<f64>>]) -> Option<f64> {
     mean((0..cols.min(last)).filter_map(|j| Some(r[last][j]? - r[j][j]?)))
 }
 
+/// `metrics.csv`, the columns of Avalanche's `eval_results.csv` after the method:
+/// `method,eval_exp,training_exp,eval_accuracy,forgetting`, one row per evaluation point
+/// (`training_exp`) and experience scored there (`eval_exp`, a column of the accuracy
+/// matrix `r`); forgetting ([`forgetting_at`] on `learnt`, R with None before each
+/// experience is learnt; `r` itself where every score counts) is empty at the first score.
+pub fn eval_results_csv<'a>(runs: impl IntoIterator<Item = (&'a str, Matrix, Matrix)>) -> String {
+    let mut out = String::from("method,eval_exp,training_exp,eval_accuracy,forgetting\n");
+    for (name, r, learnt) in runs {
+        for (k, row) in r.iter().enumerate() {
+            for (j, acc) in row.iter().enumerate() {
+                let Some(acc) = acc else { continue };
+                let f = forgetting_at(&learnt, k, j).map_or(String::new(), |f| format!("{f:.6}"));
+                out.push_str(&format!("{name},{j},{k},{acc:.6},{f}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// An accuracy matrix: a row per evaluation point, a column per experience.
+pub type Matrix = Vec<Vec<Option<f64>>>;
+
 /// The mean of the values that exist.
 pub fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
     let (n, sum) = values.fold((0usize, 0.0), |(n, s), v| (n + 1, s + v));

@@ -19,9 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Map, Value};
 
-use super::cl_metrics::{
-    accuracy_matrix, backward_transfer, forgetting, forgetting_at, mean, ClassHits,
-};
+use super::cl_metrics::{self, accuracy_matrix, backward_transfer, forgetting, mean, ClassHits};
 use super::classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
 };
@@ -633,21 +631,10 @@ fn stream_summary(ev: &ClassEvaluation, m: &ClassMethod) -> [(&'static str, Opti
     ]
 }
 
-/// `metrics.csv`, the columns of Avalanche's `eval_results.csv` after the method:
-/// `method,eval_exp,training_exp,eval_accuracy,forgetting`, one row per evaluation point
-/// (`training_exp`) and experience scored there (`eval_exp`, a column of the accuracy
-/// matrix); forgetting is max over earlier points minus now, empty at the first score.
+/// `metrics.csv` ([`cl_metrics::eval_results_csv`]): every score counts for forgetting.
 pub fn eval_results_csv(ev: &ClassEvaluation) -> String {
-    let mut out = String::from("method,eval_exp,training_exp,eval_accuracy,forgetting\n");
-    for m in &ev.methods {
+    cl_metrics::eval_results_csv(ev.methods.iter().map(|m| {
         let r = m.accuracy_matrix(&ev.experiences);
-        for (k, row) in r.iter().enumerate() {
-            for (j, acc) in row.iter().enumerate() {
-                let Some(acc) = acc else { continue };
-                let f = forgetting_at(&r, k, j).map_or(String::new(), |f| format!("{f:.6}"));
-                out.push_str(&format!("{},{j},{k},{acc:.6},{f}\n", m.name));
-            }
-        }
-    }
-    out
+        (m.name.as_str(), r.clone(), r)
+    }))
 }

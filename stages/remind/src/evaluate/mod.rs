@@ -18,6 +18,7 @@ mod classification;
 pub mod classify_eval;
 pub mod compute;
 pub mod report;
+pub mod vqa_cl;
 
 pub use classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
@@ -121,7 +122,7 @@ impl MethodResult {
 }
 
 /// The result of a VQA evaluation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VqaEvaluation {
     pub split: String,
     pub baseline: String,

@@ -1,5 +1,7 @@
-//! What a VQA evaluation writes: `metrics.json`, `metrics.parquet` (kind `metrics`), the
-//! printed tables and the plot `metrics.png` / `metrics.svg`.
+//! What a VQA evaluation writes: `metrics.json`, `metrics.parquet` (kind `metrics`),
+//! `metrics.csv`, the printed tables, the plot `metrics.png` / `metrics.svg` and the
+//! accuracy matrix's heatmap `metrics_matrix.png` / `.svg` (question types as experiences,
+//! [`super::vqa_cl`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -7,15 +9,21 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
+use super::cl_metrics::eval_results_csv;
+use super::vqa_cl::TypeExperiences;
 use super::{MetricRows, VqaEvaluation, TYPES_KEY};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::Producer;
-use crate::plot::{self, Boundary, Figure, LineChart, Point, Series};
+use crate::plot::{self, tick_label, Boundary, Figure, Heatmap, LineChart, Point, Series};
 
 /// `metrics.json`: one key per method, plus `question_types` (type names, id order).
 pub fn metrics_json(ev: &VqaEvaluation) -> Value {
     let mut top = Map::new();
     top.insert(TYPES_KEY.into(), json!(ev.type_names));
+    let x = TypeExperiences::of(ev);
+    // The accuracy matrix's columns: the types in learning order, and where each is learnt.
+    top.insert("experiences".into(), json!(x.names));
+    top.insert("learnt_at_boundary".into(), json!(x.learnt_at));
     for m in &ev.methods {
         let mut per_type = Map::new();
         for (id, name) in ev.type_ids.iter().zip(&ev.type_names) {
@@ -40,6 +48,10 @@ pub fn metrics_json(ev: &VqaEvaluation) -> Value {
         o.insert("overall".into(), per_boundary(|b| json!(b.score.overall)));
         o.insert("per_type".into(), Value::Object(per_type));
         o.insert("omega".into(), json!(m.omega));
+        for (name, v) in x.summary(m) {
+            o.insert(name.into(), json!(v));
+        }
+        o.insert("accuracy_matrix".into(), json!(x.matrix(m)));
         if let Some(note) = &m.omega_note {
             o.insert("omega_note".into(), json!(note));
         }
@@ -52,14 +64,23 @@ pub fn metrics_json(ev: &VqaEvaluation) -> Value {
 }
 
 /// The rows of `metrics.parquet`: per method and boundary `mean_per_type`, `overall` and
-/// `type:<name>` for every question type.
+/// `type:<name>` for every question type; the whole stream's Omega, average incremental
+/// accuracy, forgetting and backward transfer at boundary -1 and the last position.
 pub fn write_metrics_parquet(
     ev: &VqaEvaluation,
     path: &Path,
     producer: &Producer,
 ) -> Result<PathBuf> {
     let mut rows = MetricRows::default();
+    let x = TypeExperiences::of(ev);
     for m in &ev.methods {
+        let end = m.boundaries.last().map_or(0, |b| b.position);
+        let whole = [("omega", m.omega)].into_iter().chain(x.summary(m));
+        for (name, v) in whole {
+            if let Some(v) = v {
+                rows.push(&m.name, -1, end, name.to_string(), v);
+            }
+        }
         for b in &m.boundaries {
             let mut push = |name: String, v: f64| {
                 rows.push(&m.name, b.boundary as i64, b.position, name, v);
@@ -148,6 +169,16 @@ pub fn render_tables(ev: &VqaEvaluation) -> String {
         format!("{:<lead_w$}", format!("Omega (vs {})", ev.baseline)),
         omega_cells,
     ));
+    // The whole stream's continual-learning metrics (question types as experiences).
+    let x = TypeExperiences::of(ev);
+    let summaries: Vec<_> = ev.methods.iter().map(|m| x.summary(m)).collect();
+    for (i, label) in ["avg_inc (learnt types)", "forgetting", "backward transfer"]
+        .iter()
+        .enumerate()
+    {
+        let cells = summaries.iter().map(|s| pct(s[i].1)).collect();
+        out.push_str(&row(format!("{label:<lead_w$}"), cells));
+    }
 
     if let Some((&last, &pos)) = ev.positions.iter().next_back() {
         out.push_str(&format!(
@@ -263,15 +294,60 @@ pub fn render_plot(ev: &VqaEvaluation) -> Result<Figure> {
     Figure::lines(main, per_type)
 }
 
-/// Writes `metrics.json`, `metrics.parquet`, `metrics.png` and `metrics.svg` into `out`
-/// (each atomically).
+/// The accuracy matrix of every method as a heatmap: a row per boundary (named by the
+/// question type learnt in its segment, in `qtype` order), a column per question type in
+/// learning order.
+pub fn render_matrix(ev: &VqaEvaluation) -> Figure {
+    let x = TypeExperiences::of(ev);
+    let maps = ev
+        .methods
+        .iter()
+        .map(|m| {
+            let named = !ev.segment_types.is_empty();
+            let rows = m
+                .boundaries
+                .iter()
+                .map(|b| match ev.segment_types.get(&b.boundary) {
+                    Some(t) if named => t.clone(),
+                    _ => tick_label(b.position as f64),
+                })
+                .collect();
+            Heatmap {
+                title: m.name.clone(),
+                row_title: if named {
+                    "after learning type".into()
+                } else {
+                    "after questions streamed".into()
+                },
+                col_title: "accuracy (%) on type".into(),
+                rows,
+                cols: x.names.clone(),
+                values: x.matrix(m),
+            }
+        })
+        .collect();
+    Figure::heatmaps(maps)
+}
+
+/// Writes `metrics.json`, `metrics.parquet`, `metrics.csv` (Avalanche's `eval_results.csv`
+/// columns), `metrics.png` / `.svg` and the accuracy matrix's heatmap
+/// `metrics_matrix.png` / `.svg` into `out` (each atomically).
 pub fn write_outputs(ev: &VqaEvaluation, out: &Path, producer: &Producer) -> Result<Vec<PathBuf>> {
     let json_path = out.join("metrics.json");
     let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
     text.push(b'\n');
     write_bytes(&json_path, &text)?;
     let parquet_path = write_metrics_parquet(ev, &out.join("metrics.parquet"), producer)?;
-    let mut written = vec![json_path, parquet_path];
+    let csv_path = out.join("metrics.csv");
+    let x = TypeExperiences::of(ev);
+    let csv = eval_results_csv(
+        ev.methods
+            .iter()
+            .map(|m| (m.name.as_str(), x.matrix(m), x.learnt(m))),
+    );
+    write_bytes(&csv_path, csv.as_bytes())?;
+    let mut written = vec![json_path, parquet_path, csv_path];
     written.extend(render_plot(ev)?.write(out, "metrics")?);
+    written.extend(render_matrix(ev).write(out, "metrics_matrix")?);
     Ok(written)
 }
