@@ -138,7 +138,7 @@ def run_ours(args, images, weights, out, precision="fp32"):
     busy = re.search(r"backbone busy ([0-9.]+)% of the ([0-9.]+) s pipeline", proc.stderr)
     table = pa.ipc.open_file(os.path.join(out, "part-00000-of-00001.arrow")).read_all()
     data = table.column("data").combine_chunks()
-    feats = data.values.to_numpy(zero_copy_only=False).reshape(len(table), -1)
+    feats = data.to_numpy_ndarray().reshape(len(table), -1)
     return seconds, feats, (float(busy.group(1)) / 100.0 if busy else None)
 
 

@@ -15,9 +15,9 @@ def load_vectors(folder):
     for p in parts:
         with pa.memory_map(os.path.join(folder, p)) as src:
             table = pa.ipc.open_file(src).read_all()
-        shape = json.loads(table.schema.metadata[b"remind.shape"])
-        flat = table.column("data").combine_chunks().flatten().to_numpy()
-        maps.append(flat.reshape(len(table), shape[0] * shape[1], shape[2]))
+        # arrow.fixed_shape_tensor: [rows, H, W, C] straight from the column's type.
+        hwc = table.column("data").combine_chunks().to_numpy_ndarray()
+        maps.append(hwc.reshape(len(table), hwc.shape[1] * hwc.shape[2], hwc.shape[3]))
     return np.concatenate(maps)
 
 

@@ -67,7 +67,7 @@ fn write_every_kind(dir: &Path) -> Vec<(String, std::path::PathBuf)> {
         match schema.format {
             Format::ArrowIpc => {
                 let payload_ty = &schema.columns[1].ty;
-                let dtype = if payload_ty == "fixed_size_binary" {
+                let dtype = if payload_ty == "fixed_shape_tensor<uint8>" {
                     DType::U8
                 } else {
                     DType::F32

@@ -162,9 +162,9 @@ def load(folder):
             out.append(t)
     return pa.concat_tables(out)
 f = load(feats); shape = json.loads(f.schema.metadata[b"remind.shape"])
-x = f.column("data").combine_chunks().flatten().to_numpy().reshape(-1, shape[2]).astype("float32")
+x = f.column("data").combine_chunks().to_numpy_ndarray().reshape(-1, shape[2]).astype("float32")
 c = load(codes)
-ours_codes = np.frombuffer(b"".join(v.as_py() for v in c.column("data")), dtype=np.uint8).reshape(-1, 8)
+ours_codes = c.column("data").combine_chunks().to_numpy_ndarray().reshape(-1, 8)
 pq = faiss.read_ProductQuantizer(ours)
 fc = pq.compute_codes(x)
 agree = float((fc == ours_codes).mean())
@@ -222,7 +222,7 @@ folder, npy = sys.argv[1:3]
 parts = [p for p in sorted(os.listdir(folder)) if p.startswith("part-")]
 with pa.memory_map(os.path.join(folder, parts[0])) as s:
     t = pa.ipc.open_file(s).read_all()
-ours = np.frombuffer(b"".join(v.as_py() for v in t.column("data")), dtype=np.uint8).reshape(-1, 8)
+ours = t.column("data").combine_chunks().to_numpy_ndarray().reshape(-1, 8)
 print((np.load(npy) == ours).mean())
 "#;
     let agree: f64 = run_python(

@@ -111,7 +111,21 @@ pub fn all_schemas() -> Vec<Arc<ArtifactSchema>> {
     all
 }
 
-/// Arrow type of a schema type name; `width` sizes the fixed-size payload types.
+/// Field metadata key naming an Arrow extension type (Arrow's columnar format spec).
+pub const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
+/// Field metadata key holding an Arrow extension type's parameters.
+pub const EXTENSION_METADATA_KEY: &str = "ARROW:extension:metadata";
+/// Arrow's canonical extension type for one dense tensor per row.
+pub const FIXED_SHAPE_TENSOR: &str = "arrow.fixed_shape_tensor";
+
+/// Whether a schema type name is a dense tensor per row (`fixed_shape_tensor<...>`).
+pub fn is_tensor_type(ty: &str) -> bool {
+    ty.starts_with("fixed_shape_tensor<")
+}
+
+/// Arrow type of a schema type name; `width` sizes the fixed-size payload types. A
+/// `fixed_shape_tensor<T>` is stored as `FixedSizeList<T>[width]` (the extension type's
+/// storage; its name and shape go into the field's metadata, [`tensor_field_metadata`]).
 pub fn arrow_type(ty: &str, width: Option<usize>) -> Result<DataType> {
     let fixed = |what: &str| -> Result<i32> {
         let w = width.ok_or_else(|| anyhow!("{what} needs a width (from remind.shape)"))?;
@@ -126,16 +140,110 @@ pub fn arrow_type(ty: &str, width: Option<usize>) -> Result<DataType> {
         "utf8" => DataType::Utf8,
         "bool" => DataType::Boolean,
         "list<int32>" => DataType::List(Arc::new(Field::new("item", DataType::Int32, true))),
-        "fixed_size_list<float32>" => DataType::FixedSizeList(
+        "fixed_shape_tensor<float32>" => DataType::FixedSizeList(
             Arc::new(Field::new("item", DataType::Float32, false)),
             fixed(ty)?,
         ),
-        "fixed_size_binary" => DataType::FixedSizeBinary(fixed(ty)?),
+        "fixed_shape_tensor<uint8>" => DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::UInt8, false)),
+            fixed(ty)?,
+        ),
         other => bail!("unknown schema type '{other}'"),
     })
 }
 
+/// The field metadata that makes a `FixedSizeList` column an `arrow.fixed_shape_tensor` of
+/// `shape` (per row): the extension name and `{"shape":[...]}`, with `dim_names` when given
+/// (one per dimension), as Arrow's canonical extension types specify.
+pub fn tensor_field_metadata(
+    shape: &[usize],
+    dim_names: Option<&[String]>,
+) -> Result<HashMap<String, String>> {
+    let mut ext = serde_json::json!({ "shape": shape });
+    if let Some(names) = dim_names {
+        if names.len() != shape.len() {
+            bail!(
+                "dim_names {names:?} do not name the {} dimensions of {shape:?}",
+                shape.len()
+            );
+        }
+        ext["dim_names"] = serde_json::json!(names);
+    }
+    Ok(HashMap::from([
+        (
+            EXTENSION_NAME_KEY.to_string(),
+            FIXED_SHAPE_TENSOR.to_string(),
+        ),
+        (EXTENSION_METADATA_KEY.to_string(), ext.to_string()),
+    ]))
+}
+
+/// The per-row shape an `arrow.fixed_shape_tensor` field declares: `None` for a field
+/// without extension metadata (files written before the extension type was used); an
+/// error for another extension type or metadata that is not the spec's JSON.
+pub fn tensor_field_shape(path: &Path, field: &Field) -> Result<Option<Vec<usize>>> {
+    let p = path.display();
+    let meta = field.metadata();
+    let Some(name) = meta.get(EXTENSION_NAME_KEY) else {
+        return Ok(None);
+    };
+    if name != FIXED_SHAPE_TENSOR {
+        bail!(
+            "{p}: column '{}': expected extension type '{FIXED_SHAPE_TENSOR}', found '{name}'",
+            field.name()
+        );
+    }
+    #[derive(Deserialize)]
+    struct Ext {
+        shape: Vec<usize>,
+    }
+    let raw = meta
+        .get(EXTENSION_METADATA_KEY)
+        .map(String::as_str)
+        .unwrap_or("");
+    let ext: Ext = serde_json::from_str(raw).with_context(|| {
+        format!(
+            "{p}: column '{}': metadata '{EXTENSION_METADATA_KEY}': expected JSON with a \
+             'shape' list, found '{raw}'",
+            field.name()
+        )
+    })?;
+    Ok(Some(ext.shape))
+}
+
 impl ArtifactSchema {
+    /// The Arrow schema of a tensor artifact of this kind whose rows are tensors of `shape`:
+    /// [`arrow_schema`](Self::arrow_schema) with every `fixed_shape_tensor` column
+    /// annotated as Arrow's canonical `arrow.fixed_shape_tensor` extension type.
+    pub fn tensor_schema(
+        &self,
+        shape: &[usize],
+        dim_names: Option<&[String]>,
+        metadata: HashMap<String, String>,
+    ) -> Result<Schema> {
+        // Sizes are checked on read (a product that wraps is refused there, issue #12).
+        let width: usize = shape.iter().product();
+        let plain = self.arrow_schema(Some(width), metadata)?;
+        let ext = tensor_field_metadata(shape, dim_names)?;
+        let fields: Vec<Field> = plain
+            .fields()
+            .iter()
+            .map(|f| {
+                let tensor = self
+                    .columns
+                    .iter()
+                    .any(|c| c.name == *f.name() && is_tensor_type(&c.ty));
+                let f = f.as_ref().clone();
+                if tensor {
+                    f.with_metadata(ext.clone())
+                } else {
+                    f
+                }
+            })
+            .collect();
+        Ok(Schema::new_with_metadata(fields, plain.metadata().clone()))
+    }
+
     /// The Arrow schema a writer of this kind produces, with `metadata` stamped in
     /// (kind and version added here).
     pub fn arrow_schema(
@@ -244,8 +352,13 @@ impl ArtifactSchema {
 }
 
 /// Type equality that ignores child field names and nullability (writers differ there).
+/// A `FixedSizeBinary[n]` stands for a `FixedSizeList<uint8>[n]`: the layout of uint8
+/// tensors (codes, replay buffers) before they became `arrow.fixed_shape_tensor`.
 fn same_type(found: &DataType, expected: &DataType) -> bool {
     match (found, expected) {
+        (DataType::FixedSizeBinary(n), DataType::FixedSizeList(b, m)) => {
+            n == m && b.data_type() == &DataType::UInt8
+        }
         (DataType::List(a), DataType::List(b)) | (DataType::LargeList(a), DataType::List(b)) => {
             same_type(a.data_type(), b.data_type())
         }

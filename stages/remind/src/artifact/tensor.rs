@@ -1,6 +1,13 @@
 //! Dense tensor artifacts (features, codes, codebooks, buffers): uncompressed Arrow IPC
 //! files with an `id` column and one fixed-size payload per row, memory-mapped on read so
 //! that payload slices point straight into the page cache.
+//!
+//! The payload column `data` is Arrow's canonical extension type `arrow.fixed_shape_tensor`:
+//! storage `FixedSizeList<float32|uint8>[prod(shape)]`, field metadata
+//! `ARROW:extension:name` and `ARROW:extension:metadata` (`{"shape":[..],"dim_names":[..]}`,
+//! the names from the layout, e.g. H, W, C), so pyarrow, Polars and DuckDB see the shape
+//! without the `remind.*` keys (which stay: kind, producer, checksum). Files written before
+//! (no extension metadata; uint8 payloads as `FixedSizeBinary`) are read as well.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,7 +18,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use arrow::array::{
     Array, ArrayRef, FixedSizeBinaryArray, FixedSizeListArray, Float32Array, RecordBatch,
-    UInt64Array,
+    UInt64Array, UInt8Array,
 };
 use arrow::buffer::Buffer;
 use arrow::datatypes::{DataType, Field, SchemaRef};
@@ -22,7 +29,7 @@ use memmap2::Mmap;
 use serde::{Deserialize, Serialize};
 
 use super::atomic::AtomicFile;
-use super::schema::{require_meta, schema_of, ArtifactSchema};
+use super::schema::{require_meta, schema_of, tensor_field_shape, ArtifactSchema};
 
 pub const SHAPE_KEY: &str = "remind.shape";
 /// The most values one row may hold (2^31: a 64 GiB float32 row; Arrow's fixed-size lists
@@ -123,6 +130,12 @@ impl TensorSpec {
     pub fn width(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Dimension names for the tensor type: the layout's letters (`HWC` -> H, W, C) when
+    /// there is one per dimension.
+    fn dim_names(&self) -> Option<Vec<String>> {
+        let names: Vec<String> = self.layout.chars().map(String::from).collect();
+        (names.len() == self.shape.len()).then_some(names)
+    }
     fn metadata(&self) -> Result<HashMap<String, String>> {
         let mut m = self.extra.clone();
         m.insert(SHAPE_KEY.into(), serde_json::to_string(&self.shape)?);
@@ -154,7 +167,12 @@ impl TensorWriter {
     /// Creates `path` (under a temporary name until `finish`).
     pub fn create(path: &Path, spec: TensorSpec) -> Result<Self> {
         let schema_def = schema_of(&spec.kind)?;
-        let schema = Arc::new(schema_def.arrow_schema(Some(spec.width()), spec.metadata()?)?);
+        let dim_names = spec.dim_names();
+        let schema = Arc::new(schema_def.tensor_schema(
+            &spec.shape,
+            dim_names.as_deref(),
+            spec.metadata()?,
+        )?);
         let mut atomic = AtomicFile::create(path)?;
         let file = atomic.take_file()?;
         let options = IpcWriteOptions::default(); // 64-byte aligned buffers, no compression
@@ -224,9 +242,12 @@ impl TensorWriter {
                 );
                 self.crc.update(bytemuck::cast_slice(ids));
                 self.crc.update(v);
-                Arc::new(FixedSizeBinaryArray::try_new(
+                let values = Arc::new(UInt8Array::from(v.to_vec()));
+                let field = Arc::new(Field::new("item", DataType::UInt8, false));
+                Arc::new(FixedSizeListArray::try_new(
+                    field,
                     width as i32,
-                    Buffer::from_slice_ref(v),
+                    values,
                     None,
                 )?)
             }
@@ -393,6 +414,17 @@ impl TensorFile {
              {MAX_ROW_WIDTH} values per row, found {shape:?}"
         );
         let dtype = DType::parse(path, require_meta(path, meta, DTYPE_KEY)?)?;
+        // The shape the tensor type declares (files of before #17 have none) is the one of
+        // remind.shape.
+        if let Ok(field) = schema.field_with_name("data") {
+            if let Some(declared) = tensor_field_shape(path, field)? {
+                ensure!(
+                    declared == shape,
+                    "{p}: column 'data': expected the shape of '{SHAPE_KEY}' {shape:?} in \
+                     its arrow.fixed_shape_tensor type, found {declared:?}"
+                );
+            }
+        }
         Ok(Self {
             path: path.to_path_buf(),
             schema,
@@ -524,12 +556,31 @@ impl TensorFile {
         let start = list.offset() * w;
         Ok(&values.values()[start..start + list.len() * w])
     }
-    /// Byte payload of batch `i`, row-major (zero-copy).
+    /// Byte payload of batch `i`, row-major (zero-copy): a `FixedSizeList<uint8>` (the
+    /// tensor type's storage) or, in files of before #17, `FixedSizeBinary`.
     pub fn batch_u8(&self, i: usize) -> Result<&[u8]> {
-        let bin: &FixedSizeBinaryArray = self.payload(i, DType::U8, "fixed-size binary")?;
         let w = self.width();
-        let start = bin.offset() * w;
-        Ok(&bin.value_data()[start..start + bin.len() * w])
+        let column = self.batches[i].column(1);
+        if let Some(bin) = column.as_any().downcast_ref::<FixedSizeBinaryArray>() {
+            ensure!(
+                self.dtype == DType::U8,
+                "{}: payload is {}, not uint8",
+                self.path.display(),
+                self.dtype.name()
+            );
+            let start = bin.offset() * w;
+            return Ok(&bin.value_data()[start..start + bin.len() * w]);
+        }
+        let list: &FixedSizeListArray = self.payload(i, DType::U8, "a fixed-size list")?;
+        let values = list
+            .values()
+            .as_any()
+            .downcast_ref::<UInt8Array>()
+            .with_context(|| {
+                format!("{}: column 'data' does not hold uint8", self.path.display())
+            })?;
+        let start = list.offset() * w;
+        Ok(&values.values()[start..start + list.len() * w])
     }
     /// Column 'data' of batch `i` as an `A` (`what` in the error), the payload being `dtype`.
     fn payload<A: 'static>(&self, i: usize, dtype: DType, what: &str) -> Result<&A> {
@@ -615,6 +666,170 @@ impl AsRef<[u8]> for MmapOwner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("remind-tensor-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Writes `spec`'s rows the way writers did before #17: no extension metadata on
+    /// `data`, uint8 payloads as `FixedSizeBinary`.
+    fn write_old_layout(path: &Path, spec: &TensorSpec, ids: &[u64], payload: Payload<'_>) {
+        let w = spec.width() as i32;
+        let (ty, data, bytes): (DataType, ArrayRef, Vec<u8>) = match payload {
+            Payload::F32(v) => {
+                let item = Arc::new(Field::new("item", DataType::Float32, false));
+                let values = Arc::new(Float32Array::from(v.to_vec()));
+                (
+                    DataType::FixedSizeList(item.clone(), w),
+                    Arc::new(FixedSizeListArray::try_new(item, w, values, None).unwrap()),
+                    bytemuck::cast_slice(v).to_vec(),
+                )
+            }
+            Payload::U8(v) => (
+                DataType::FixedSizeBinary(w),
+                Arc::new(
+                    FixedSizeBinaryArray::try_new(w, Buffer::from_slice_ref(v), None).unwrap(),
+                ),
+                v.to_vec(),
+            ),
+        };
+        let mut meta = spec.metadata().unwrap();
+        meta.insert(super::super::schema::KIND_KEY.into(), spec.kind.clone());
+        meta.insert(super::super::schema::VERSION_KEY.into(), "1".into());
+        let schema = Arc::new(arrow::datatypes::Schema::new_with_metadata(
+            vec![
+                Field::new("id", DataType::UInt64, false),
+                Field::new("data", ty, false),
+            ],
+            meta,
+        ));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(UInt64Array::from(ids.to_vec())), data],
+        )
+        .unwrap();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(bytemuck::cast_slice(ids));
+        crc.update(&bytes);
+        let mut writer = FileWriter::try_new(File::create(path).unwrap(), &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.write_metadata(ROWS_KEY, ids.len().to_string());
+        writer.write_metadata(CRC_KEY, crc.finalize().to_string());
+        writer.finish().unwrap();
+    }
+
+    /// Files written before the tensor type (#17) open, zero-copy, with the checksum a new
+    /// file of the same rows has; new files carry `arrow.fixed_shape_tensor` with the shape.
+    #[test]
+    fn old_layout_files_still_open_zero_copy_with_the_same_checksum() {
+        let dir = scratch("old-layout");
+        let producer = Producer::new("t", "0");
+        let ids = [3u64, 5, 9];
+        let codes: Vec<u8> = (0..ids.len() * 8).map(|i| (i * 13 % 256) as u8).collect();
+        let feats: Vec<f32> = (0..ids.len() * 8).map(|i| i as f32 * 0.5).collect();
+        let cases = [
+            (
+                TensorSpec::new("codes", &[2, 2, 2], "HWM", DType::U8, producer.clone())
+                    .with("remind.codebook_hash", "abc"),
+                Payload::U8(&codes),
+            ),
+            (
+                TensorSpec::new("features", &[2, 2, 2], "HWC", DType::F32, producer.clone()),
+                Payload::F32(&feats),
+            ),
+        ];
+        for (spec, payload) in cases {
+            let kind = spec.kind.clone();
+            let old = dir.join(format!("old-{kind}.arrow"));
+            let new = dir.join(format!("new-{kind}.arrow"));
+            fn again<'a>(p: &Payload<'a>) -> Payload<'a> {
+                match p {
+                    Payload::F32(v) => Payload::F32(v),
+                    Payload::U8(v) => Payload::U8(v),
+                }
+            }
+            write_old_layout(&old, &spec, &ids, again(&payload));
+            write_tensor(&new, spec.clone(), &ids, again(&payload)).unwrap();
+            let (a, b) = (
+                TensorFile::open(&old, &kind).unwrap(),
+                TensorFile::open(&new, &kind).unwrap(),
+            );
+            assert_eq!(a.checksum().unwrap(), b.checksum().unwrap(), "{kind}");
+            assert_eq!(a.shape(), &[2, 2, 2]);
+            assert_eq!(a.ids().unwrap(), ids);
+            for f in [&a, &b] {
+                let row = match f.dtype() {
+                    DType::U8 => {
+                        assert_eq!(f.row_u8(1).unwrap(), &codes[8..16]);
+                        f.row_u8(1).unwrap().as_ptr() as usize
+                    }
+                    DType::F32 => {
+                        assert_eq!(f.row_f32(1).unwrap(), &feats[8..16]);
+                        f.row_f32(1).unwrap().as_ptr() as usize
+                    }
+                };
+                assert!(f.mapped_range().contains(&row), "{kind}: payload copied");
+            }
+            assert!(a.schema().field(1).metadata().is_empty());
+            let field = b.schema().field(1);
+            let item = if kind == "codes" {
+                DataType::UInt8
+            } else {
+                DataType::Float32
+            };
+            assert!(
+                matches!(field.data_type(), DataType::FixedSizeList(f, 8) if f.data_type() == &item),
+                "{kind}: {field:?}"
+            );
+            let m = field.metadata();
+            assert_eq!(m["ARROW:extension:name"], "arrow.fixed_shape_tensor");
+            let ext: serde_json::Value =
+                serde_json::from_str(&m["ARROW:extension:metadata"]).unwrap();
+            assert_eq!(ext["shape"], serde_json::json!([2, 2, 2]));
+            let names = if kind == "codes" {
+                ["H", "W", "M"]
+            } else {
+                ["H", "W", "C"]
+            };
+            assert_eq!(ext["dim_names"], serde_json::json!(names));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A tensor type whose shape contradicts remind.shape is refused, naming both.
+    #[test]
+    fn a_tensor_type_of_another_shape_is_refused() {
+        let dir = scratch("ext-shape");
+        let path = dir.join("x.arrow");
+        let spec = TensorSpec::new(
+            "features",
+            &[1, 2],
+            "HW",
+            DType::F32,
+            Producer::new("t", "0"),
+        );
+        write_tensor(&path, spec, &[1], Payload::F32(&[1.0, 2.0])).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        // Both copies of the schema (stream head and footer) say [2, 1] instead.
+        let (from, to) = (br#""shape":[1,2]"#, br#""shape":[2,1]"#);
+        let mut bad = bytes.clone();
+        let mut at = 0;
+        while let Some(k) = bad[at..].windows(from.len()).position(|w| w == from) {
+            bad[at + k..at + k + from.len()].copy_from_slice(to);
+            at += k + from.len();
+        }
+        assert!(at > 0, "no tensor shape in the file");
+        std::fs::write(&path, &bad).unwrap();
+        let err = match TensorFile::open(&path, "features") {
+            Ok(_) => panic!("a contradicting tensor shape was accepted"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("[1, 2]") && err.contains("[2, 1]"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     /// A shape whose product wraps around 2^64 to the payload width is refused on open.
     /// (Release builds only: a debug build's writer panics on the overflow itself.)
