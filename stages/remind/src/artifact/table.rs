@@ -1,5 +1,8 @@
 //! Tabular artifacts (questions, labels, predictions, metrics): Parquet files whose Arrow
-//! schema carries the artifact kind, validated against `schemas/` on read.
+//! schema carries the artifact kind, validated against `schemas/` on read. The `remind.*`
+//! metadata is written twice: in the embedded Arrow schema (`ARROW:schema`) and as the
+//! file's key-value metadata, where DuckDB and Polars read it. Readers take either (files
+//! written before #17 have only the first).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +16,7 @@ use arrow::datatypes::Schema;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
 
 use super::atomic::AtomicFile;
@@ -50,8 +54,18 @@ pub fn write_table_with(
         .with_context(|| format!("{}: columns do not fit the '{kind}' schema", path.display()))?;
     let mut atomic = AtomicFile::create(path)?;
     let file = atomic.take_file()?;
+    // The schema's metadata (remind.kind, remind.producer, ...) also as the Parquet file's
+    // own key-value metadata: tools that do not decode the embedded Arrow schema (DuckDB's
+    // parquet_kv_metadata, Polars' read_parquet_metadata) see it there.
+    let mut kv: Vec<KeyValue> = schema
+        .metadata()
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    kv.sort_by(|a, b| a.key.cmp(&b.key));
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
+        .set_key_value_metadata(Some(kv))
         .build();
     let mut writer = ArrowWriter::try_new(file, schema, Some(props))
         .with_context(|| format!("cannot start Parquet file {}", path.display()))?;
@@ -227,4 +241,79 @@ pub fn read_id_column(path: &Path, column: &str) -> Result<Vec<u64>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::UInt64Array;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("remind-table-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The file's own key-value metadata holds the remind.* keys (what DuckDB and Polars
+    /// read); a file with them only in the embedded Arrow schema (before #17) still reads.
+    #[test]
+    fn metadata_is_in_the_parquet_key_values_and_old_files_still_read() {
+        let dir = scratch("kv");
+        let producer = Producer::new("t", "beef");
+        let ids: ArrayRef = Arc::new(UInt64Array::from(vec![1u64, 2, 3]));
+        let new = dir.join("new.parquet");
+        let extra = HashMap::from([("remind.note".to_string(), "x".to_string())]);
+        write_table(&new, "ids", &producer, vec![ids.clone()], extra).unwrap();
+        let reader = SerializedFileReader::new(File::open(&new).unwrap()).unwrap();
+        let kv: HashMap<String, String> = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .unwrap()
+            .iter()
+            .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(kv["remind.kind"], "ids");
+        assert_eq!(kv["remind.schema_version"], "1");
+        assert_eq!(kv["remind.note"], "x");
+        let stored: Producer = serde_json::from_str(&kv["remind.producer"]).unwrap();
+        assert_eq!(stored.config_hash, "beef");
+        assert!(kv.contains_key("ARROW:schema"));
+        let t = Table::read(&new, "ids").unwrap();
+        assert_eq!((t.num_rows(), t.kind()), (3, "ids"));
+        assert_eq!(t.producer().unwrap().config_hash, "beef");
+
+        // The layout of before: the keys in the Arrow schema only.
+        let old = dir.join("old.parquet");
+        let def = schema_of("ids").unwrap();
+        let meta = HashMap::from([(
+            PRODUCER_KEY.to_string(),
+            serde_json::to_string(&producer).unwrap(),
+        )]);
+        let schema = Arc::new(def.arrow_schema(None, meta).unwrap());
+        let batch = RecordBatch::try_new(schema.clone(), vec![ids]).unwrap();
+        let mut w = ArrowWriter::try_new(File::create(&old).unwrap(), schema, None).unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let reader = SerializedFileReader::new(File::open(&old).unwrap()).unwrap();
+        let keys: Vec<String> = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kv| kv.iter().map(|k| k.key.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(keys, ["ARROW:schema"]);
+        let t = Table::read_any(&old).unwrap();
+        assert_eq!((t.num_rows(), t.kind()), (3, "ids"));
+        assert_eq!(t.producer().unwrap().config_hash, "beef");
+        assert_eq!(
+            Table::metadata_value(&old, "remind.kind")
+                .unwrap()
+                .as_deref(),
+            Some("ids")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
