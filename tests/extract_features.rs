@@ -149,7 +149,23 @@ fn one_and_two_shards_give_the_same_features() {
     // Different images give different features.
     assert_ne!(ra[0], ra[1]);
 
-    let index = Table::read(&one.join("images.parquet"), "images").unwrap();
+    // Side files lie beside the dataset folder, which holds only its parts (#17).
+    let index = Table::read(&dir.join("one.images.parquet"), "images").unwrap();
+    for ds in [&one, &two] {
+        let mut names: Vec<String> = std::fs::read_dir(ds)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        assert!(
+            names
+                .iter()
+                .all(|n| n.starts_with("part-") && n.ends_with(".arrow")),
+            "{names:?}"
+        );
+    }
+    assert!(dir.join("two.images.parquet").exists());
     let ids = index.column::<UInt64Array>("id").unwrap();
     let paths = index.column::<StringArray>("path").unwrap();
     assert_eq!(ids.values().to_vec(), vec![3, 7, 8, 20, 21]);
@@ -168,7 +184,7 @@ fn truncated_image_fails_or_is_reported() {
     let err = run_fail(&mut extract(&images, &out, &weights, &[]));
     assert!(err.contains("CLEVR_mini_000010.png"), "{err}");
     assert!(!out.join("part-00000-of-00001.arrow").exists());
-    assert!(!out.join("images.parquet").exists());
+    assert!(!dir.join("strict.images.parquet").exists());
 
     let out = dir.join("skip");
     run_ok(&mut extract(&images, &out, &weights, &["--skip-bad"]));
@@ -177,14 +193,45 @@ fn truncated_image_fails_or_is_reported() {
     assert_eq!(ds.ids().unwrap(), vec![0, 1, 2, 4, 5]);
     assert_eq!(ds.shape(), SHAPE);
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("bad_images.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(dir.join("skip.bad_images.json")).unwrap()).unwrap();
     let bad = report.as_array().unwrap();
     assert_eq!(bad.len(), 1);
     assert_eq!(bad[0]["id"], 3);
     assert_eq!(bad[0]["path"], "CLEVR_mini_000010.png");
     assert!(!bad[0]["error"].as_str().unwrap().is_empty());
-    let index = Table::read(&out.join("images.parquet"), "images").unwrap();
+    let index = Table::read(&dir.join("skip.images.parquet"), "images").unwrap();
     assert_eq!(index.num_rows(), 6);
+    assert!(!out.join("images.parquet").exists() && !out.join("bad_images.json").exists());
+    // The completeness check reads the index and report beside the folder: ids 0..6 less 3.
+    let done = stdout(run_ok(
+        stage("remind-artifact").arg("check-complete").arg(&out),
+    ));
+    assert!(done.contains("covering the input"), "{done}");
+    // A folder of before #17 (index and report inside) is read in that layout.
+    let old = dir.join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::copy(
+        out.join("part-00000-of-00001.arrow"),
+        old.join("part-00000-of-00001.arrow"),
+    )
+    .unwrap();
+    std::fs::copy(dir.join("skip.images.parquet"), old.join("images.parquet")).unwrap();
+    // Its index read there: without the report inside, id 3 is missing.
+    let err = run_fail(stage("remind-artifact").arg("check-complete").arg(&old));
+    assert!(err.contains("absent (e.g. 3)"), "{err}");
+    std::fs::copy(
+        dir.join("skip.bad_images.json"),
+        old.join("bad_images.json"),
+    )
+    .unwrap();
+    let done = stdout(run_ok(
+        stage("remind-artifact").arg("check-complete").arg(&old),
+    ));
+    assert!(done.contains("covering the input"), "{done}");
+}
+
+fn stdout(out: std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

@@ -44,8 +44,8 @@ enum Command {
         #[arg(long)]
         shards: Option<usize>,
         /// The input whose ids the dataset must hold exactly: a dataset (folder or .arrow) or
-        /// a Parquet table with an `id` column [default: for a features folder, the ids of
-        /// its images.parquet less the images listed in its bad_images*.json].
+        /// a Parquet table with an `id` column [default: for a features folder DIR, the ids
+        /// of DIR.images.parquet beside it less the images listed in DIR.bad_images*.json].
         #[arg(long)]
         covers: Option<PathBuf>,
     },

@@ -29,7 +29,8 @@ struct ExtractFeaturesFlags {
     /// Image folder (PNG/JPEG, walked recursively).
     #[arg(long)]
     images: Option<PathBuf>,
-    /// Output dataset folder (one part file per shard, images.parquet, bad-image reports).
+    /// Output dataset folder OUT (one part file per shard); the image index and bad-image
+    /// reports go beside it: OUT.images.parquet, OUT.bad_images*.json.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Backbone weights: safetensors with torchvision names (see scripts/convert_weights.py).
@@ -46,7 +47,7 @@ struct ExtractFeaturesFlags {
     /// Images per forward pass.
     #[arg(long)]
     batch: Option<usize>,
-    /// List undecodable images in bad_images.json instead of failing.
+    /// List undecodable images in OUT.bad_images.json instead of failing.
     #[arg(long)]
     skip_bad: bool,
     /// Decoding threads.

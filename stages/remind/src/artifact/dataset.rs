@@ -465,6 +465,24 @@ pub fn compare_datasets(a: &Path, b: &Path) -> Result<usize> {
     Ok(ia.len())
 }
 
+/// Path of side file `name` of dataset folder `dir`: beside the folder, named after it,
+/// `<dir>.<name>` (e.g. `features/` -> `features.images.parquet`). A dataset folder holds
+/// only its part files, so that tools reading the folder as one dataset (pyarrow.dataset,
+/// DuckDB or Polars globs) find nothing else in it; the stage that writes the folder writes
+/// its side tables and reports here.
+pub fn side_path(dir: &Path, name: &str) -> Result<PathBuf> {
+    let folder = dir.file_name().with_context(|| {
+        format!(
+            "{}: a dataset folder needs a name (its side files are named after it)",
+            dir.display()
+        )
+    })?;
+    let mut side = folder.to_os_string();
+    side.push(".");
+    side.push(name);
+    Ok(dir.with_file_name(side))
+}
+
 /// Path of `shard`'s part in dataset folder `dir`.
 pub fn part_path(dir: &Path, shard: Shard) -> PathBuf {
     dir.join(shard.part_name())
@@ -643,6 +661,23 @@ mod tests {
             .to_string();
         assert!(err.contains("config hash differs"), "{err}");
         let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn side_files_lie_beside_the_folder() {
+        let side = |d: &str| side_path(Path::new(d), "images.parquet").unwrap();
+        assert_eq!(
+            side("run/features"),
+            Path::new("run/features.images.parquet")
+        );
+        assert_eq!(
+            side("run/features/"),
+            Path::new("run/features.images.parquet")
+        );
+        assert_eq!(side("/a/f.d"), Path::new("/a/f.d.images.parquet"));
+        assert_eq!(side("codes"), Path::new("codes.images.parquet"));
+        let err = side_path(Path::new(".."), "x").unwrap_err().to_string();
+        assert!(err.contains("needs a name"), "{err}");
     }
 
     #[test]

@@ -5,16 +5,20 @@
 //! torchvision-named state_dict as safetensors). Each image gets an id ([`IdFrom`]): its
 //! position in the sorted list of relative paths, CLEVR's image index or COCO's image id
 //! (TDIUC) from its file name.
-//! Outputs, in the dataset folder `out`:
+//! Outputs: the dataset folder `out` holds only its parts; the side files lie beside it,
+//! named after it ([`side_path`]: `<out>.<name>`):
 //!
-//! - `part-KKKKK-of-NNNNN.arrow`: one part per shard, rows `(id, HWC float32 feature map)`,
-//!   metadata: shape, layout `HWC`, and a producer naming the backbone (arch, width, stem,
-//!   cut), the weights file and its SHA-256, the image size and id scheme;
-//! - `images.parquet` (kind `images`): every listed image's id and relative path, so ids map
-//!   back to files (written by each shard; all write the same rows);
-//! - with `skip_bad`: `bad_images.json` (`bad_images-KKKKK-of-NNNNN.json` per shard when
-//!   sharded), the images that could not be decoded, as a JSON list of
+//! - `out/part-KKKKK-of-NNNNN.arrow`: one part per shard, rows `(id, HWC float32 feature
+//!   map)`, metadata: shape, layout `HWC`, and a producer naming the backbone (arch, width,
+//!   stem, cut), the weights file and its SHA-256, the image size and id scheme;
+//! - `<out>.images.parquet` (kind `images`): every listed image's id and relative path, so
+//!   ids map back to files (written by each shard; all write the same rows);
+//! - with `skip_bad`: `<out>.bad_images.json` (`<out>.bad_images-KKKKK-of-NNNNN.json` per
+//!   shard when sharded), the images that could not be decoded, as a JSON list of
 //!   `{id, path, error}`; their ids are absent from the features.
+//!
+//! Folders written before #17 hold `images.parquet` and `bad_images*.json` inside; readers
+//! ([`expected_ids`]) still take them there when the folder has no side files beside it.
 //!
 //! Preprocessing: decode, convert to RGB, resize to `image_size x image_size` (bicubic, as
 //! PIL does), scale to [0, 1], normalise with ImageNet mean and std. Decoding runs on
@@ -36,7 +40,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::atomic::write_bytes;
-use crate::artifact::dataset::{part_is_done, part_path};
+use crate::artifact::dataset::{part_is_done, part_path, side_path};
 use crate::artifact::weights::{file_sha256, read_weights};
 use crate::artifact::{write_table, DType, Payload, Producer, TensorSpec, TensorWriter};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
@@ -310,23 +314,49 @@ pub fn report_name(shard: Shard) -> String {
     }
 }
 
-/// Name of the image index in the dataset folder.
+/// Name of the image index, a side file of the dataset folder ([`side_path`]:
+/// `<out>.images.parquet`).
 pub const INDEX_NAME: &str = "images.parquet";
 
+/// The image index of features dataset `dir`: `<dir>.images.parquet`.
+pub fn index_path(dir: &Path) -> Result<PathBuf> {
+    side_path(dir, INDEX_NAME)
+}
+
+/// The bad-images report of `shard` of features dataset `dir`: `<dir>.<report_name>`.
+pub fn report_path(dir: &Path, shard: Shard) -> Result<PathBuf> {
+    side_path(dir, &report_name(shard))
+}
+
 /// The ids a complete features dataset in `dir` must hold: those of its image index
-/// (`images.parquet`) less the undecodable images its shards reported (`bad_images*.json`);
-/// `None` when the folder has no index (a dataset of another stage).
+/// (`<dir>.images.parquet`) less the undecodable images its shards reported
+/// (`<dir>.bad_images*.json`); `None` when the folder has no index (a dataset of another
+/// stage). A folder of before #17, with `images.parquet` and `bad_images*.json` inside and
+/// no index beside it, is read in that layout.
 pub fn expected_ids(dir: &Path) -> Result<Option<Vec<u64>>> {
-    let index = dir.join(INDEX_NAME);
-    if !index.exists() {
+    let beside = index_path(dir)?;
+    let inside = dir.join(INDEX_NAME);
+    // Where the index and reports are, and the prefix of the reports' names there.
+    let (index, listing_dir, prefix) = if beside.exists() {
+        let folder = dir.file_name().unwrap_or_default().to_string_lossy();
+        let parent = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        (beside, parent, format!("{folder}.bad_images"))
+    } else if inside.exists() {
+        (inside, dir.to_path_buf(), "bad_images".to_string())
+    } else {
         return Ok(None);
-    }
+    };
     let mut ids = crate::artifact::table::read_id_column(&index, "id")?;
     let mut bad = std::collections::BTreeSet::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+    for entry in std::fs::read_dir(&listing_dir)
+        .with_context(|| format!("cannot list {}", listing_dir.display()))?
+    {
         let path = entry?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with("bad_images") && name.ends_with(".json") {
+        if name.starts_with(&prefix) && name.ends_with(".json") {
             let listed: Vec<BadImage> = serde_json::from_slice(&std::fs::read(&path)?)
                 .with_context(|| format!("{}: not a bad-images report", path.display()))?;
             bad.extend(listed.into_iter().map(|b| b.id));
@@ -405,13 +435,13 @@ pub fn extract_features(
         Precision::Fp32 => producer,
         p => producer.param("precision", p.name()),
     };
-    let index = out.join(INDEX_NAME);
-    let report_path = out.join(report_name(shard));
+    let index = index_path(out)?;
+    let report_file = report_path(out, shard)?;
     if part_is_done(out, shard, "features", &hash)? {
         return Ok(ExtractOutcome {
             part: None,
             index,
-            report: cfg.skip_bad.then_some(report_path),
+            report: cfg.skip_bad.then_some(report_file),
             rows: 0,
             bad: Vec::new(),
             producer,
@@ -443,8 +473,8 @@ pub fn extract_features(
     progress.finish();
     let report = if cfg.skip_bad {
         let text = serde_json::to_vec_pretty(&bad)?;
-        write_bytes(&report_path, &text)?;
-        Some(report_path)
+        write_bytes(&report_file, &text)?;
+        Some(report_file)
     } else {
         None
     };
