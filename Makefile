@@ -10,7 +10,7 @@ SHELL := bash
 
 TORCH_VERSION ?= 2.13.0
 VENV ?= $(HOME)/.cache/remind-rs/torch-$(TORCH_VERSION)
-VENV_STAMP := $(VENV)/.remind-complete-v2
+VENV_STAMP := $(VENV)/.remind-complete-v3
 BIN := $(CURDIR)/target/release
 ART ?= artifacts
 THREADS ?= 2
