@@ -205,10 +205,7 @@ fn run(cli: &Cli) -> Result<()> {
         device,
         l2_normalize: false,
     };
-    let updater = Updater {
-        s: &s,
-        decoder: decoder.clone(),
-    };
+    let updater = Updater { s: &s, decoder };
     let updater16 = Updater { s: &s16, decoder };
     // REMIND's F and optimiser, one per precision, each with its own copy of the buffer.
     let mut remind32 = RemindUpdate::new(&updater, device, cfg, cut, buffer.clone(), cli)?;
@@ -227,13 +224,14 @@ fn run(cli: &Cli) -> Result<()> {
         }
         .build(&vs, 0.1)?;
         let (x, y) = (x.shallow_clone(), y.shallow_clone());
-        Ok(move || {
+        Ok(move || -> Result<()> {
             let _vs = &vs;
             let loss = precision
                 .forward(device, &x, |x| f.forward_t(x, true))
                 .cross_entropy_for_logits(&y);
             sgd.backward_step(&loss);
             let _ = loss.double_value(&[]);
+            Ok(())
         })
     };
     let mut floor_step = floor_of(Precision::Fp32)?;
@@ -242,17 +240,18 @@ fn run(cli: &Cli) -> Result<()> {
     // optimiser's cost from the rest of the update.
     let (vs3, f3) = fresh_f(device, cfg, cut)?;
     let mut opt3 = remind_sgd(&vs3);
-    let mut own_opt_step = || {
+    let mut own_opt_step = || -> Result<()> {
         let loss = f3.forward_t(&x, true).cross_entropy_for_logits(&y);
         opt3.backward_step(&loss, 0.1);
         let _ = loss.double_value(&[]);
+        Ok(())
     };
     for _ in 0..cli.warmup {
-        floor_step();
-        own_opt_step();
+        floor_step()?;
+        own_opt_step()?;
         remind32.step(&mut rng)?;
         if bf16 {
-            floor16_step();
+            floor16_step()?;
             remind16.step(&mut rng)?;
         }
     }
@@ -267,11 +266,11 @@ fn run(cli: &Cli) -> Result<()> {
         Ok(())
     };
     for _ in 0..cli.blocks {
-        time(&mut || Ok(floor_step()), &mut floor)?;
-        time(&mut || Ok(own_opt_step()), &mut own)?;
+        time(&mut floor_step, &mut floor)?;
+        time(&mut own_opt_step, &mut own)?;
         time(&mut || remind32.step(&mut rng), &mut ours)?;
         if bf16 {
-            time(&mut || Ok(floor16_step()), &mut floor16)?;
+            time(&mut floor16_step, &mut floor16)?;
             time(&mut || remind16.step(&mut rng), &mut ours16)?;
         }
     }
