@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use arrow::array::{StringArray, UInt64Array};
 use remind::artifact::{Table, TensorDataset};
-use remind_e2e::{run_fail, run_ok, scratch, stage};
+use remind_e2e::{run_fail, run_ok, run_python, scratch, stage};
 
 /// The images: (file name, width, height). CLEVR-style names with gaps in the indices.
 const IMAGES: &[(&str, u32, u32)] = &[
@@ -234,15 +234,28 @@ fn stdout(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `weights` saved again without their `__metadata__` (as torchvision's converted weights
+/// come), into `name` beside them.
+fn without_metadata(weights: &Path, name: &str) -> PathBuf {
+    let out = weights.with_file_name(name);
+    run_python(
+        "import sys\nfrom safetensors.torch import load_file, save_file\n\
+         save_file(load_file(sys.argv[1]), sys.argv[2])",
+        &[weights.to_str().unwrap(), out.to_str().unwrap()],
+    );
+    out
+}
+
 #[test]
 fn weights_of_the_wrong_shape_are_refused_by_name() {
     let dir = scratch("extract_features_wrong_weights");
     let images = dir.join("images");
     write_images(&images);
-    let weights = init_weights(&dir, "32"); // the run asks for width 16
-    let err = run_fail(&mut extract(&images, &dir.join("out"), &weights, &[]));
+    // Weights without the network's record: the shapes tell.
+    let weights = without_metadata(&init_weights(&dir, "32"), "bare-w32.safetensors");
+    let err = run_fail(&mut extract(&images, &dir.join("out"), &weights, &[])); // width 16
     assert!(
-        err.contains("r18-w32.safetensors") && err.contains("wrong shape"),
+        err.contains("bare-w32.safetensors") && err.contains("wrong shape"),
         "{err}"
     );
     assert!(
@@ -254,7 +267,7 @@ fn weights_of_the_wrong_shape_are_refused_by_name() {
         "resnet34",
         &images,
         &dir.join("out"),
-        &init_weights(&dir, "16"),
+        &without_metadata(&init_weights(&dir, "16"), "bare-w16.safetensors"),
         &[],
     ));
     assert!(
@@ -264,6 +277,59 @@ fn weights_of_the_wrong_shape_are_refused_by_name() {
             ),
         "{err}"
     );
+}
+
+/// The network is read from the weights' record (issue #17): no --arch / --width needed,
+/// and a flag that disagrees with the record is refused naming both, before any work.
+#[test]
+fn the_network_comes_from_the_weights_record() {
+    let dir = scratch("extract_features_weights_record");
+    let images = dir.join("images");
+    write_images(&images);
+    let weights = init_weights(&dir, "32"); // resnet18, width 32, recorded
+    let err = run_fail(&mut extract(&images, &dir.join("out"), &weights, &[])); // --width 16
+    assert!(
+        err.contains("r18-w32.safetensors")
+            && err.contains("remind.width = 32")
+            && err.contains("--width / extract_features.width is 16"),
+        "{err}"
+    );
+    let err = run_fail(&mut extract_arch(
+        "resnet34",
+        &images,
+        &dir.join("out"),
+        &weights,
+        &[],
+    ));
+    assert!(
+        err.contains("remind.arch = resnet18") && err.contains("extract_features.arch is resnet34"),
+        "{err}"
+    );
+    assert!(!dir.join("out/part-00000-of-00001.arrow").exists());
+    // Neither flag: resnet18 of width 32 as recorded, so layer3 gives 4 x 32 = 128 channels.
+    let out = dir.join("out");
+    let mut cmd = stage("remind-extract-features");
+    cmd.arg("--images")
+        .arg(&images)
+        .arg("--out")
+        .arg(&out)
+        .arg("--weights")
+        .arg(&weights)
+        .args([
+            "--cut",
+            "layer3",
+            "--image-size",
+            "64",
+            "--batch",
+            "2",
+            "--device",
+            "cpu",
+        ])
+        .arg("--run-dir")
+        .arg(dir.join("run"));
+    run_ok(&mut cmd);
+    let ds = TensorDataset::open(&out, "features").unwrap();
+    assert_eq!(ds.shape(), &[4, 4, 128]);
 }
 
 /// Runs the stage on the test images with the test backbone's weights after `edit` (Python,

@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use remind::artifact::dataset::part_path;
 use remind::backbone::features::{extract_features, ExtractConfig, IdFrom};
+use remind::run::config::section_sets;
 use remind::run::{Precision, Shard};
 use remind_stages::{stage, NetworkShape, ShardedComputeStage};
 use serde::Serialize;
@@ -62,6 +63,19 @@ struct ExtractFeaturesFlags {
 stage!(Cli, "extract_features", ExtractConfig, |cli, cfg| {
     let device = cli.common.compute.setup()?;
     let shard = Shard::resolve(cli.common.sharding.shard)?;
+    // The network comes from the weights unless a flag or the config names it.
+    let mut cfg = cfg;
+    let config = cli.common.config.clone();
+    let shape = &cli.section.shape;
+    let flag = |key: &str| match key {
+        "arch" => shape.arch.is_some(),
+        "width" => shape.width.is_some(),
+        "stem" => shape.stem.is_some(),
+        _ => false,
+    };
+    cfg.adopt_weights_network(|key| {
+        flag(key) || section_sets(config.as_deref(), "extract_features", key).unwrap_or(true)
+    })?;
     let (images, out, weights) = cfg.required()?;
     let mut contract = cli
         .common

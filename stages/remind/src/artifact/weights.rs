@@ -109,11 +109,14 @@ fn explain(e: &safetensors::SafeTensorError) -> String {
     }
 }
 
-fn read_safetensors(path: &Path) -> Result<WeightFile> {
+/// The memory-mapped file and its parsed safetensors header (tensor table and
+/// `__metadata__`); an error says what the file is when it is not safetensors.
+fn open_safetensors(path: &Path) -> Result<(Mmap, safetensors::tensor::Metadata)> {
     let p = path.display();
     let file = File::open(path).with_context(|| format!("cannot open {p}"))?;
-    // SAFETY: the mapping is read once, here, and copied into tensors; weight files are
-    // not modified in place by this program (writes go to a new file and rename).
+    // SAFETY: the mapping is only read, here and by the caller, and copied into tensors;
+    // weight files are not modified in place by this program (writes go to a new file and
+    // rename).
     let mmap = unsafe { Mmap::map(&file) }.with_context(|| format!("cannot map {p}"))?;
     let (_, header) =
         SafeTensors::read_metadata(&mmap).map_err(|e| {
@@ -129,6 +132,28 @@ fn read_safetensors(path: &Path) -> Result<WeightFile> {
                 _ => anyhow!("{p}: not a valid safetensors file: {}", explain(&e)),
             }
         })?;
+    Ok((mmap, header))
+}
+
+/// The `__metadata__` of a safetensors file (e.g. `remind.arch`), reading only its header;
+/// empty for other formats, which carry none.
+pub fn weights_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let is_safetensors = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    if !is_safetensors {
+        return Ok(HashMap::new());
+    }
+    if !path.is_file() {
+        bail!("{}: no such weights file", path.display());
+    }
+    let (_, header) = open_safetensors(path)?;
+    Ok(header.metadata().clone().unwrap_or_default())
+}
+
+fn read_safetensors(path: &Path) -> Result<WeightFile> {
+    let p = path.display();
+    let (mmap, header) = open_safetensors(path)?;
     let st = SafeTensors::deserialize(&mmap)
         .map_err(|e| anyhow!("{p}: not a valid safetensors file: {}", explain(&e)))?;
     let mut names: Vec<(usize, String)> = header

@@ -41,7 +41,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::dataset::{part_is_done, part_path, side_path};
-use crate::artifact::weights::{file_sha256, read_weights};
+use crate::artifact::weights::{file_sha256, read_weights, weights_metadata};
 use crate::artifact::{write_table, DType, Payload, Producer, TensorSpec, TensorWriter};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
 use crate::run::{config_hash, Precision, Progress, Shard};
@@ -200,7 +200,7 @@ impl Default for ExtractConfig {
             images: None,
             out: None,
             weights: None,
-            arch: Arch::ResNet101,
+            arch: Arch::ResNet18,
             width: 64,
             stem: Stem::ImageNet,
             cut: Cut {
@@ -237,6 +237,59 @@ impl ExtractConfig {
             .context("no backbone weights: give --weights or extract_features.weights")?;
         Ok((images, out, weights))
     }
+
+    /// Takes the network the weights record (`remind.arch`, `remind.width`, `remind.stem`
+    /// in a safetensors file's metadata, as train-backbone, train-classifier and
+    /// `remind-backbone init` write them) where the config and flags left it at its
+    /// default; one that was given (`given(key)`) and disagrees is an error naming both
+    /// (issue #17: a silent default built the wrong network and failed with hundreds of
+    /// missing and misshapen tensors). Weights without the keys (torchvision's) keep the
+    /// config's values.
+    pub fn adopt_weights_network(&mut self, given: impl Fn(&str) -> bool) -> Result<()> {
+        let (_, _, weights) = self.required()?;
+        let weights = weights.to_path_buf();
+        let meta = weights_metadata(&weights)?;
+        let p = weights.display();
+        let clash = |key: &str, ours: String, theirs: &str| -> Result<()> {
+            bail!(
+                "{p}: the weights record remind.{key} = {theirs}, but --{flag} / \
+                 extract_features.{key} is {ours}: leave it out (it is read from the \
+                 weights) or give the weights it describes",
+                flag = key.replace('_', "-")
+            )
+        };
+        if let Some(v) = meta.get("remind.arch") {
+            let arch: Arch = v.parse().with_context(|| format!("{p}: remind.arch"))?;
+            if arch != self.arch {
+                if given("arch") {
+                    clash("arch", self.arch.name().into(), v)?;
+                }
+                self.arch = arch;
+            }
+        }
+        if let Some(v) = meta.get("remind.width") {
+            let width: i64 = v
+                .parse()
+                .with_context(|| format!("{p}: remind.width '{v}' is not a number"))?;
+            if width != self.width {
+                if given("width") {
+                    clash("width", self.width.to_string(), v)?;
+                }
+                self.width = width;
+            }
+        }
+        if let Some(v) = meta.get("remind.stem") {
+            let stem: Stem = v.parse().with_context(|| format!("{p}: remind.stem"))?;
+            if stem != self.stem {
+                if given("stem") {
+                    clash("stem", self.stem.name().into(), v)?;
+                }
+                self.stem = stem;
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         ensure!(
             (8..=4096).contains(&self.image_size),
