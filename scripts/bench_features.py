@@ -37,6 +37,8 @@ from torch import nn
 from torchvision import transforms
 from torchvision.models import resnet as tvr
 
+from cpu_info import BF16_FLAGS, cpu_flags, cpu_has_bf16
+
 ARCHS = {
     "resnet18": (tvr.BasicBlock, [2, 2, 2, 2]),
     "resnet34": (tvr.BasicBlock, [3, 4, 6, 3]),
@@ -95,21 +97,6 @@ class Folder(torch.utils.data.Dataset):
     def __getitem__(self, i):
         with Image.open(self.paths[i]) as im:
             return self.tf(im.convert("RGB"))
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_has_bf16():
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
 def make_images(folder, n, w, h, seed=0):
@@ -223,7 +210,7 @@ def main():
         "speed_ratio_vs_pytorch": torch_s / ours_s,
         "model_busy_fraction": busy,
         "bf16": bf16 if bf16 else "not measured: no avx512_bf16/amx_bf16 in /proc/cpuinfo",
-        "cpu_flags": sorted(cpu_flags() & {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}),
+        "cpu_flags": sorted(cpu_flags() & BF16_FLAGS),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:

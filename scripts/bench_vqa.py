@@ -15,21 +15,12 @@ import os
 import statistics
 import subprocess
 
+from cpu_info import BF16_FLAGS, cpu_flags, cpu_has_bf16
+
 SIZES = {
     "clevr_qtype_default": ["--in-channels", "64", "--iters", "60", "--warmup", "5"],
     "paper": ["--dim", "512", "--in-channels", "1024", "--map", "14", "--iters", "4", "--warmup", "1"],
 }
-
-
-def cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def rate(bin_dir, threads, args, precision):
@@ -48,9 +39,9 @@ def main():
     ap.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     args = ap.parse_args()
     flags = cpu_flags()
-    bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
+    bf16 = cpu_has_bf16()
     result = {"bench": "vqa_step", "threads": args.threads,
-              "cpu_flags": sorted(flags & {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})}
+              "cpu_flags": sorted(flags & BF16_FLAGS)}
     for size in args.sizes:
         runs = {"fp32": [], "bf16": []}
         for _ in range(args.rounds):

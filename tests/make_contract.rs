@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use remind_e2e::{bin_dir, scratch, stage};
+use remind_e2e::{bin_dir, scratch, stage, walk_files};
 
 struct Chain {
     art: PathBuf,
@@ -80,20 +80,6 @@ impl Chain {
         std::thread::sleep(std::time::Duration::from_millis(1100));
         std::fs::write(&self.config, f(text)).unwrap();
     }
-}
-
-/// Every file under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 fn repo() -> PathBuf {
@@ -265,7 +251,7 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
     );
     let previous = chain.run_dir().join("stream");
     let snapshot = |dir: &Path| -> Vec<(PathBuf, Vec<u8>)> {
-        let mut files: Vec<PathBuf> = walk(dir);
+        let mut files: Vec<PathBuf> = walk_files(dir);
         files.sort();
         files
             .into_iter()
@@ -304,7 +290,7 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
     );
     let copy = chain.run_dir().join("ckpt-copy");
     std::fs::create_dir_all(&copy).unwrap();
-    for f in walk(&ckpt) {
+    for f in walk_files(&ckpt) {
         std::fs::copy(&f, copy.join(f.file_name().unwrap())).unwrap();
     }
     let mut bytes = std::fs::read(copy.join("optim.safetensors")).unwrap();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Int64Array, UInt64Array};
 use remind::artifact::schema::{all_schemas, Format};
 use remind::artifact::{DType, Payload, Producer, Table, TensorFile, TensorSpec, TensorWriter};
-use remind_e2e::{bin_dir, python, run_ok, scratch};
+use remind_e2e::{bin_dir, python, run_ok, scratch, walk_files};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -37,21 +37,6 @@ fn make(target: &str, art: &Path) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Every file under `dir`, sorted.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A small artifact of tensor kind `kind` (its documented layout) in `dir`.
@@ -157,7 +142,7 @@ fn every_artifact_opens_in_pyarrow_polars_and_duckdb() {
     let art = dir.join("art");
     make("fashion-tiny", &art);
     make("clevr-tiny", &art);
-    let mut files: Vec<PathBuf> = walk(&art)
+    let mut files: Vec<PathBuf> = walk_files(&art)
         .into_iter()
         .filter(|p| {
             p.extension()

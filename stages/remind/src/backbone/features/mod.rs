@@ -218,6 +218,39 @@ impl Default for ExtractConfig {
     }
 }
 
+/// [`ExtractConfig::adopt_weights_network`] for one key: the weights' `remind.<key>`
+/// replaces `value`, unless `given(key)` and they disagree (an error naming both).
+fn adopt<T>(
+    weights: &Path,
+    meta: &std::collections::HashMap<String, String>,
+    key: &str,
+    value: &mut T,
+    given: impl Fn(&str) -> bool,
+) -> Result<()>
+where
+    T: std::str::FromStr + PartialEq + std::fmt::Display,
+    T::Err: std::fmt::Display,
+{
+    let p = weights.display();
+    let Some(recorded) = meta.get(&format!("remind.{key}")) else {
+        return Ok(());
+    };
+    let theirs: T = recorded
+        .parse()
+        .map_err(|e| anyhow!("{p}: remind.{key} '{recorded}': {e}"))?;
+    if theirs != *value {
+        if given(key) {
+            bail!(
+                "{p}: the weights record remind.{key} = {recorded}, but --{key} / \
+                 extract_features.{key} is {value}: leave it out (it is read from the \
+                 weights) or give the weights it describes"
+            );
+        }
+        *value = theirs;
+    }
+    Ok(())
+}
+
 impl ExtractConfig {
     pub fn backbone(&self) -> ResNetConfig {
         ResNetConfig::new(self.arch, self.width, self.stem)
@@ -249,44 +282,9 @@ impl ExtractConfig {
         let (_, _, weights) = self.required()?;
         let weights = weights.to_path_buf();
         let meta = weights_metadata(&weights)?;
-        let p = weights.display();
-        let clash = |key: &str, ours: String, theirs: &str| -> Result<()> {
-            bail!(
-                "{p}: the weights record remind.{key} = {theirs}, but --{flag} / \
-                 extract_features.{key} is {ours}: leave it out (it is read from the \
-                 weights) or give the weights it describes",
-                flag = key.replace('_', "-")
-            )
-        };
-        if let Some(v) = meta.get("remind.arch") {
-            let arch: Arch = v.parse().with_context(|| format!("{p}: remind.arch"))?;
-            if arch != self.arch {
-                if given("arch") {
-                    clash("arch", self.arch.name().into(), v)?;
-                }
-                self.arch = arch;
-            }
-        }
-        if let Some(v) = meta.get("remind.width") {
-            let width: i64 = v
-                .parse()
-                .with_context(|| format!("{p}: remind.width '{v}' is not a number"))?;
-            if width != self.width {
-                if given("width") {
-                    clash("width", self.width.to_string(), v)?;
-                }
-                self.width = width;
-            }
-        }
-        if let Some(v) = meta.get("remind.stem") {
-            let stem: Stem = v.parse().with_context(|| format!("{p}: remind.stem"))?;
-            if stem != self.stem {
-                if given("stem") {
-                    clash("stem", self.stem.name().into(), v)?;
-                }
-                self.stem = stem;
-            }
-        }
+        adopt(&weights, &meta, "arch", &mut self.arch, &given)?;
+        adopt(&weights, &meta, "width", &mut self.width, &given)?;
+        adopt(&weights, &meta, "stem", &mut self.stem, &given)?;
         Ok(())
     }
 
