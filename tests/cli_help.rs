@@ -124,3 +124,26 @@ fn the_help_parser_finds_an_undocumented_flag() {
         vec!["<PATH>", "--b <B>  [default: 3]", "--d"]
     );
 }
+
+/// A flag whose config sections default differently shows no single `[default: ..]` (it
+/// would be wrong for one task); its help names both. stream-train's --order: qtype for
+/// VQA, class_iid for classification.
+#[test]
+fn a_flag_with_two_defaults_shows_neither_as_the_default() {
+    let help = help_of(&bin_dir().join("remind-stream-train"), None);
+    let order: Vec<&str> = help
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("--order"))
+        .take(2)
+        .collect();
+    let text = order.join(" ");
+    assert!(
+        text.contains("qtype (the default)") && text.contains("class_iid (the default)"),
+        "{text}"
+    );
+    assert!(!text.contains("[default:"), "{text}");
+    assert!(
+        help.contains("[default: 50]"),
+        "r still shows its one default:\n{help}"
+    );
+}

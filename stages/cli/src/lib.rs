@@ -158,27 +158,35 @@ pub fn defaults_of<T: Serialize + Default>() -> serde_yaml::Mapping {
 /// or flag still overrides them.
 pub fn parse_with_defaults<C: Parser>(defaults: &[serde_yaml::Mapping]) -> C {
     let mut cmd = C::command();
-    let mut done = std::collections::HashSet::new();
+    // Per key, its default in each section that has it, in section order.
+    let mut shown: Vec<(String, Vec<String>)> = Vec::new();
     for map in defaults {
         for (key, value) in map {
-            let (Some(key), Some(shown)) = (key.as_str(), scalar(value)) else {
+            let (Some(key), Some(v)) = (key.as_str(), scalar(value)) else {
                 continue;
             };
-            let id = key.to_string();
-            // A key of two sections (stream-train's seed, replay) shows the first one's.
-            if !done.insert(id.clone()) {
-                continue;
+            match shown.iter_mut().find(|(k, _)| k == key) {
+                Some((_, vs)) if !vs.contains(&v) => vs.push(v),
+                Some(_) => {}
+                None => shown.push((key.to_string(), vec![v])),
             }
-            if cmd.get_arguments().any(|a| a.get_id() == id.as_str()) {
-                cmd = cmd.mut_arg(id, |a| {
-                    let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
-                    a.help(
-                        format!("{help} [default: {shown}]")
-                            .trim_start()
-                            .to_string(),
-                    )
-                });
-            }
+        }
+    }
+    for (id, values) in shown {
+        // A key whose sections default differently (stream-train's order: qtype for VQA,
+        // class_iid for classification) shows none: its help says which is which.
+        let [value] = values.as_slice() else {
+            continue;
+        };
+        if cmd.get_arguments().any(|a| a.get_id() == id.as_str()) {
+            cmd = cmd.mut_arg(id, |a| {
+                let help = a.get_help().map(|h| h.to_string()).unwrap_or_default();
+                a.help(
+                    format!("{help} [default: {value}]")
+                        .trim_start()
+                        .to_string(),
+                )
+            });
         }
     }
     let matches = cmd.get_matches();

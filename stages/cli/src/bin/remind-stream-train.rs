@@ -89,8 +89,8 @@ struct Cli {
 /// classification).
 #[derive(clap::Args, Serialize)]
 struct StreamFlags {
-    /// The stream order: VQA iid or qtype; classification class_iid (the default),
-    /// iid, instance or class_instance.
+    /// The stream order: VQA iid or qtype (the default); classification class_iid (the
+    /// default), iid, instance or class_instance.
     #[arg(long)]
     order: Option<String>,
     /// Classification, orders iid and instance: streamed images per evaluation point.
@@ -114,10 +114,14 @@ struct StreamFlags {
 
 fn main() -> ExitCode {
     main_with("remind-stream-train", || {
-        let cli = parse_with_defaults::<Cli>(&[
-            defaults_of::<StreamSettings>(),
-            defaults_of::<ClassifySettings>(),
-        ]);
+        // The classification order is left out of its section's serialisation while the
+        // default; named here so that --help sees the two tasks' defaults differ.
+        let mut classify = defaults_of::<ClassifySettings>();
+        classify.insert(
+            "order".into(),
+            ClassifySettings::default().order.to_string().into(),
+        );
+        let cli = parse_with_defaults::<Cli>(&[defaults_of::<StreamSettings>(), classify]);
         tune_allocator();
         cli.common.compute.apply_threads()?;
         let task = match cli.task {

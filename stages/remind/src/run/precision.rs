@@ -99,9 +99,10 @@ impl Precision {
 
     /// A network's input for this precision: in bf16, a 4-D `[N, C, H, W]` tensor laid out
     /// channels-last (same shape, NHWC strides; a copy unless it is already), which
-    /// oneDNN's bf16 convolutions need for their fast kernels: measured on an AMX Xeon with
-    /// 2 threads, ResNet-18's layer4.1 + fc training step ran 0.63x fp32's speed on NCHW
-    /// input and 3.6x with channels-last input. Anything else, and fp32, as it is.
+    /// oneDNN's bf16 convolutions need to pick their AMX kernels: in a PyTorch probe on an
+    /// AMX Xeon (2 threads, the machine shared), ResNet-18's layer4.1 + fc training step
+    /// ran at 0.63x fp32's speed on NCHW input and 3.6x on channels-last input (BENCHMARKS,
+    /// "Mixed precision (bf16)"). Anything else, and fp32, as it is.
     pub fn input(self, x: &Tensor) -> Tensor {
         if self.is_fp32() || x.dim() != 4 || is_channels_last(x) {
             return x.shallow_clone();
