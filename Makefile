@@ -38,6 +38,8 @@ help:
 	@echo "  make core50           CORe50's stream orders on mini-CORe50 (ORDER=iid|class_iid|instance|class_instance; CORE50_DIR=...: the release)"
 	@echo "  make core50-orders    all four orders, and their table"
 	@echo "  make slurm-<pipeline> submit any pipeline above to Slurm instead (SHARDS=N array tasks, WAIT=1)"
+	@echo "Options of every local pipeline: SEEDS=\"0 1 2\" (one stream per seed; mean and spread),"
+	@echo "  PRECISION=bf16, STAGE_THREADS=N, METHODS=\"remind offline\", CONFIG=file.yaml, ART=folder"
 	@echo "Checks:"
 	@echo "  make test            the test suite (installs and builds what is missing)"
 	@echo "  make test-slurm      a local single-node Slurm cluster runs the tiny chains"
@@ -140,6 +142,20 @@ QUIET ?=
 SETUP ?= setup
 STAGE_THREADS ?=
 THREADS_ARG = $(if $(STAGE_THREADS),--threads $(STAGE_THREADS))
+# SEEDS="0 1 2": every method streamed once per seed into <run>/stream-seed-N/ and the
+# runs evaluated together: mean, std, min and max over the seeds (README, "Several
+# seeds"). Empty: one stream, <run>/stream/, with the config's seed.
+SEEDS ?=
+stream_dirs = $(if $(strip $(SEEDS)),$(foreach s,$(SEEDS),$(1)/stream-seed-$(s)),$(1)/stream)
+# A stream rule's stem is "<sub>/<method>", sub "" or "-seed-N": the folder part and the
+# --seed flag it stands for.
+seed_sub = $(patsubst %/,%,$(dir $(1)))
+seed_arg = $(if $(call seed_sub,$(1)),--seed $(subst -seed-,,$(call seed_sub,$(1))))
+# <run>/.seeds holds the SEEDS of the run's last evaluation: rewritten when the command
+# line's differ (as the config stamps are), so that metrics.json is evaluated again.
+seeds_stamp = $(shell [ -d $(1) ] && [ "$$(cat $(1)/.seeds 2>/dev/null)" != "$(strip $(SEEDS))" ] && echo "$(strip $(SEEDS))" > $(1)/.seeds)$(1)/.seeds
+%/.seeds:
+	@mkdir -p $(@D) && echo "$(strip $(SEEDS))" > $@
 # PRECISION=bf16: every training and feature stage computes in bf16 mixed precision
 # (refused on a CPU without bf16 instructions); give it its own ART, as the flag is not
 # part of make's view of what is stale.
@@ -251,15 +267,15 @@ $$($(1)_NAMED):
 $(1)_STREAM_INPUTS := $$($(1)_RUN)/questions/questions.parquet $$($(1)_RUN)/pq/codebook.arrow \
 	$$($(1)_RUN)/codes/train/part-00000-of-00001.arrow $$($(1)_RUN)/codes/val/part-00000-of-00001.arrow
 
-$$($(1)_RUN)/stream/%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_SEC)/stream.json $$($(1)_SEC)/model.json | $$(SETUP)
-	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$* --questions $$($(1)_RUN)/questions \
+$$($(1)_RUN)/stream%/complete.json: $$($(1)_STREAM_INPUTS) $$($(1)_SEC)/stream.json $$($(1)_SEC)/model.json | $$(SETUP)
+	$$(call STAGE,stream-train) $$($(1)_ARGS) --method $$(notdir $$*) $$(call seed_arg,$$*) --questions $$($(1)_RUN)/questions \
 		--train-codes $$($(1)_RUN)/codes/train --val-codes $$($(1)_RUN)/codes/val \
-		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream --resume --restart-stale $$(THREADS_ARG) $$(PRECISION_ARG)
+		--codebook $$($(1)_RUN)/pq/codebook.arrow --out $$($(1)_RUN)/stream$$(call seed_sub,$$*) --resume --restart-stale $$(THREADS_ARG) $$(PRECISION_ARG)
 
-$$($(1)_RUN)/metrics.json: $$(foreach m,$$(METHODS),$$($(1)_RUN)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
+$$($(1)_RUN)/metrics.json: $$(foreach d,$$(call stream_dirs,$$($(1)_RUN)),$$(foreach m,$$(METHODS),$$(d)/$$(m)/complete.json)) $$($(1)_SEC)/evaluate.json $$(call seeds_stamp,$$($(1)_RUN)) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --questions $$($(1)_RUN)/questions/questions.parquet \
 		--question-types $$($(1)_RUN)/questions/question_types.parquet \
-		--stream-dir $$($(1)_RUN)/stream --out $$($(1)_RUN)
+		$$(foreach d,$$(call stream_dirs,$$($(1)_RUN)),--stream-dir $$(d)) --out $$($(1)_RUN)
 
 .PHONY: $(1) slurm-$(1)
 $(1): $$($(1)_RUN)/metrics.json
@@ -318,15 +334,15 @@ endef
 # class_streams(name, folder, stream-train flags): the methods' streams and the evaluation
 # of chain <name> into <folder> (its stream/ and metrics.json).
 define class_streams
-$(2)/stream/%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_SEC)/classify_stream.json | $$(SETUP)
-	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$* $(3) \
+$(2)/stream%/complete.json: $$($(1)_RUN)/codes/part-00000-of-00001.arrow $$($(1)_WEIGHTS) $$($(1)_SEC)/classify_stream.json | $$(SETUP)
+	$$(call STAGE,stream-train) $$($(1)_ARGS) --task classification --method $$(notdir $$*) $$(call seed_arg,$$*) $(3) \
 		--labels $$($(1)_RUN)/data/labels.parquet --codes $$($(1)_RUN)/codes \
 		--codebook $$($(1)_RUN)/pq/codebook.arrow --base-weights $$($(1)_WEIGHTS) \
-		--out $(2)/stream --resume --restart-stale $$(THREADS_ARG) $$(PRECISION_ARG)
+		--out $(2)/stream$$(call seed_sub,$$*) --resume --restart-stale $$(THREADS_ARG) $$(PRECISION_ARG)
 
-$(2)/metrics.json: $$(foreach m,$$(METHODS),$(2)/stream/$$(m)/complete.json) $$($(1)_SEC)/evaluate.json | $$(SETUP)
+$(2)/metrics.json: $$(foreach d,$$(call stream_dirs,$(2)),$$(foreach m,$$(METHODS),$$(d)/$$(m)/complete.json)) $$($(1)_SEC)/evaluate.json $$(call seeds_stamp,$(2)) | $$(SETUP)
 	$$(call STAGE,evaluate) $$($(1)_ARGS) --task classification --labels $$($(1)_RUN)/data/labels.parquet \
-		--stream-dir $(2)/stream --out $(2)
+		$$(foreach d,$$(call stream_dirs,$(2)),--stream-dir $$(d)) --out $(2)
 endef
 
 # class_pipeline(name, config, import-args, image-root): the chain, its streams in the

@@ -237,6 +237,54 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     );
     let table = String::from_utf8_lossy(&done.stdout);
     assert!(table.contains("omega_all"), "{table}");
+
+    // A second seed's remind stream evaluated with the first: the mean of the two runs'
+    // seen-class top-1 at every point, their spread, each run under seeds/seed-N/.
+    let seed1 = run.p("stream-seed1");
+    run_ok(run.train("remind", &seed1).args(["--seed", "1"]));
+    run_ok(
+        run.cmd("remind-evaluate")
+            .args(["--task", "classification", "--methods", "remind"])
+            .arg("--labels")
+            .arg(run.p("data/labels.parquet"))
+            .args(["--stream-dir".as_ref(), out.as_os_str()])
+            .args(["--stream-dir".as_ref(), seed1.as_os_str()])
+            .arg("--out")
+            .arg(run.p("eval-seeds")),
+    );
+    let read = |p: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(run.p(p)).unwrap()).unwrap()
+    };
+    let (m0, m1, mean) = (
+        read("eval-seeds/seeds/seed-2/metrics.json"),
+        read("eval-seeds/seeds/seed-1/metrics.json"),
+        read("eval-seeds/metrics.json"),
+    );
+    let top1 =
+        |m: &serde_json::Value, k: usize| m["remind"]["seen_classes_top1"][k].as_f64().unwrap();
+    // Two seeds, two streams (the task is easy enough that their accuracies may agree).
+    let plan = |d: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(d.join("plan.json")).unwrap()).unwrap()
+    };
+    assert_eq!(
+        (plan(&out)["seed"].as_u64(), plan(&seed1)["seed"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(plan(&seed1)["order"], "class_iid");
+    assert_ne!(
+        probabilities(&out, "remind", 2),
+        probabilities(&seed1, "remind", 2)
+    );
+    for k in 0..3 {
+        let want = (top1(&m0, k) + top1(&m1, k)) / 2.0;
+        assert!((top1(&mean, k) - want).abs() < 1e-12, "point {k}: {mean}");
+        let std = mean["seeds"]["std"]["remind"]["seen_classes_top1"][k]
+            .as_f64()
+            .unwrap();
+        let want_std = (top1(&m0, k) - top1(&m1, k)).abs() / 2f64.sqrt();
+        assert!((std - want_std).abs() < 1e-12, "point {k}: std {std}");
+    }
+    assert_eq!(mean["seen_classes"], m0["seen_classes"]);
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(run.p("eval/metrics.json")).unwrap()).unwrap();
     // The compute block of every method (issue #17): one update per streamed image (80,

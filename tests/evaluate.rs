@@ -93,10 +93,22 @@ fn write_predictions(path: &Path, method: &str, k: usize, ids: &[u64], predicted
     write_table(path, "predictions", &producer(), cols, meta).unwrap();
 }
 
+/// A second seed's run of the same protocol: other correct counts for remind and offline.
+const CORRECT_SEED1: [(&str, [[usize; 3]; 3]); 3] = [
+    ("remind", [[4, 2, 2], [4, 4, 2], [2, 3, 3]]),
+    ("finetune", [[4, 2, 2], [0, 4, 0], [0, 0, 3]]),
+    ("offline", [[4, 2, 2], [4, 4, 3], [4, 4, 3]]),
+];
+
 /// Predictions with exactly `correct[t]` right answers of type t (the first ones), in
 /// reverse id order for one method so the join cannot rely on row order.
 fn make_stream(dir: &Path) {
-    for (method, per_boundary) in CORRECT {
+    make_stream_of(dir, &CORRECT, 0);
+}
+
+/// [`make_stream`] with the correct counts `correct` and a plan drawn with `seed`.
+fn make_stream_of(dir: &Path, correct: &[(&str, [[usize; 3]; 3]); 3], seed: u64) {
+    for &(method, per_boundary) in correct {
         for (k, correct) in per_boundary.iter().enumerate() {
             let (mut ids, mut pred) = (vec![], vec![]);
             for i in 0..12 {
@@ -121,7 +133,10 @@ fn make_stream(dir: &Path) {
         segment_groups: vec![Some(0), Some(1), Some(2)],
         seen_classes: Vec::new(),
         positions_count_base: true,
-    };
+        order: None,
+        seed: None,
+    }
+    .drawn("qtype", seed);
     std::fs::write(dir.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
 }
 
@@ -132,7 +147,11 @@ struct Expected {
 }
 
 fn expected(method: &str) -> Expected {
-    let c = CORRECT.iter().find(|m| m.0 == method).unwrap().1;
+    expected_of(&CORRECT, method)
+}
+
+fn expected_of(table: &[(&str, [[usize; 3]; 3]); 3], method: &str) -> Expected {
+    let c = table.iter().find(|m| m.0 == method).unwrap().1;
     let per_type = c.map(|b| b.map(|n| n as f64 / 4.0));
     let mpt = per_type.map(|b| b.iter().sum::<f64>() / 3.0);
     let overall = c.map(|b| b.iter().sum::<usize>() as f64 / 12.0);
@@ -394,6 +413,133 @@ fn scores_three_methods_exactly() {
         manifest.contains("metrics.parquet") && manifest.contains("\"evaluate\""),
         "{manifest}"
     );
+}
+
+/// Two seeds' runs evaluated together: each written alone under seeds/seed-N/, their mean
+/// and spread at the output folder (Parquet, JSON, CSV, table, plot with min-max bars);
+/// the same run twice, runs of different protocols refused; a later single-run evaluation
+/// into the folder removes the seeds' folders.
+#[test]
+fn several_seeds_give_mean_and_spread() {
+    let dir = setup("evaluate_seeds");
+    let (s0, s1) = (dir.join("stream"), dir.join("stream-seed1"));
+    make_stream_of(&s1, &CORRECT_SEED1, 1);
+    let out = dir.join("metrics");
+    let run = run_ok(&mut evaluate(
+        &dir,
+        &s0,
+        &out,
+        &["--stream-dir", s1.to_str().unwrap()],
+    ));
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    let (a, b) = (expected("remind"), expected_of(&CORRECT_SEED1, "remind"));
+    let mean: Vec<f64> = (0..3).map(|k| (a.mpt[k] + b.mpt[k]) / 2.0).collect();
+    // Sample std of two values: |a - b| / sqrt(2).
+    let std: Vec<f64> = (0..3)
+        .map(|k| (a.mpt[k] - b.mpt[k]).abs() / 2f64.sqrt())
+        .collect();
+    assert!(std[1] > 0.1 && std[0] == 0.0, "{std:?}");
+
+    // Each run alone, as a single evaluation writes it.
+    for (label, e) in [("seed-0", &a), ("seed-1", &b)] {
+        let m: Value = serde_json::from_slice(
+            &std::fs::read(out.join("seeds").join(label).join("metrics.json")).unwrap(),
+        )
+        .unwrap();
+        assert_close(&floats(&m["remind"]["mean_per_type"]), &e.mpt, label);
+        assert!(out.join("seeds").join(label).join("metrics.svg").exists());
+    }
+    // The mean in metrics.json at the same places, the std beside it under "seeds".
+    let m: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+    assert_close(&floats(&m["remind"]["mean_per_type"]), &mean, "mean MPT");
+    assert_eq!(m["remind"]["boundaries"], serde_json::json!(POSITIONS));
+    assert_eq!(
+        m["seeds"]["labels"],
+        serde_json::json!(["seed-0", "seed-1"])
+    );
+    assert_close(
+        &floats(&m["seeds"]["std"]["remind"]["mean_per_type"]),
+        &std,
+        "std MPT",
+    );
+    // Long format with the spread columns.
+    let py = run_python(
+        "import sys, json, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         print(json.dumps({'cols': t.column_names, 'rows': [r for r in t.to_pylist()\n\
+             if r['method'] == 'remind' and r['metric'] == 'mean_per_type']}))",
+        &[out.join("metrics.parquet").to_str().unwrap()],
+    );
+    let p: Value = serde_json::from_str(py.trim()).unwrap();
+    assert_eq!(
+        p["cols"],
+        serde_json::json!([
+            "method", "boundary", "position", "metric", "value", "std", "min", "max", "runs"
+        ])
+    );
+    for r in p["rows"].as_array().unwrap() {
+        let k = r["boundary"].as_u64().unwrap() as usize;
+        assert_close(
+            &[
+                r["value"].as_f64().unwrap(),
+                r["std"].as_f64().unwrap(),
+                r["min"].as_f64().unwrap(),
+                r["max"].as_f64().unwrap(),
+            ],
+            &[
+                mean[k],
+                std[k],
+                a.mpt[k].min(b.mpt[k]),
+                a.mpt[k].max(b.mpt[k]),
+            ],
+            &format!("parquet boundary {k}"),
+        );
+        assert_eq!(r["runs"], 2);
+    }
+    // The CSV's mean accuracy: remind's type 0 after boundary 2 is 3/4 and 2/4.
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert!(csv.contains("remind,0,2,0.625000,"), "{csv}");
+    // The printed table: mean ± std per boundary; the plot's title says how many runs.
+    assert!(
+        stdout.contains("over 2 runs (seed-0, seed-1)") && stdout.contains("75.00 ± 11.79"),
+        "{stdout}"
+    );
+    let svg = std::fs::read_to_string(out.join("metrics.svg")).unwrap();
+    assert!(svg.contains("mean of 2 runs"), "plot title");
+    plot_check::check_figure(
+        &out,
+        "metrics",
+        &["remind", "offline"],
+        1000..=3000,
+        700..=3000,
+    );
+
+    // The same run twice, and a run of another protocol (a method missing), are refused
+    // with nothing written.
+    let bad = dir.join("bad");
+    let err = run_fail(&mut evaluate(
+        &dir,
+        &s0,
+        &bad,
+        &["--stream-dir", s0.to_str().unwrap()],
+    ));
+    assert!(err.contains("both drawn with seed 0"), "{err}");
+    let other = dir.join("stream-other");
+    make_stream_of(&other, &CORRECT_SEED1, 2);
+    std::fs::remove_dir_all(other.join("finetune")).unwrap();
+    let err = run_fail(&mut evaluate(
+        &dir,
+        &s0,
+        &bad,
+        &["--stream-dir", other.to_str().unwrap()],
+    ));
+    assert!(err.contains("seeds of one protocol"), "{err}");
+    assert!(!bad.join("metrics.json").exists());
+
+    // One run evaluated into the folder again: the seeds' folders go.
+    run_ok(&mut evaluate(&dir, &s0, &out, &[]));
+    assert!(!out.join("seeds").exists());
 }
 
 #[test]

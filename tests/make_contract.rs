@@ -106,6 +106,31 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
     // Nothing changed: nothing runs.
     chain.make(&[]).only(&[]);
 
+    // SEEDS="0 1": every method streamed once per seed, the runs evaluated together; the
+    // same again: nothing runs; without SEEDS: the single stream evaluated again (the
+    // run's .seeds stamp changed), as before, and the seeds' folders gone.
+    let ran = chain.make(&["SEEDS=0 1"]);
+    ran.only(&[("evaluate", 1), ("stream-train", 6)]);
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&metrics).unwrap()).unwrap();
+    assert_eq!(
+        m["seeds"]["labels"],
+        serde_json::json!(["seed-0", "seed-1"])
+    );
+    assert!(
+        m["seeds"]["std"]["remind"]["mean_per_type"].is_array(),
+        "{m}"
+    );
+    let plan = |seed: u64| {
+        let dir = chain.run_dir().join(format!("stream-seed-{seed}"));
+        std::fs::read_to_string(dir.join("plan.json")).unwrap()
+    };
+    assert!(plan(1).contains("\"seed\":1") && plan(0) != plan(1));
+    assert!(chain.run_dir().join("seeds/seed-1/metrics.svg").is_file());
+    chain.make(&["SEEDS=0 1"]).only(&[]);
+    chain.make(&[]).only(&[("evaluate", 1)]);
+    assert_eq!(std::fs::read(&metrics).unwrap(), before);
+    assert!(!chain.run_dir().join("seeds").exists());
+
     // A touch, then a comment: the config's sections are the same, nothing runs, and
     // `make -n` says so.
     chain.edit(|t| t);

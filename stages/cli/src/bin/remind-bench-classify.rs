@@ -204,9 +204,18 @@ fn run(cli: &Cli) -> Result<()> {
         code_shape: [h as usize, w as usize, cli.m],
         device,
         l2_normalize: false,
+        channels_last: false,
     };
     let updater = Updater { s: &s, decoder };
-    let updater16 = Updater { s: &s16, decoder };
+    // bf16 decodes channels-last, as stream-train does.
+    let decoder16 = Decoder {
+        channels_last: true,
+        ..decoder
+    };
+    let updater16 = Updater {
+        s: &s16,
+        decoder: decoder16,
+    };
     // REMIND's F and optimiser, one per precision, each with its own copy of the buffer.
     let mut remind32 = RemindUpdate::new(&updater, device, cfg, cut, buffer.clone(), cli)?;
     let mut remind16 = RemindUpdate::new(&updater16, device, cfg, cut, buffer, cli)?;
@@ -303,12 +312,22 @@ fn run(cli: &Cli) -> Result<()> {
         let _ = updater.decoder.decode(&gathered)?;
         Ok(())
     })?;
+    // bf16's input of the decoded maps: NCHW decode then the channels-last copy, against
+    // decoding channels-last (what stream-train does in bf16: two passes saved).
+    let to_input = |d: &Decoder| -> Result<()> {
+        let _ = Precision::Bf16.input(&d.decode(&gathered)?);
+        Ok(())
+    };
+    let input_nchw_ms = piece(&mut || to_input(&updater.decoder))?;
+    let input_nhwc_ms = piece(&mut || to_input(&updater16.decoder))?;
     let maps = updater.decoder.decode(&gathered)?;
     let crops: Vec<Crop> = (0..maps.size()[0])
         .map(|_| draw_crop(h, w, &mut rng))
         .collect();
     let grouped_ms = piece(&mut || resize_crops_grouped(&maps, &crops).map(|_| ()))?;
     let batched_ms = piece(&mut || resize_crops_batched(&maps, &crops).map(|_| ()))?;
+    let maps16 = updater16.decoder.decode(&gathered)?;
+    let grouped16_ms = piece(&mut || resize_crops_grouped(&maps16, &crops).map(|_| ()))?;
     let json = serde_json::json!({
         "bench": "classification_update",
         "device": format!("{device:?}"),
@@ -326,6 +345,9 @@ fn run(cli: &Cli) -> Result<()> {
         "decode_2r_ms": decode_ms,
         "crops_grouped_ms": grouped_ms,
         "crops_batched_ms": batched_ms,
+        "crops_grouped_channels_last_ms": grouped16_ms,
+        "bf16_input_nchw_decode_ms": input_nchw_ms,
+        "bf16_input_channels_last_decode_ms": input_nhwc_ms,
         "fp32_floor_per_s": 1.0 / fm,
         "cpu_bf16": CpuBf16::detect(),
     });
@@ -351,7 +373,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     println!("{json}");
     eprintln!(
-        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}",
+        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}, crops per size on channels-last maps {grouped16_ms:.3}; bf16 input of 2r maps: NCHW decode + channels-last copy {input_nchw_ms:.3}, channels-last decode {input_nhwc_ms:.3}",
         h, w, c, cli.replay, tch::get_num_threads(), 1.0 / fm, 1.0 / wm, 1.0 / om, fm / om
     );
     if let (Some(f16), Some(o16)) = (

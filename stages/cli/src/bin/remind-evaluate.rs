@@ -2,16 +2,18 @@
 //! mean-per-type and overall accuracy, Omega against the offline model) and writes
 //! metrics.json, metrics.parquet, the plot metrics.png / metrics.svg (classification:
 //! metrics.csv and the accuracy-matrix heatmap metrics_matrix.png / .svg too) and a printed
-//! table.
+//! table. Several stream folders (seeds of one protocol): each evaluated alone under
+//! `seeds/seed-N/`, their mean and spread at the output folder ([`remind::evaluate::seeds`]).
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{ensure, Context};
 use clap::Parser;
 use remind::artifact::Producer;
 use remind::data::questions::check_same_import;
-use remind::evaluate::report::{render_tables, write_outputs};
-use remind::evaluate::{classify_eval, evaluate_vqa, EvaluateSettings, Task, VqaEvalInputs};
+use remind::evaluate::outputs::Outputs;
+use remind::evaluate::report::{self, render_tables};
+use remind::evaluate::{classify_eval, evaluate_vqa, seeds, EvaluateSettings, Task, VqaEvalInputs};
 use remind::run::config_hash;
 use remind::run::Contract;
 use remind_stages::{stage, Common};
@@ -36,8 +38,10 @@ struct Cli {
     #[arg(long)]
     question_types: Option<PathBuf>,
     /// Folder of the streaming run: plan.json and <method>/predictions/boundary-KKK.parquet.
+    /// Repeat it for several runs of one protocol (seeds): each is written alone under
+    /// <out>/seeds/seed-N/, and <out> gets their mean with std, min and max (plot: min-max bars).
     #[arg(long)]
-    stream_dir: Option<PathBuf>,
+    stream_dir: Vec<PathBuf>,
     /// Output folder for metrics.json, .parquet, .png (and .csv) (default: the run folder).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -67,69 +71,129 @@ struct EvaluateFlags {
 }
 
 stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
-    if s.task == Task::Classification {
-        return classification(&cli, &s);
-    }
-    let questions = required(&cli.questions, "questions", "vqa")?;
-    let stream_dir = required(&cli.stream_dir, "stream-dir", "vqa")?;
-    let inputs = VqaEvalInputs {
-        questions,
-        question_types: cli.question_types.as_deref(),
-        stream_dir,
-    };
-    let mut tables = vec![questions];
-    tables.extend(cli.question_types.as_deref());
-    check_same_import(&tables)?;
+    let vqa = s.task == Task::Vqa;
+    let task = if vqa { "vqa" } else { "classification" };
+    ensure!(
+        !cli.stream_dir.is_empty(),
+        "--stream-dir is required for --task {task}"
+    );
     let (_, out) = cli.folders()?;
-    let mut contract = cli
-        .common
-        .contract("evaluate")?
-        .config("evaluate", &s)?
-        .input("questions", questions)
-        .input_opt("question_types", cli.question_types.as_deref())
-        .input("stream", stream_dir)
-        .output(&out.join("metrics.json"));
+    let mut contract = cli.common.contract("evaluate")?.config("evaluate", &s)?;
+    if vqa {
+        let questions = required(&cli.questions, "questions", task)?;
+        let mut tables = vec![questions];
+        tables.extend(cli.question_types.as_deref());
+        check_same_import(&tables)?;
+        contract = contract
+            .input("questions", questions)
+            .input_opt("question_types", cli.question_types.as_deref());
+    } else {
+        contract = contract.input("labels", required(&cli.labels, "labels", task)?);
+    }
+    for (k, dir) in cli.stream_dir.iter().enumerate() {
+        let role = if k == 0 {
+            "stream".to_string()
+        } else {
+            format!("stream.{k}")
+        };
+        contract = contract.input(&role, dir);
+    }
+    let mut contract = contract.output(&out.join("metrics.json"));
     if contract.up_to_date()? {
         return Ok(());
     }
-    let ev = evaluate_vqa(&inputs, &s)?;
-    let producer = producer(&s, "vqa", ev.methods.iter().map(|m| &m.name))?;
-    let written = write_outputs(&ev, &out, &producer)?;
-    let listed = record_written(contract, &written, &producer)?;
-    print!("{}", render_tables(&ev));
+    if let [dir] = &cli.stream_dir[..] {
+        let run = evaluate_one(&cli, &s, dir)?;
+        let written = run.outputs.write(&out, &run.producer)?;
+        seeds::clear_stale(&out, &[])?;
+        let listed = record_written(contract, &written, &run.producer)?;
+        print!("{}", run.table);
+        eprintln!("remind-evaluate: {} -> {listed}", run.summary);
+        return Ok(());
+    }
+    // Several runs of one protocol (seeds): all evaluated and combined before anything is
+    // written (runs that do not fit together write nothing), then each alone under
+    // seeds/<label>/ and their mean and spread at `out`.
+    let labels = seeds::labels(&cli.stream_dir)?;
+    let mut runs = Vec::new();
+    let mut producer = None;
+    for (dir, label) in cli.stream_dir.iter().zip(&labels) {
+        let run = evaluate_one(&cli, &s, dir)?;
+        eprintln!(
+            "remind-evaluate: {label} ({}): {}",
+            dir.display(),
+            run.summary
+        );
+        producer.get_or_insert(run.producer);
+        runs.push(seeds::SeedRun {
+            label: label.clone(),
+            stream_dir: dir.clone(),
+            outputs: run.outputs,
+        });
+    }
+    let producer = producer
+        .context("no run evaluated")?
+        .param("runs", labels.clone());
+    let combined = seeds::combine(&runs)?;
+    seeds::clear_stale(&out, &labels)?;
+    let mut all = combined.write(&out, &producer)?;
+    for run in &runs {
+        let sub = out.join(seeds::RUNS_DIR).join(&run.label);
+        all.extend(run.outputs.write(&sub, &producer)?);
+    }
+    let listed = record_written(contract, &all, &producer)?;
+    let main = if vqa {
+        "mean_per_type"
+    } else {
+        "seen_classes_top1"
+    };
+    print!("{}", seeds::render_table(&combined.rows, main, &labels));
     eprintln!(
-        "remind-evaluate: {} method(s), {} boundaries, {} questions -> {listed}",
-        ev.methods.len(),
-        ev.positions.len(),
-        ev.questions,
+        "remind-evaluate: {} runs -> {} (and each run under {})",
+        runs.len(),
+        listed.split(", ").take(7).collect::<Vec<_>>().join(", "),
+        out.join(seeds::RUNS_DIR).display()
     );
     Ok(())
 });
 
-fn classification(cli: &Cli, s: &EvaluateSettings) -> anyhow::Result<()> {
-    let labels = required(&cli.labels, "labels", "classification")?;
-    let stream_dir = required(&cli.stream_dir, "stream-dir", "classification")?;
-    let (_, out) = cli.folders()?;
-    let mut contract = cli
-        .common
-        .contract("evaluate")?
-        .config("evaluate", s)?
-        .input("labels", labels)
-        .input("stream", stream_dir)
-        .output(&out.join("metrics.json"));
-    if contract.up_to_date()? {
-        return Ok(());
+/// One stream folder evaluated: its outputs, the printed table, a summary line and the
+/// producer of its files.
+struct OneRun {
+    outputs: Outputs,
+    table: String,
+    summary: String,
+    producer: Producer,
+}
+
+fn evaluate_one(cli: &Cli, s: &EvaluateSettings, stream_dir: &Path) -> anyhow::Result<OneRun> {
+    if s.task == Task::Classification {
+        let labels = required(&cli.labels, "labels", "classification")?;
+        let ev = classify_eval::evaluate_classification(labels, stream_dir, s)?;
+        return Ok(OneRun {
+            producer: producer(s, "classification", ev.methods.iter().map(|m| &m.name))?,
+            outputs: classify_eval::outputs(&ev)?,
+            table: classify_eval::render_table(&ev),
+            summary: format!("{} method(s)", ev.methods.len()),
+        });
     }
-    let ev = classify_eval::evaluate_classification(labels, stream_dir, s)?;
-    let producer = producer(s, "classification", ev.methods.iter().map(|m| &m.name))?;
-    let written = classify_eval::write_outputs(&ev, &out, &producer)?;
-    let listed = record_written(contract, &written, &producer)?;
-    print!("{}", classify_eval::render_table(&ev));
-    eprintln!(
-        "remind-evaluate: {} method(s) -> {listed}",
-        ev.methods.len()
-    );
-    Ok(())
+    let inputs = VqaEvalInputs {
+        questions: required(&cli.questions, "questions", "vqa")?,
+        question_types: cli.question_types.as_deref(),
+        stream_dir,
+    };
+    let ev = evaluate_vqa(&inputs, s)?;
+    Ok(OneRun {
+        producer: producer(s, "vqa", ev.methods.iter().map(|m| &m.name))?,
+        outputs: report::outputs(&ev)?,
+        table: render_tables(&ev),
+        summary: format!(
+            "{} method(s), {} boundaries, {} questions",
+            ev.methods.len(),
+            ev.positions.len(),
+            ev.questions
+        ),
+    })
 }
 
 /// The path of an input flag the task needs: `--{flag} is required for --task {task}`
@@ -160,17 +224,16 @@ fn producer<'a>(
         .param("methods", methods.cloned().collect::<Vec<_>>()))
 }
 
-/// Records the written files in the run manifest under `contract`'s fingerprint; returns
-/// them listed for the summary line.
+/// Records the written files in the run manifest under `contract`'s fingerprint (which
+/// already names `<out>/metrics.json`, written first); returns them listed for the summary
+/// line.
 fn record_written(
     mut contract: Contract,
     written: &[PathBuf],
     producer: &Producer,
 ) -> anyhow::Result<String> {
-    for path in written {
-        if !path.ends_with("metrics.json") {
-            contract = contract.output(path);
-        }
+    for path in written.iter().skip(1) {
+        contract = contract.output(path);
     }
     contract.record(producer)?;
     Ok(written

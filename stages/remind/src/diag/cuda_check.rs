@@ -154,6 +154,7 @@ fn pq_checks(device: Device, n: i64, out: &mut Vec<Check>) -> Result<()> {
             code_shape: [7, 7, pq.num_subspaces()],
             device,
             l2_normalize: true,
+            channels_last: false,
         }
         .decode(items)
     };

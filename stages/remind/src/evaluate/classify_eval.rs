@@ -23,9 +23,9 @@ use super::cl_metrics::{self, accuracy_matrix, backward_transfer, forgetting, me
 use super::classification::{
     classification_metrics, classification_omega, ClassificationOmega, ClassificationScore,
 };
-use super::{discover_methods, warn_above_baseline, EvaluateSettings, MetricRows};
-use crate::artifact::atomic::write_bytes;
-use crate::artifact::{Producer, TensorFile};
+use super::outputs::{MetricRows, Outputs};
+use super::{discover_methods, warn_above_baseline, EvaluateSettings};
+use crate::artifact::TensorFile;
 use crate::data::images::labels::LabelSet;
 use crate::plot::{self, tick_label, Boundary, Figure, Heatmap, LineChart, Point};
 use crate::stream::layout::{probabilities_index, MethodDir, RunLayout};
@@ -570,19 +570,11 @@ pub fn render_matrix(ev: &ClassEvaluation) -> Figure {
     Figure::heatmaps(maps)
 }
 
-/// Writes `metrics.json`, `metrics.parquet`, `metrics.csv`, `metrics.png` / `.svg` and
-/// `metrics_matrix.png` / `.svg` into `out`.
-pub fn write_outputs(
-    ev: &ClassEvaluation,
-    out: &Path,
-    producer: &Producer,
-) -> Result<Vec<PathBuf>> {
-    let json_path = out.join("metrics.json");
-    let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
-    text.push(b'\n');
-    write_bytes(&json_path, &text)?;
-    // Long format: per point its scores at its stream position (images streamed); the
-    // whole stream's (Omega, forgetting, ...) at boundary -1 and the last position.
+/// Everything a classification evaluation writes ([`Outputs`]): `metrics.json`,
+/// `metrics.parquet` (long format: per point its scores at its stream position; the whole
+/// stream's Omega, forgetting, ... at boundary -1 and the last position), `metrics.csv`,
+/// the plot and the accuracy matrix's heatmap.
+pub fn outputs(ev: &ClassEvaluation) -> Result<Outputs> {
     let mut rows = MetricRows::default();
     for m in &ev.methods {
         for (k, (at, s)) in m.positions.iter().zip(&m.scores).enumerate() {
@@ -599,13 +591,14 @@ pub fn write_outputs(
             }
         }
     }
-    let parquet_path = rows.write(&out.join("metrics.parquet"), producer, HashMap::new())?;
-    let csv_path = out.join("metrics.csv");
-    write_bytes(&csv_path, eval_results_csv(ev).as_bytes())?;
-    let mut written = vec![json_path, parquet_path, csv_path];
-    written.extend(render_plot(ev)?.write(out, "metrics")?);
-    written.extend(render_matrix(ev).write(out, "metrics_matrix")?);
-    Ok(written)
+    Ok(Outputs {
+        json: metrics_json(ev),
+        rows,
+        meta: HashMap::new(),
+        csv: eval_results_csv(ev),
+        plot: render_plot(ev)?,
+        matrix: render_matrix(ev),
+    })
 }
 
 /// The whole stream's metrics of `m`: Omega, average incremental accuracy, forgetting,

@@ -17,7 +17,9 @@ pub mod cl_metrics;
 mod classification;
 pub mod classify_eval;
 pub mod compute;
+pub mod outputs;
 pub mod report;
+pub mod seeds;
 pub mod vqa_cl;
 
 pub use classification::{
@@ -27,15 +29,14 @@ pub use classification::{
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use arrow::array::{ArrayRef, Float64Array, Int32Array, Int64Array, StringArray, UInt64Array};
+use arrow::array::{Int32Array, Int64Array, StringArray, UInt64Array};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact::atomic::TEMP_PREFIX;
 use crate::artifact::schema::require_meta;
-use crate::artifact::{write_table, Producer, Table};
+use crate::artifact::Table;
 use crate::stream::layout::{predictions_index, MethodDir, RunLayout};
 use crate::stream::metrics::{above_baseline, omega, vqa_score, VqaScore};
 use crate::stream::plan::StreamPlan;
@@ -631,44 +632,6 @@ fn compute_omega(results: &mut [MethodResult], baseline: &str, dir: &Path) {
         } else {
             None
         };
-    }
-}
-
-/// The rows of a `metrics.parquet` (long format): a metric's value per method and
-/// evaluation point.
-#[derive(Default)]
-struct MetricRows {
-    method: Vec<String>,
-    boundary: Vec<i64>,
-    position: Vec<u64>,
-    metric: Vec<String>,
-    value: Vec<f64>,
-}
-
-impl MetricRows {
-    fn push(&mut self, method: &str, boundary: i64, position: u64, metric: String, value: f64) {
-        self.method.push(method.to_string());
-        self.boundary.push(boundary);
-        self.position.push(position);
-        self.metric.push(metric);
-        self.value.push(value);
-    }
-
-    /// Writes the rows to `path`, a `metrics` table with the metadata `meta`.
-    fn write(
-        self,
-        path: &Path,
-        producer: &Producer,
-        meta: HashMap<String, String>,
-    ) -> Result<PathBuf> {
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from(self.method)),
-            Arc::new(Int64Array::from(self.boundary)),
-            Arc::new(UInt64Array::from(self.position)),
-            Arc::new(StringArray::from(self.metric)),
-            Arc::new(Float64Array::from(self.value)),
-        ];
-        write_table(path, "metrics", producer, cols, meta)
     }
 }
 

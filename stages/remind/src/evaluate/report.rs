@@ -4,16 +4,14 @@
 //! [`super::vqa_cl`]).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use serde_json::{json, Map, Value};
 
 use super::cl_metrics::eval_results_csv;
+use super::outputs::{MetricRows, Outputs};
 use super::vqa_cl::TypeExperiences;
-use super::{MetricRows, VqaEvaluation, TYPES_KEY};
-use crate::artifact::atomic::write_bytes;
-use crate::artifact::Producer;
+use super::{VqaEvaluation, TYPES_KEY};
 use crate::plot::{self, tick_label, Boundary, Figure, Heatmap, LineChart, Point, Series};
 
 /// `metrics.json`: one key per method, plus `question_types` (type names, id order).
@@ -66,11 +64,7 @@ pub fn metrics_json(ev: &VqaEvaluation) -> Value {
 /// The rows of `metrics.parquet`: per method and boundary `mean_per_type`, `overall` and
 /// `type:<name>` for every question type; the whole stream's Omega, average incremental
 /// accuracy, forgetting and backward transfer at boundary -1 and the last position.
-pub fn write_metrics_parquet(
-    ev: &VqaEvaluation,
-    path: &Path,
-    producer: &Producer,
-) -> Result<PathBuf> {
+pub fn metric_rows(ev: &VqaEvaluation) -> MetricRows {
     let mut rows = MetricRows::default();
     let x = TypeExperiences::of(ev);
     for m in &ev.methods {
@@ -94,10 +88,7 @@ pub fn write_metrics_parquet(
             }
         }
     }
-    let mut meta = HashMap::new();
-    meta.insert("remind.split".to_string(), ev.split.clone());
-    meta.insert("remind.baseline".to_string(), ev.baseline.clone());
-    rows.write(path, producer, meta)
+    rows
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -329,25 +320,26 @@ pub fn render_matrix(ev: &VqaEvaluation) -> Figure {
     Figure::heatmaps(maps)
 }
 
-/// Writes `metrics.json`, `metrics.parquet`, `metrics.csv` (Avalanche's `eval_results.csv`
-/// columns), `metrics.png` / `.svg` and the accuracy matrix's heatmap
-/// `metrics_matrix.png` / `.svg` into `out` (each atomically).
-pub fn write_outputs(ev: &VqaEvaluation, out: &Path, producer: &Producer) -> Result<Vec<PathBuf>> {
-    let json_path = out.join("metrics.json");
-    let mut text = serde_json::to_vec_pretty(&metrics_json(ev))?;
-    text.push(b'\n');
-    write_bytes(&json_path, &text)?;
-    let parquet_path = write_metrics_parquet(ev, &out.join("metrics.parquet"), producer)?;
-    let csv_path = out.join("metrics.csv");
+/// Everything a VQA evaluation writes ([`Outputs`]): `metrics.json`, `metrics.parquet`,
+/// `metrics.csv` (Avalanche's `eval_results.csv` columns), the plot and the accuracy
+/// matrix's heatmap.
+pub fn outputs(ev: &VqaEvaluation) -> Result<Outputs> {
     let x = TypeExperiences::of(ev);
     let csv = eval_results_csv(
         ev.methods
             .iter()
             .map(|m| (m.name.as_str(), x.matrix(m), x.learnt(m))),
     );
-    write_bytes(&csv_path, csv.as_bytes())?;
-    let mut written = vec![json_path, parquet_path, csv_path];
-    written.extend(render_plot(ev)?.write(out, "metrics")?);
-    written.extend(render_matrix(ev).write(out, "metrics_matrix")?);
-    Ok(written)
+    let meta = HashMap::from([
+        ("remind.split".to_string(), ev.split.clone()),
+        ("remind.baseline".to_string(), ev.baseline.clone()),
+    ]);
+    Ok(Outputs {
+        json: metrics_json(ev),
+        rows: metric_rows(ev),
+        meta,
+        csv,
+        plot: render_plot(ev)?,
+        matrix: render_matrix(ev),
+    })
 }

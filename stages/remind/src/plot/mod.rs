@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use plotters::coord::Shift;
 use plotters::element::DashedPathElement;
 use plotters::prelude::*;
@@ -169,6 +169,67 @@ pub fn method_lines<'a>(
 pub struct Boundary {
     pub x: f64,
     pub labels: Vec<String>,
+}
+
+/// Adds `other`'s values to `chart`'s points, series by series and point by point (same
+/// names and x, else an error).
+fn merge_chart(chart: &mut LineChart, other: &LineChart) -> Result<()> {
+    ensure!(
+        chart.series.len() == other.series.len(),
+        "the runs' charts '{}' have {} and {} lines",
+        chart.title,
+        chart.series.len(),
+        other.series.len()
+    );
+    for (s, o) in chart.series.iter_mut().zip(&other.series) {
+        ensure!(
+            s.name == o.name && s.points.len() == o.points.len(),
+            "the runs' charts '{}' differ: line '{}' with {} points against '{}' with {}",
+            chart.title,
+            s.name,
+            s.points.len(),
+            o.name,
+            o.points.len()
+        );
+        for (p, q) in s.points.iter_mut().zip(&o.points) {
+            ensure!(
+                (p.x - q.x).abs() <= 1e-9 * p.x.abs().max(1.0),
+                "the runs' line '{}' in '{}' has a point at x = {} against {}",
+                s.name,
+                chart.title,
+                q.x,
+                p.x
+            );
+            p.values.extend_from_slice(&q.values);
+        }
+    }
+    Ok(())
+}
+
+/// Replaces every cell of `map` with the mean of its value and `others`' (the cells that
+/// have one; None where none has).
+fn mean_cells(map: &mut Heatmap, others: &[&Heatmap]) -> Result<()> {
+    for o in others {
+        ensure!(
+            o.values.len() == map.values.len()
+                && o.values
+                    .iter()
+                    .zip(&map.values)
+                    .all(|(a, b)| a.len() == b.len()),
+            "the runs' heatmaps '{}' differ in size",
+            map.title
+        );
+    }
+    for (r, row) in map.values.iter_mut().enumerate() {
+        for (c, cell) in row.iter_mut().enumerate() {
+            let found: Vec<f64> = std::iter::once(*cell)
+                .chain(others.iter().map(|o| o.values[r][c]))
+                .flatten()
+                .collect();
+            *cell = (!found.is_empty()).then(|| found.iter().sum::<f64>() / found.len() as f64);
+        }
+    }
+    Ok(())
 }
 
 /// A line chart: title, axes, the segments of the stream and the series.
@@ -335,6 +396,55 @@ impl Figure {
             height: rows * slot_h,
             panels,
         }
+    }
+
+    /// One figure of several runs of one protocol (seeds), each drawn alike: every line
+    /// chart's point gathers the runs' values at its x (drawn as their mean with a min-max
+    /// bar), every heatmap cell their mean; titles say how many runs. Errors when the
+    /// figures differ in their charts, series or points (runs of different protocols).
+    pub fn merge_runs(figures: &[Figure]) -> Result<Self> {
+        let (first, rest) = figures
+            .split_first()
+            .ok_or_else(|| anyhow!("no figure to merge"))?;
+        let n = figures.len();
+        let mut merged = first.clone();
+        for (i, (_, panel)) in merged.panels.iter_mut().enumerate() {
+            let others = rest
+                .iter()
+                .map(|f| {
+                    f.panels
+                        .get(i)
+                        .map(|p| &p.1)
+                        .ok_or_else(|| anyhow!("the runs' figures differ in their charts"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            match panel {
+                Panel::Chart(chart, sizes) => {
+                    for other in &others {
+                        let Panel::Chart(o, _) = other else {
+                            bail!("the runs' figures differ in their charts");
+                        };
+                        merge_chart(chart, o)?;
+                    }
+                    if sizes.title == MAIN.title {
+                        chart.title = format!("{}: mean of {n} runs, bars min to max", chart.title);
+                    }
+                }
+                Panel::Heatmap(map) => {
+                    let maps = others
+                        .iter()
+                        .map(|o| match o {
+                            Panel::Heatmap(m) => Ok(m),
+                            _ => Err(anyhow!("the runs' figures differ in their heatmaps")),
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    mean_cells(map, &maps)?;
+                    map.title = format!("{} (mean of {n} runs)", map.title);
+                }
+                Panel::Legend(_) => {}
+            }
+        }
+        Ok(merged)
     }
 
     /// The figure as PNG bytes (8-bit RGB).

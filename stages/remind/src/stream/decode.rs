@@ -18,6 +18,8 @@ pub struct StreamCodes {
     pub device: Device,
     /// L2-normalise every decoded spatial position's vector (TDIUC).
     pub l2_normalize: bool,
+    /// Decode into channels-last maps ([`Decoder::channels_last`]); set for bf16.
+    pub channels_last: bool,
 }
 
 impl StreamCodes {
@@ -66,6 +68,7 @@ impl StreamCodes {
             code_shape,
             device,
             l2_normalize,
+            channels_last: false,
         })
     }
 
@@ -75,6 +78,7 @@ impl StreamCodes {
             code_shape: self.code_shape,
             device: self.device,
             l2_normalize: self.l2_normalize,
+            channels_last: self.channels_last,
         }
     }
 
@@ -125,12 +129,17 @@ pub struct Decoder<'a> {
     pub device: Device,
     /// L2-normalise every spatial position's vector (TDIUC).
     pub l2_normalize: bool,
+    /// Return the maps laid out channels-last (`[B, C, H, W]` with NHWC strides), as
+    /// decoding writes them: what bf16's convolutions take ([`crate::run::Precision::input`]),
+    /// so the transpose to NCHW and the copy back are both saved (same values).
+    pub channels_last: bool,
 }
 
 impl Decoder<'_> {
-    /// `codes` holds whole items back to back; returns `[B, C, H, W]` float on the device.
-    /// A quantizer on a GPU decodes there: the codes travel (one byte per sub-vector, not
-    /// d/M floats) and the maps are never transposed on the CPU.
+    /// `codes` holds whole items back to back; returns `[B, C, H, W]` float on the device
+    /// (NCHW, or channels-last with [`Self::channels_last`]). A quantizer on a GPU decodes
+    /// there: the codes travel (one byte per sub-vector, not d/M floats) and the maps are
+    /// never transposed on the CPU.
     pub fn decode(&self, codes: &[u8]) -> Result<Tensor> {
         let [h, w, m] = self.code_shape;
         let per_item = h * w * m;
@@ -156,7 +165,10 @@ impl Decoder<'_> {
                 / x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
                     .clamp_min(1e-12);
         }
-        Ok(x.permute([0, 3, 1, 2]).contiguous().to_device(self.device))
+        // Decoding fills [B, H, W, C]: as [B, C, H, W] that is channels-last already.
+        let x = x.permute([0, 3, 1, 2]);
+        let x = if self.channels_last { x } else { x.contiguous() };
+        Ok(x.to_device(self.device))
     }
 }
 
@@ -168,6 +180,35 @@ mod tests {
     use crate::codes::codebook::{save_codebook, CodebookInfo, CODEBOOK_HASH_KEY};
     use crate::pq::PqParams;
     use tch::Kind;
+
+    #[test]
+    fn channels_last_decoding_has_the_same_values_and_nhwc_strides() {
+        // M = 2 sub-spaces of 4 centroids of 3 values: C = 6; 2 items of 2x3 maps.
+        let pq = ProductQuantizer::from_centroids(
+            Tensor::arange(24, (Kind::Float, Device::Cpu)).view([2, 4, 3]),
+        )
+        .unwrap();
+        let codes: Vec<u8> = (0..2 * 2 * 3 * 2).map(|i| (i * 7 % 4) as u8).collect();
+        let decode = |channels_last| {
+            Decoder {
+                pq: &pq,
+                code_shape: [2, 3, 2],
+                device: Device::Cpu,
+                l2_normalize: false,
+                channels_last,
+            }
+            .decode(&codes)
+            .unwrap()
+        };
+        let (nchw, nhwc) = (decode(false), decode(true));
+        assert_eq!(nchw.size(), vec![2, 6, 2, 3]);
+        assert_eq!(nchw.stride(), vec![36, 6, 3, 1]);
+        assert_eq!(nhwc.stride(), vec![36, 1, 18, 6]);
+        assert!(nchw.equal(&nhwc));
+        // bf16's input: no copy of a channels-last decode.
+        let input = crate::run::Precision::Bf16.input(&nhwc);
+        assert_eq!(input.data_ptr(), nhwc.data_ptr());
+    }
 
     #[test]
     fn codes_that_name_no_centroid_are_refused() {

@@ -38,6 +38,13 @@ pub struct StreamPlan {
     /// images streamed after the base classes).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub positions_count_base: bool,
+    /// The stream order's name (`qtype`, `iid`, `class_iid`, ...) and the seed it was drawn
+    /// with: what tells runs of one protocol apart when several are evaluated together
+    /// (`remind-evaluate --stream-dir A --stream-dir B`). None in plans written before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 fn yes() -> bool {
@@ -73,7 +80,7 @@ impl StreamPlan {
                     (1..=segments).map(|k| (n * k).div_ceil(segments)).collect();
                 boundaries.dedup();
                 let segment_groups = vec![None; boundaries.len()];
-                Ok(Self::of_segments(items, boundaries, segment_groups))
+                Ok(Self::of_segments(items, boundaries, segment_groups).drawn(order.name(), seed))
             }
             Order::Qtype => {
                 let mut present: Vec<i64> = groups.to_vec();
@@ -110,8 +117,18 @@ impl StreamPlan {
                     boundaries.push(items.len());
                     segment_groups.push(Some(g));
                 }
-                Ok(Self::of_segments(items, boundaries, segment_groups))
+                Ok(Self::of_segments(items, boundaries, segment_groups)
+                    .drawn(Order::Qtype.name(), seed))
             }
+        }
+    }
+
+    /// The plan, recording the order it follows and the seed it was drawn with.
+    pub fn drawn(self, order: &str, seed: u64) -> Self {
+        Self {
+            order: Some(order.to_string()),
+            seed: Some(seed),
+            ..self
         }
     }
 
@@ -128,6 +145,8 @@ impl StreamPlan {
             segment_groups,
             seen_classes: Vec::new(),
             positions_count_base: true,
+            order: None,
+            seed: None,
         }
     }
 

@@ -341,7 +341,8 @@ pub fn run_classify_stream(
     let record = s.precision.prepare(device, "classify_stream.precision")?;
     let set = LabelSet::read(inputs.labels)?;
     let codes = TensorDataset::open(inputs.codes, "codes")?;
-    let stream_codes = StreamCodes::open(inputs.codebook, &[&codes], device, false)?;
+    let mut stream_codes = StreamCodes::open(inputs.codebook, &[&codes], device, false)?;
+    stream_codes.channels_last = !s.precision.is_fp32();
     let pq = &stream_codes.pq;
     let codebook_hash = &stream_codes.codebook_hash;
     let net = net_config(inputs.base_weights, s)?;

@@ -173,7 +173,10 @@ pub fn stream_plan(set: &LabelSet, s: &ClassifySettings) -> Result<StreamPlan> {
         boundaries,
         seen_classes,
         positions_count_base: false,
-    })
+        order: None,
+        seed: None,
+    }
+    .drawn(s.order.name(), s.seed))
 }
 
 #[cfg(test)]

@@ -231,12 +231,13 @@ pub fn run_vqa_stream(
     let questions = data::read_questions(inputs.questions)?;
     let train_codes = TensorDataset::open(inputs.train_codes, "codes")?;
     let val_codes = TensorDataset::open(inputs.val_codes, "codes")?;
-    let codes = StreamCodes::open(
+    let mut codes = StreamCodes::open(
         inputs.codebook,
         &[&train_codes, &val_codes],
         device,
         s.l2_normalize_features,
     )?;
+    codes.channels_last = !s.precision.is_fp32();
     let codebook_hash = &codes.codebook_hash;
     let mut report = LoadReport::default();
     let mut train = load_split(
