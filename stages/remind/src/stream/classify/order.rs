@@ -112,6 +112,15 @@ pub fn stream_plan(set: &LabelSet, s: &ClassifySettings) -> Result<StreamPlan> {
     let mut ends = Vec::new();
     let mut seen_classes = vec![b];
     if s.order.by_class() {
+        if let Some(every) = s.eval_every {
+            // Said, not refused: one config may serve every order (pipelines/core50.yaml).
+            eprintln!(
+                "stream-train: note: eval_every {every} is not used: the {} order evaluates \
+                 after every class increment (classify_stream.increment {})",
+                s.order.name(),
+                s.increment
+            );
+        }
         let last = (0..k).rev().find(|&c| by_class[c].iter().any(is_stream));
         let mut streamed = 0;
         for (c, rows) in by_class.iter().enumerate() {
