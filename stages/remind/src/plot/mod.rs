@@ -727,15 +727,55 @@ fn heat_cells(m: &Heatmap) -> (f64, f64) {
     }
 }
 
+/// Room left of the cells: the row title and the widest row label.
+fn heat_left(m: &Heatmap) -> u32 {
+    let widest = m
+        .rows
+        .iter()
+        .map(|r| text_width(r, HEAT_TEXT).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    HEAT_MARGIN.0.max(widest + 20 + (HEAT_TEXT * 1.5) as u32)
+}
+
 fn heatmap_size(m: &Heatmap) -> (u32, u32) {
     let (cw, ch) = heat_cells(m);
-    let (l, r, t, b) = HEAT_MARGIN;
+    let (_, r, t, b) = HEAT_MARGIN;
+    let l = heat_left(m);
     let w = l + r + (cw * m.cols.len() as f64).ceil() as u32;
     let title_w = text_width(&m.title, HEAT_TITLE).unwrap_or(0) + 20;
+    // Upright column labels take the room of their length beneath the cells.
+    let b = match col_labels(m, cw) {
+        ColLabels::Upright(len) => b + len.saturating_sub(HEAT_TEXT as u32 + 4),
+        ColLabels::Level(_) => b,
+    };
     (
         w.max(title_w).max(300),
         t + b + (ch * m.rows.len() as f64).ceil() as u32,
     )
+}
+
+/// How the column labels are written beneath cells `cell_w` pixels wide.
+enum ColLabels {
+    /// Level, every n-th (n > 1 when they would overlap).
+    Level(usize),
+    /// Upright (read bottom to top), every one, the longest this many pixels: when level
+    /// labels would have to be thinned but upright ones fit every cell.
+    Upright(u32),
+}
+
+fn col_labels(m: &Heatmap, cell_w: f64) -> ColLabels {
+    let longest = m
+        .cols
+        .iter()
+        .map(|c| text_width(c, HEAT_TEXT).unwrap_or(0))
+        .max()
+        .unwrap_or(0);
+    match label_stride(f64::from(longest), cell_w) {
+        1 => ColLabels::Level(1),
+        _ if label_stride(HEAT_TEXT * 1.1, cell_w) == 1 => ColLabels::Upright(longest),
+        n => ColLabels::Level(n),
+    }
 }
 
 /// Every how many labels one is written so that labels `extent` pixels long (across
@@ -770,13 +810,14 @@ fn heat_color(v: f64) -> RGBColor {
 fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, m: &Heatmap) -> Drawn<DB> {
     let (w, _) = area.dim_in_pixel();
     let (cell_w, cell_h) = heat_cells(m);
-    let (l, _, t, _) = HEAT_MARGIN;
+    let (_, _, t, _) = HEAT_MARGIN;
+    let l = heat_left(m);
     let nr = m.rows.len();
     let nc = m.cols.len();
     let grid_w = (cell_w * nc as f64).round() as i32;
     let grid_h = (cell_h * nr as f64).round() as i32;
     // The cells centred in the room left for them.
-    let room = w as i32 - (HEAT_MARGIN.0 + HEAT_MARGIN.1) as i32;
+    let room = w as i32 - (l + HEAT_MARGIN.1) as i32;
     let g = HeatLayout {
         left: l as i32 + (room - grid_w).max(0) / 2,
         top: t as i32,
@@ -828,27 +869,33 @@ fn draw_heatmap<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, m: &Heatmap) 
             (g.left - 6, (y_at(r) + y_at(r + 1)) / 2),
         )?;
     }
-    let col_w = m
-        .cols
-        .iter()
-        .map(|c| text_width(c, HEAT_TEXT).unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let col_stride = label_stride(col_w as f64, g.cell_w);
-    for (c, label) in m.cols.iter().enumerate().step_by(col_stride) {
-        area.draw_text(
-            label,
-            &text_style(HEAT_TEXT, &TEXT, HPos::Center, VPos::Top),
-            ((x_at(c) + x_at(c + 1)) / 2, g.top + grid_h + 5),
-        )?;
-    }
+    let labels_h = match col_labels(m, g.cell_w) {
+        ColLabels::Level(stride) => {
+            for (c, label) in m.cols.iter().enumerate().step_by(stride) {
+                area.draw_text(
+                    label,
+                    &text_style(HEAT_TEXT, &TEXT, HPos::Center, VPos::Top),
+                    ((x_at(c) + x_at(c + 1)) / 2, g.top + grid_h + 5),
+                )?;
+            }
+            (HEAT_TEXT * 1.4) as i32
+        }
+        ColLabels::Upright(longest) => {
+            for (c, label) in m.cols.iter().enumerate() {
+                area.draw_text(
+                    label,
+                    &text_style(HEAT_TEXT, &TEXT, HPos::Right, VPos::Center)
+                        .transform(FontTransform::Rotate270),
+                    ((x_at(c) + x_at(c + 1)) / 2, g.top + grid_h + 5),
+                )?;
+            }
+            longest as i32 + 6
+        }
+    };
     area.draw_text(
         &m.col_title,
         &text_style(HEAT_TEXT, &TEXT, HPos::Center, VPos::Top),
-        (
-            g.left + grid_w / 2,
-            g.top + grid_h + 8 + (HEAT_TEXT * 1.4) as i32,
-        ),
+        (g.left + grid_w / 2, g.top + grid_h + 8 + labels_h),
     )?;
     let row_title_x = (g.left - 14 - widest as i32 - (HEAT_TEXT * 0.7) as i32).max(8);
     area.draw_text(
@@ -1060,5 +1107,38 @@ mod tests {
         let fig = Figure::heatmaps(vec![wide]);
         assert!(fig.width <= 1300, "{}", fig.width);
         assert!(!svg_texts(&fig.svg().unwrap()).iter().any(|t| t == "50"));
+    }
+
+    #[test]
+    fn long_type_names_are_all_written() {
+        // Question-type names longer than a cell: every column label written upright (none
+        // thinned out), the room beneath and left of the cells grown to hold them.
+        let names: Vec<String> = ["compare_attribute", "query_attribute", "exist", "count"]
+            .map(String::from)
+            .to_vec();
+        let map = Heatmap {
+            title: "remind".into(),
+            row_title: "after learning type".into(),
+            col_title: "accuracy (%) on type".into(),
+            rows: names.clone(),
+            cols: names.clone(),
+            values: vec![vec![Some(0.5); 4]; 4],
+        };
+        let (cw, _) = heat_cells(&map);
+        let longest = text_width("compare_attribute", HEAT_TEXT).unwrap();
+        assert!(f64::from(longest) > cw, "the names are longer than a cell");
+        assert!(matches!(col_labels(&map, cw), ColLabels::Upright(l) if l == longest));
+        assert!(heat_left(&map) > longest + 20);
+        let short = Heatmap {
+            cols: vec!["0".into(); 4],
+            rows: vec!["0".into(); 4],
+            ..map.clone()
+        };
+        assert!(heatmap_size(&map).1 >= heatmap_size(&short).1 + longest - 30);
+        let texts = svg_texts(&Figure::heatmaps(vec![map]).svg().unwrap());
+        for name in &names {
+            let n = texts.iter().filter(|t| *t == name).count();
+            assert_eq!(n, 2, "{name}: once as a row, once as a column: {texts:?}");
+        }
     }
 }

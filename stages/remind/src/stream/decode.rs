@@ -167,7 +167,11 @@ impl Decoder<'_> {
         }
         // Decoding fills [B, H, W, C]: as [B, C, H, W] that is channels-last already.
         let x = x.permute([0, 3, 1, 2]);
-        let x = if self.channels_last { x } else { x.contiguous() };
+        let x = if self.channels_last {
+            x
+        } else {
+            x.contiguous()
+        };
         Ok(x.to_device(self.device))
     }
 }
