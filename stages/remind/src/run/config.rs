@@ -77,6 +77,7 @@ pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
                 .map_err(|e| anyhow!("{origin}: section '{section}': {e}"))
         }
     };
+    let base = map.clone();
     let mut flags = Vec::new();
     for (k, v) in given {
         if !v.is_null() {
@@ -84,7 +85,7 @@ pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
             map.insert(k, v);
         }
     }
-    serde_yaml::from_value(serde_yaml::Value::Mapping(map)).map_err(|e| {
+    serde_yaml::from_value(serde_yaml::Value::Mapping(map.clone())).map_err(|e| {
         let msg = e.to_string();
         // A flag this section has no key for (e.g. VQA's --order in a classification run).
         if let Some(flag) = flags
@@ -94,6 +95,28 @@ pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
             return anyhow!(
                 "--{} does not apply here: section '{section}' has no key '{flag}'",
                 flag.replace('_', "-")
+            );
+        }
+        // A flag's value the key does not take (e.g. --order bogus): name the flag, not the
+        // section, when the config alone reads and that flag laid over it alone fails.
+        let culprit = serde_yaml::from_value::<T>(serde_yaml::Value::Mapping(base.clone()))
+            .is_ok()
+            .then(|| {
+                flags.iter().find(|f| {
+                    let mut one = base.clone();
+                    let key = serde_yaml::Value::from(f.as_str());
+                    one.insert(key.clone(), map[&key].clone());
+                    serde_yaml::from_value::<T>(serde_yaml::Value::Mapping(one)).is_err()
+                })
+            })
+            .flatten();
+        if let Some(flag) = culprit {
+            let value = serde_yaml::to_string(&map[&serde_yaml::Value::from(flag.as_str())])
+                .unwrap_or_default();
+            return anyhow!(
+                "--{} {}: {msg} (key '{flag}' of section '{section}')",
+                flag.replace('_', "-"),
+                value.trim()
             );
         }
         let hint = unknown_field_hint(&msg);
@@ -299,6 +322,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("--max-per-type does not apply"), "{e}");
+        // A flag's value the key does not take is named as the flag with its value.
+        #[derive(Serialize)]
+        struct Bad {
+            nbits: i64,
+        }
+        let e = load_section_over::<Demo, _>(Some(&path), "fit_pq", &Bad { nbits: -3 })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("--nbits -3: ") && e.contains("key 'nbits' of section 'fit_pq'"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
