@@ -174,6 +174,13 @@ pub struct Boundary {
 /// Adds `other`'s values to `chart`'s points, series by series and point by point (same
 /// names and x, else an error).
 fn merge_chart(chart: &mut LineChart, other: &LineChart) -> Result<()> {
+    // A segment named differently in another run (each seed draws its own question-type
+    // order) is left unnamed: no one name is true of every run.
+    for (b, o) in chart.boundaries.iter_mut().zip(&other.boundaries) {
+        if b.labels != o.labels {
+            b.labels.clear();
+        }
+    }
     ensure!(
         chart.series.len() == other.series.len(),
         "the runs' charts '{}' have {} and {} lines",
@@ -204,6 +211,29 @@ fn merge_chart(chart: &mut LineChart, other: &LineChart) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Where the runs name the rows (or columns) differently, e.g. question types in each
+/// seed's learning order, the cells were averaged by position: the labels become the
+/// positions ("1st", "2nd", ...) and the axis title says so.
+fn positional_labels(map: &mut Heatmap, others: &[&Heatmap]) {
+    let ordinal = |k: usize| {
+        let suffix = match (k % 10, k % 100) {
+            (1, r) if r != 11 => "st",
+            (2, r) if r != 12 => "nd",
+            (3, r) if r != 13 => "rd",
+            _ => "th",
+        };
+        format!("{k}{suffix}")
+    };
+    if others.iter().any(|o| o.rows != map.rows) {
+        map.rows = (1..=map.rows.len()).map(ordinal).collect();
+        map.row_title = format!("{} (by position: runs differ)", map.row_title);
+    }
+    if others.iter().any(|o| o.cols != map.cols) {
+        map.cols = (1..=map.cols.len()).map(ordinal).collect();
+        map.col_title = format!("{} (by position: runs differ)", map.col_title);
+    }
 }
 
 /// Replaces every cell of `map` with the mean of its value and `others`' (the cells that
@@ -407,6 +437,10 @@ impl Figure {
             .split_first()
             .ok_or_else(|| anyhow!("no figure to merge"))?;
         let n = figures.len();
+        ensure!(
+            rest.iter().all(|f| f.panels.len() == first.panels.len()),
+            "the runs' figures differ in their number of charts"
+        );
         let mut merged = first.clone();
         for (i, (_, panel)) in merged.panels.iter_mut().enumerate() {
             let others = rest
@@ -439,10 +473,23 @@ impl Figure {
                         })
                         .collect::<Result<Vec<_>>>()?;
                     mean_cells(map, &maps)?;
+                    positional_labels(map, &maps);
                     map.title = format!("{} (mean of {n} runs)", map.title);
                 }
                 Panel::Legend(_) => {}
             }
+        }
+        // Heatmaps whose labels changed are laid out again, sized to their new labels.
+        let maps: Vec<Heatmap> = merged
+            .panels
+            .iter()
+            .filter_map(|(_, p)| match p {
+                Panel::Heatmap(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect();
+        if !maps.is_empty() && maps.len() == merged.panels.len() {
+            return Ok(Self::heatmaps(maps));
         }
         Ok(merged)
     }
@@ -1075,6 +1122,58 @@ mod tests {
             svg.matches("<line").count() + svg.matches("<polyline").count()
         };
         assert_eq!(lines(&bars), lines(&plain) + 2 * 3);
+    }
+
+    #[test]
+    fn runs_merge_into_min_max_points_and_labels_true_of_every_run() {
+        let a = Figure::lines(chart(vec![40.0]), vec![]).unwrap();
+        let b = Figure::lines(chart(vec![60.0]), vec![]).unwrap();
+        let mut other = chart(vec![50.0]);
+        other.boundaries[0].labels = vec!["another part".into()];
+        let c = Figure::lines(other, vec![]).unwrap();
+        let same = Figure::merge_runs(&[a.clone(), b]).unwrap();
+        let texts = svg_texts(&same.svg().unwrap());
+        assert!(texts.iter().any(|t| t == "first part"), "{texts:?}");
+        assert!(
+            texts.iter().any(|t| t.contains("mean of 2 runs")),
+            "{texts:?}"
+        );
+        let Panel::Chart(ch, _) = &same.panels[0].1 else {
+            panic!("the main chart first")
+        };
+        assert_eq!(ch.series[0].points[1].values, vec![40.0, 60.0]);
+        // A segment named otherwise in one run is left unnamed.
+        let differ = Figure::merge_runs(&[a.clone(), c]).unwrap();
+        let texts = svg_texts(&differ.svg().unwrap());
+        assert!(!texts
+            .iter()
+            .any(|t| t == "first part" || t == "another part"));
+        // Runs of other shapes are refused.
+        let longer = Figure::lines(chart(vec![40.0]), vec![chart(vec![1.0])]).unwrap();
+        assert!(Figure::merge_runs(&[a, longer]).is_err());
+        // Heatmaps: the mean per cell; rows named differently become positions.
+        let map = |rows: [&str; 2], v: f64| Heatmap {
+            title: "remind".into(),
+            row_title: "after learning type".into(),
+            col_title: "on type".into(),
+            rows: rows.map(String::from).to_vec(),
+            cols: vec!["x".into(), "y".into()],
+            values: vec![vec![Some(v), None], vec![Some(v), Some(1.0)]],
+        };
+        let m = Figure::merge_runs(&[
+            Figure::heatmaps(vec![map(["count", "exist"], 0.2)]),
+            Figure::heatmaps(vec![map(["exist", "count"], 0.6)]),
+        ])
+        .unwrap();
+        let Panel::Heatmap(h) = &m.panels[0].1 else {
+            panic!("a heatmap")
+        };
+        assert_eq!(h.rows, vec!["1st", "2nd"]);
+        assert!(h.row_title.contains("by position"));
+        assert_eq!(h.cols, vec!["x", "y"]);
+        assert!((h.values[0][0].unwrap() - 0.4).abs() < 1e-12);
+        assert_eq!(h.values[0][1], None);
+        assert_eq!(h.values[1][1], Some(1.0));
     }
 
     #[test]
