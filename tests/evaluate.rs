@@ -524,7 +524,24 @@ fn several_seeds_give_mean_and_spread() {
         &bad,
         &["--stream-dir", s0.to_str().unwrap()],
     ));
+    assert!(err.contains("is given twice"), "{err}");
+    // A copy of a run (same seed), and a folder that does not exist.
+    let copy = dir.join("stream-copy");
+    make_stream_of(&copy, &CORRECT, 0);
+    let err = run_fail(&mut evaluate(
+        &dir,
+        &s0,
+        &bad,
+        &["--stream-dir", copy.to_str().unwrap()],
+    ));
     assert!(err.contains("both drawn with seed 0"), "{err}");
+    let err = run_fail(&mut evaluate(
+        &dir,
+        &s0,
+        &bad,
+        &["--stream-dir", dir.join("nowhere").to_str().unwrap()],
+    ));
+    assert!(err.contains("nowhere: no such folder"), "{err}");
     let other = dir.join("stream-other");
     make_stream_of(&other, &CORRECT_SEED1, 2);
     std::fs::remove_dir_all(other.join("finetune")).unwrap();
@@ -534,7 +551,10 @@ fn several_seeds_give_mean_and_spread() {
         &bad,
         &["--stream-dir", other.to_str().unwrap()],
     ));
-    assert!(err.contains("seeds of one protocol"), "{err}");
+    assert!(
+        err.contains("seeds of one protocol") && err.contains("missing there: [\"finetune\"]"),
+        "{err}"
+    );
     assert!(!bad.join("metrics.json").exists());
 
     // One run evaluated into the folder again: the seeds' folders go.

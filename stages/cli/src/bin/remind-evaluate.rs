@@ -118,12 +118,10 @@ stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
     let mut runs = Vec::new();
     let mut producer = None;
     for (dir, label) in cli.stream_dir.iter().zip(&labels) {
+        // Named first, so that the run's own warnings follow its name.
+        eprintln!("remind-evaluate: {label} ({}):", dir.display());
         let run = evaluate_one(&cli, &s, dir)?;
-        eprintln!(
-            "remind-evaluate: {label} ({}): {}",
-            dir.display(),
-            run.summary
-        );
+        eprintln!("remind-evaluate: {label}: {}", run.summary);
         producer.get_or_insert(run.producer);
         runs.push(seeds::SeedRun {
             label: label.clone(),
@@ -142,12 +140,20 @@ stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
         all.extend(run.outputs.write(&sub, &producer)?);
     }
     let listed = record_written(contract, &all, &producer)?;
-    let main = if vqa {
-        "mean_per_type"
+    let (main, point) = if vqa {
+        ("mean_per_type", "questions seen")
     } else {
-        "seen_classes_top1"
+        ("seen_classes_top1", "images streamed")
     };
-    print!("{}", seeds::render_table(&combined.rows, main, &labels));
+    print!(
+        "{}",
+        seeds::render_table(&combined.rows, main, point, &labels)
+    );
+    eprintln!(
+        "remind-evaluate: each seed's scores per type and compute figures: \
+         {}/<seed>/metrics.json; their means: metrics.json",
+        out.join(seeds::RUNS_DIR).display()
+    );
     eprintln!(
         "remind-evaluate: {} runs -> {} (and each run under {})",
         runs.len(),

@@ -39,7 +39,21 @@ pub fn labels(stream_dirs: &[PathBuf]) -> Result<Vec<String>> {
     let mut seen: HashMap<u64, &Path> = HashMap::new();
     let mut order: Option<(String, &Path)> = None;
     let mut labels = Vec::new();
+    let mut folders: HashMap<PathBuf, &Path> = HashMap::new();
     for (k, dir) in stream_dirs.iter().enumerate() {
+        ensure!(
+            dir.is_dir(),
+            "--stream-dir {}: no such folder (a stream-train --out folder is expected)",
+            dir.display()
+        );
+        let real = dir.canonicalize().unwrap_or_else(|_| dir.clone());
+        if let Some(first) = folders.insert(real, dir) {
+            bail!(
+                "--stream-dir {} is given twice (also as {}): give each seed's stream folder once",
+                dir.display(),
+                first.display()
+            );
+        }
         let plan = super::read_plan(dir)?;
         let seed = plan.as_ref().and_then(|p| p.seed);
         if let Some(o) = plan.as_ref().and_then(|p| p.order.clone()) {
@@ -140,7 +154,7 @@ pub fn combine(runs: &[SeedRun]) -> Result<Outputs> {
                 "labels": runs.iter().map(|r| &r.label).collect::<Vec<_>>(),
                 "stream_dirs": runs.iter().map(|r| r.stream_dir.display().to_string()).collect::<Vec<_>>(),
                 "runs_dir": RUNS_DIR,
-                "std": reduce(&jsons, &sample_std),
+                "std": numbers_only(reduce(&jsons, &sample_std)),
             }),
         );
     }
@@ -172,17 +186,31 @@ fn combine_rows(runs: &[SeedRun]) -> Result<MetricRows> {
     for run in runs {
         let r = &run.outputs.rows;
         index.push((0..r.len()).map(|i| (key(r, i), i)).collect());
-        ensure!(
-            r.len() == first.outputs.rows.len(),
-            "{} has {} metric rows and {} has {}: the runs evaluated together must be seeds \
-             of one protocol (same methods, evaluation points and metrics)",
-            run.stream_dir.display(),
-            r.len(),
-            first.stream_dir.display(),
-            first.outputs.rows.len()
-        );
     }
     let base = &first.outputs.rows;
+    let methods = |r: &MetricRows| {
+        let mut m: Vec<String> = Vec::new();
+        for name in &r.method {
+            if !m.contains(name) {
+                m.push(name.clone());
+            }
+        }
+        m
+    };
+    for run in &runs[1..] {
+        let (a, b) = (methods(base), methods(&run.outputs.rows));
+        if a != b {
+            let missing: Vec<&String> = a.iter().filter(|m| !b.contains(m)).collect();
+            let extra: Vec<&String> = b.iter().filter(|m| !a.contains(m)).collect();
+            bail!(
+                "{} has the methods {b:?} and {} {a:?} (missing there: {missing:?}, not in the \
+                 first: {extra:?}): the runs evaluated together must be seeds of one protocol \
+                 (--methods picks the ones they share)",
+                run.stream_dir.display(),
+                first.stream_dir.display()
+            );
+        }
+    }
     let mut out = MetricRows::default();
     let mut spread = Spread::default();
     for i in 0..base.len() {
@@ -224,6 +252,22 @@ fn combine_rows(runs: &[SeedRun]) -> Result<MetricRows> {
             .push(values.iter().copied().fold(f64::NEG_INFINITY, f64::max));
         spread.runs.push(values.len() as u64);
     }
+    // Every row of the first run is in every run; one with more rows has others too.
+    for (run, idx) in runs.iter().zip(&index) {
+        let first_keys = &index[0];
+        if let Some((k, _)) = idx.iter().find(|(k, _)| !first_keys.contains_key(*k)) {
+            bail!(
+                "{} has a '{}' of method '{}' at boundary {}, which {} has not: the runs \
+                 evaluated together must be seeds of one protocol (same boundaries: \
+                 --allow-partial cannot combine runs that stopped at different points)",
+                run.stream_dir.display(),
+                k.2,
+                k.0,
+                k.1,
+                first.stream_dir.display()
+            );
+        }
+    }
     out.spread = Some(spread);
     Ok(out)
 }
@@ -264,7 +308,13 @@ fn reduce(values: &[&Value], f: &dyn Fn(&[f64]) -> f64) -> Value {
         let same_len = values
             .iter()
             .all(|v| v.as_array().is_some_and(|b| b.len() == a.len()));
-        if same_len {
+        // Lists of names (e.g. the question types in learning order) are kept per run
+        // when they differ, not paired name by name.
+        let names = values.iter().all(|v| {
+            v.as_array()
+                .is_some_and(|b| !b.is_empty() && b.iter().all(Value::is_string))
+        });
+        if same_len && !names {
             return Value::Array(
                 (0..a.len())
                     .map(|i| {
@@ -293,6 +343,34 @@ fn reduce(values: &[&Value], f: &dyn Fn(&[f64]) -> f64) -> Value {
     } else {
         Value::Array(values.iter().map(|v| (*v).clone()).collect())
     }
+}
+
+/// `v` with only its numbers: strings and booleans dropped, objects and arrays left with
+/// nothing but nulls dropped too (nulls kept inside arrays that hold a number, where a
+/// position means something).
+fn numbers_only(v: Value) -> Value {
+    fn keep(v: Value) -> Option<Value> {
+        match v {
+            Value::Number(_) => Some(v),
+            Value::Array(a) => {
+                let kept: Vec<Option<Value>> = a.into_iter().map(keep).collect();
+                kept.iter()
+                    .any(|x| matches!(x, Some(y) if !y.is_null()))
+                    .then(|| {
+                        Value::Array(kept.into_iter().map(|x| x.unwrap_or(Value::Null)).collect())
+                    })
+            }
+            Value::Object(o) => {
+                let kept: Map<String, Value> = o
+                    .into_iter()
+                    .filter_map(|(k, v)| keep(v).map(|v| (k, v)))
+                    .collect();
+                (!kept.is_empty()).then_some(Value::Object(kept))
+            }
+            _ => None,
+        }
+    }
+    keep(v).unwrap_or(Value::Null)
 }
 
 /// The runs' `metrics.csv` (one header, rows keyed by their non-numeric and index
@@ -348,9 +426,9 @@ fn mean_csv(csvs: &[&str]) -> Result<String> {
 }
 
 /// The printed report of combined runs: `main` (e.g. `mean_per_type`) per evaluation point
-/// and method as mean ± std (%), then every whole-stream metric (boundary -1; Omega as a
-/// ratio).
-pub fn render_table(rows: &MetricRows, main: &str, labels: &[String]) -> String {
+/// (its stream position, named `point`) and method as mean ± std (%), then every
+/// whole-stream metric (boundary -1; Omega as a ratio).
+pub fn render_table(rows: &MetricRows, main: &str, point: &str, labels: &[String]) -> String {
     let Some(spread) = &rows.spread else {
         return String::new();
     };
@@ -390,10 +468,10 @@ pub fn render_table(rows: &MetricRows, main: &str, labels: &[String]) -> String 
         }
     }
     let mut out = format!(
-        "{main}, mean ± std over {} runs ({}):\n{:<30}",
+        "{main} (%), mean ± std over {} runs ({}):\n{:<30}",
         labels.len(),
         labels.join(", "),
-        "position"
+        point
     );
     for m in &methods {
         out.push_str(&format!(" {m:>17}"));
@@ -430,9 +508,18 @@ mod tests {
         assert_eq!(m["m"]["acc"][1], json!(0.2));
         assert_eq!(m["m"]["name"], json!(["x", "y"]));
         // std of 0.5 and 0.7 with n - 1 = 1: sqrt(0.1^2 + 0.1^2) = 0.1414...
-        let s = reduce(&[&a, &b], &sample_std);
+        let s = numbers_only(reduce(&[&a, &b], &sample_std));
         assert!((s["m"]["acc"][0].as_f64().unwrap() - 0.02f64.sqrt()).abs() < 1e-12);
         assert_eq!(s["m"]["n"], json!(0.0));
+        assert!(s["m"].get("name").is_none(), "{s}");
+        // Names in learning order, differing by run, are kept per run.
+        let (x, y) = (json!({"t": ["a", "b"]}), json!({"t": ["b", "a"]}));
+        assert_eq!(
+            reduce(&[&x, &y], &mean)["t"],
+            json!([["a", "b"], ["b", "a"]])
+        );
+        assert_eq!(reduce(&[&x, &x], &mean)["t"], json!(["a", "b"]));
+        assert_eq!(numbers_only(reduce(&[&x, &y], &sample_std)), Value::Null);
     }
 
     #[test]
