@@ -272,8 +272,9 @@ fn combine_rows(runs: &[SeedRun]) -> Result<MetricRows> {
     Ok(out)
 }
 
+/// [`super::cl_metrics::mean`] of a slice (NaN when empty, as 0 / 0).
 fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
+    super::cl_metrics::mean(v.iter().copied()).unwrap_or(f64::NAN)
 }
 
 /// The sample standard deviation (n - 1 in the denominator); 0 for one value.
