@@ -1,10 +1,12 @@
-//! Build script of the `remind` library: libtorch's rpath, and the autocast shim
-//! (csrc/autocast.cpp) compiled against libtorch's headers.
+//! Build script of the `remind` library: libtorch's rpath, and the C++ shims compiled
+//! against libtorch's headers (csrc/autocast.cpp: bf16 autocast; csrc/upload.cpp: pinned
+//! uploads to a GPU).
 include!("rpath.in");
 
 fn main() {
     emit_rpath();
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
+    println!("cargo:rerun-if-changed=csrc/upload.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not publish DEP_TCH_LIBTORCH_LIB (libtorch's lib folder)");
     };
@@ -13,6 +15,7 @@ fn main() {
         .cpp(true)
         .std("c++20")
         .file("csrc/autocast.cpp")
+        .file("csrc/upload.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag_if_supported("-Wno-unused-parameter")

@@ -7,7 +7,7 @@ the same model, weights, images, batch size and thread count.
 Generates `--images` random PNGs (CLEVR-sized, 480x320 by default) and random weights
 (`remind-backbone init`), then times
 
-- ours: the whole `remind-extract-features` process on CPU (process start, weight loading,
+- ours: the whole `remind-extract-features` process on `--device` (process start, weight loading,
   decode + resize on `--decode-threads` threads, forward with `--threads` libtorch threads,
   writing the Arrow part file);
 - PyTorch: torchvision's ResNet blocks with the same weights (model construction, weight
@@ -114,7 +114,7 @@ def run_ours(args, images, weights, out, precision="fp32"):
            "--arch", args.arch, "--width", str(args.width), "--stem", args.stem,
            "--cut", args.cut, "--image-size", str(args.image_size),
            "--batch", str(args.batch), "--threads", str(args.threads),
-           "--decode-threads", str(args.decode_threads), "--device", "cpu",
+           "--decode-threads", str(args.decode_threads), "--device", args.device,
            "--precision", precision,
            "--run-dir", os.path.join(os.path.dirname(out), "run")]
     env = dict(os.environ, REMIND_QUIET="1")
@@ -135,15 +135,15 @@ def run_pytorch(args, paths, weights, bf16=False):
     model = ResNetG(args.arch, args.width, args.stem, args.cut)
     state = {k: v for k, v in load_file(weights).items() if k in model.state_dict()}
     model.load_state_dict(state, strict=True)
-    model.eval()
+    model.eval().to(args.device)
     loader = torch.utils.data.DataLoader(
         Folder(paths, args.image_size), batch_size=args.batch,
         num_workers=args.decode_threads, shuffle=False)
     outs = []
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast(args.device, dtype=torch.bfloat16, enabled=bf16):
         for x in loader:
-            y = model(x).float()
-            outs.append(y.permute(0, 2, 3, 1).reshape(x.shape[0], -1).numpy().copy())
+            y = model(x.to(args.device)).float()
+            outs.append(y.permute(0, 2, 3, 1).reshape(x.shape[0], -1).cpu().numpy().copy())
     seconds = time.perf_counter() - t0
     return seconds, np.concatenate(outs)
 
@@ -163,6 +163,8 @@ def main():
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--work-dir", help="keep inputs and outputs here (default: a temp folder)")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: both sides on the GPU (bf16: autocast on the card)")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-features-") as tmp:
@@ -185,7 +187,7 @@ def main():
         torch_s, ref = run_pytorch(args, paths, weights)
         rel = float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
         bf16 = None
-        if cpu_has_bf16():
+        if cpu_has_bf16() if args.device == "cpu" else torch.cuda.is_bf16_supported():
             ours16_s, ours16, _ = run_ours(args, images, weights, out + "-bf16", "bf16")
             torch16_s, _ = run_pytorch(args, paths, weights, bf16=True)
             bf16 = {
@@ -201,6 +203,7 @@ def main():
         "model": {"arch": args.arch, "width": args.width, "stem": args.stem, "cut": args.cut},
         "images": args.images, "source_size": args.source_size, "image_size": args.image_size,
         "batch": args.batch, "threads": args.threads, "decode_threads": args.decode_threads,
+        "device": args.device,
         "torch": torch.__version__, "torchvision": torchvision.__version__,
         "ours": {"seconds": ours_s, "images_per_s": args.images / ours_s,
                  "note": "whole process: start, weight loading, decode, forward, Arrow write"},
@@ -209,7 +212,8 @@ def main():
         "max_rel_diff": rel,
         "speed_ratio_vs_pytorch": torch_s / ours_s,
         "model_busy_fraction": busy,
-        "bf16": bf16 if bf16 else "not measured: no avx512_bf16/amx_bf16 in /proc/cpuinfo",
+        "bf16": bf16 if bf16 else ("not measured: no avx512_bf16/amx_bf16 in /proc/cpuinfo"
+                                   if args.device == "cpu" else "not measured: the card has no bf16"),
         "cpu_flags": sorted(cpu_flags() & BF16_FLAGS),
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

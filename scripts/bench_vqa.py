@@ -23,8 +23,8 @@ SIZES = {
 }
 
 
-def rate(bin_dir, threads, args, precision):
-    cmd = [os.path.join(bin_dir, "remind-bench-vqa"), "--threads", str(threads), "--device", "cpu",
+def rate(bin_dir, threads, args, precision, device="cpu"):
+    cmd = [os.path.join(bin_dir, "remind-bench-vqa"), "--threads", str(threads), "--device", device,
            "--precision", precision] + args
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])["updates_per_s"]
@@ -36,18 +36,21 @@ def main():
     ap.add_argument("--out", default="artifacts/bench/vqa.json")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: time on the GPU (bf16 autocast on the card)")
     ap.add_argument("--sizes", nargs="*", default=list(SIZES), choices=list(SIZES))
     args = ap.parse_args()
     flags = cpu_flags()
-    bf16 = cpu_has_bf16()
-    result = {"bench": "vqa_step", "threads": args.threads,
+    # On CUDA, remind-bench-vqa itself refuses bf16 on a card without it.
+    bf16 = cpu_has_bf16() or args.device == "cuda"
+    result = {"bench": "vqa_step", "threads": args.threads, "device": args.device,
               "cpu_flags": sorted(flags & BF16_FLAGS)}
     for size in args.sizes:
         runs = {"fp32": [], "bf16": []}
         for _ in range(args.rounds):
-            runs["fp32"].append(rate(args.bin_dir, args.threads, SIZES[size], "fp32"))
+            runs["fp32"].append(rate(args.bin_dir, args.threads, SIZES[size], "fp32", args.device))
             if bf16:
-                runs["bf16"].append(rate(args.bin_dir, args.threads, SIZES[size], "bf16"))
+                runs["bf16"].append(rate(args.bin_dir, args.threads, SIZES[size], "bf16", args.device))
         entry = {"fp32_floor_per_s": statistics.median(runs["fp32"]), "runs": runs}
         if bf16:
             entry["bf16_floor_per_s"] = statistics.median(runs["bf16"])

@@ -3,6 +3,7 @@
 // loop PyTorch's own mixed precision on the CPU and in bfloat16: the same op lists, the
 // same per-region weight-cast cache, fp32 master weights left untouched.
 #include <ATen/autocast_mode.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 
 namespace {
 c10::DeviceType device_of(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
@@ -34,6 +35,17 @@ int remind_autocast_exit() {
   int left = at::autocast::decrement_nesting();
   if (left == 0) at::autocast::clear_cache();
   return left;
+}
+
+// Whether the current CUDA device computes bf16 natively (compute capability 8.0 or later:
+// Ampere's tensor cores on), as libtorch's CUDA hooks report it; 0 when not or when no
+// CUDA backend is loaded, -1 when libtorch threw.
+int remind_cuda_bf16_native() {
+  try {
+    return at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8() ? 1 : 0;
+  } catch (...) {
+    return -1;
+  }
 }
 
 }  // extern "C"

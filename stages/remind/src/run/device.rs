@@ -4,7 +4,7 @@ use std::ffi::CStr;
 use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
-use tch::Device;
+use tch::{Device, Tensor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +80,32 @@ pub fn cuda_backend() -> std::result::Result<(), String> {
             }
         })
         .clone()
+}
+
+/// `t` (a CPU tensor) on `device`. To a GPU it travels from pinned memory without waiting:
+/// a copy from ordinary (pageable) memory makes libtorch wait for every kernel already
+/// queued on the stream, so each small upload inside an update (codes, crop taps, labels)
+/// stopped the host until the GPU caught up, and the host's work could never overlap the
+/// GPU's. Pinned blocks come from libtorch's caching host allocator, which keeps a block
+/// until the copies queued from it have run. Values are the same either way; on the CPU
+/// this is `to_device`.
+pub fn upload(t: &Tensor, device: Device) -> Tensor {
+    if let (Device::Cuda(index), Device::Cpu) = (device, t.device()) {
+        // SAFETY: `t.as_ptr()` is the at::Tensor* tch owns, valid for the call; the shim
+        // catches every C++ exception and returns a new at::Tensor* (ownership passes to
+        // the returned Tensor, which frees it) or NULL.
+        let out = unsafe { remind_upload_pinned(t.as_ptr(), index as i32) };
+        if !out.is_null() {
+            // SAFETY: a fresh, owned at::Tensor* from the shim.
+            return unsafe { Tensor::from_ptr(out) };
+        }
+    }
+    t.to_device(device)
+}
+
+extern "C" {
+    /// csrc/upload.cpp.
+    fn remind_upload_pinned(t: *const torch_sys::C_tensor, index: i32) -> *mut torch_sys::C_tensor;
 }
 
 named_enum!(DeviceChoice, "device", { Cpu => "cpu", Cuda => "cuda", Auto => "auto" });

@@ -35,6 +35,7 @@ extern "C" {
     fn remind_autocast_bf16(cuda: i32, enabled: i32) -> i32;
     fn remind_autocast_enter() -> i32;
     fn remind_autocast_exit() -> i32;
+    fn remind_cuda_bf16_native() -> i32;
 }
 
 /// An autocast region on the calling thread (autocast state is thread-local); leaving it
@@ -127,13 +128,23 @@ impl Precision {
     }
 
     /// Refuses bf16 where it would not run natively: on a CPU without bf16 instructions, or
-    /// a CUDA device whose libtorch cannot compute a bf16 matrix product. `what` names the
-    /// setting for the message (e.g. "classify_stream.precision").
+    /// a CUDA card older than Ampere (compute capability below 8.0, no bf16 tensor cores)
+    /// or whose libtorch cannot compute a bf16 matrix product. `what` names the setting
+    /// for the message (e.g. "classify_stream.precision").
     pub fn check(self, device: Device, what: &str) -> Result<()> {
         if self.is_fp32() {
             return Ok(());
         }
         if device.is_cuda() {
+            // SAFETY: a plain C function of csrc/autocast.cpp that catches every C++
+            // exception; it only queries the current device's properties.
+            if unsafe { remind_cuda_bf16_native() } != 1 {
+                bail!(
+                    "{what}: bf16 refused on {device:?}: the card has no native bf16 (expected \
+                     compute capability 8.0 or later, Ampere's tensor cores; found an older \
+                     card), so libtorch would emulate it; use fp32 there"
+                );
+            }
             let probe = Tensor::ones([8, 8], (Kind::BFloat16, device));
             return match probe.f_matmul(&probe) {
                 Ok(_) => Ok(()),

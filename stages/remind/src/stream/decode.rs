@@ -8,6 +8,7 @@ use tch::{Device, Tensor};
 use crate::artifact::TensorDataset;
 use crate::codes::codebook::load_codebook;
 use crate::pq::ProductQuantizer;
+use crate::run::device::upload;
 
 /// The PQ side of a run: the codebook (on the training device), its hash and the `[H, W, M]`
 /// shape of one item's codes.
@@ -155,9 +156,10 @@ impl Decoder<'_> {
             self.pq.decode_into(codes, &mut values)?;
             Tensor::from_slice(&values).view(shape)
         } else {
-            let codes = Tensor::from_slice(codes)
-                .view([(b * h * w) as i64, m as i64])
-                .to_device(self.pq.device());
+            let codes = upload(
+                &Tensor::from_slice(codes).view([(b * h * w) as i64, m as i64]),
+                self.pq.device(),
+            );
             self.pq.decode(&codes)?.view(shape)
         };
         if self.l2_normalize {

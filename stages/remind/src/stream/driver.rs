@@ -29,6 +29,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 use tch::nn::VarStore;
+use tch::Tensor;
 
 use super::attempt::Attempt;
 use super::checkpoint::{
@@ -36,6 +37,7 @@ use super::checkpoint::{
 };
 use super::compute::{self, Meter, Stored};
 use super::decode::StreamCodes;
+use super::divergence::LossWatch;
 use super::layout::{MethodDir, RunLayout};
 use super::plan::StreamPlan;
 use super::Method;
@@ -72,8 +74,9 @@ pub struct Update<'a> {
 
 /// What one update reports.
 pub struct Step {
-    /// The loss of the step (checked for divergence).
-    pub loss: f64,
+    /// The loss of the step (a scalar on the training device, detached; checked for
+    /// divergence by [`LossWatch`], which reads it without stalling a GPU).
+    pub loss: Tensor,
     /// Items in the step's batch (the new one and the replayed ones after mixing).
     pub batch: usize,
 }
@@ -478,6 +481,8 @@ fn run_streaming<L: Learner>(
     let mut progress = Progress::new(method.name(), remaining as u64);
     let draws = learner.replay_draws();
     let (mut updates, mut seconds, mut batch) = (0usize, 0.0f64, 0usize);
+    let mut watch = LossWatch::default();
+    let describe = |item: usize| learner.describe(item);
     for k in start..points {
         for pos in plan.boundaries[k - 1]..plan.boundaries[k] {
             let t = Instant::now();
@@ -507,13 +512,7 @@ fn run_streaming<L: Learner>(
                         learner.describe(item)
                     )
                 })?;
-            ensure!(
-                step.loss.is_finite(),
-                "the network diverged on {} (loss {}); lower {}",
-                learner.describe(item),
-                step.loss,
-                spec.lr_key
-            );
+            watch.push(step.loss, item, &describe, spec.lr_key)?;
             if let Some(b) = buffer.as_mut() {
                 let (id, label, codes) = learner.buffer_item(item)?;
                 b.insert(id, label, codes, rng)?;
@@ -524,6 +523,10 @@ fn run_streaming<L: Learner>(
             compute::count_step(step.batch);
             progress.inc(1);
         }
+        // Before anything is evaluated or checkpointed, and inside the timed part.
+        let t = Instant::now();
+        watch.check(&describe, spec.lr_key)?;
+        seconds += t.elapsed().as_secs_f64();
         evaluation_point(learner, dir, method, k, &state)?;
     }
     progress.finish();

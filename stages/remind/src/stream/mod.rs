@@ -7,6 +7,7 @@
 //! - [`layout`]: every file name of a run folder.
 //! - [`checkpoint`]: checkpoint folders, written atomically, and their acceptance on resume.
 //! - [`decode`]: PQ codes to feature maps, on the training device.
+//! - [`divergence`]: the updates' losses checked for divergence (read in windows on a GPU).
 //! - [`metrics`]: VQA accuracy (overall, per type, mean-per-type).
 //! - [`offline`]: how long the offline baseline trains (fixed epochs, or to a plateau).
 //! - [`compute`]: what a run's training cost (updates, wall time, FLOPs, memory), written
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod classify;
 pub mod compute;
 pub mod decode;
+pub mod divergence;
 pub mod driver;
 pub mod layout;
 pub mod metrics;

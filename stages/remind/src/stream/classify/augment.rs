@@ -6,6 +6,8 @@ use rand::Rng;
 use rand_distr::{Beta, Distribution};
 use tch::Tensor;
 
+use crate::run::device::upload;
+
 /// A crop box on an `h x w` map: rows `top..top+height`, columns `left..left+width`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crop {
@@ -103,7 +105,7 @@ pub fn resize_crops_grouped(maps: &Tensor, crops: &[Crop]) -> Result<Tensor> {
             })
             .collect();
         let resized = Tensor::f_cat(&windows, 0)?.upsample_bilinear2d([h, w], false, None, None);
-        let idx = Tensor::from_slice(&members).to_device(maps.device());
+        let idx = upload(&Tensor::from_slice(&members), maps.device());
         let _ = out.f_index_copy_(0, &idx, &resized)?;
     }
     Ok(out)
@@ -151,12 +153,9 @@ pub fn resize_crops_batched(maps: &Tensor, crops: &[Crop]) -> Result<Tensor> {
     let (r0, r1, fr) = axis_taps(&rows, h);
     let (c0, c1, fc) = axis_taps(&cols, w);
     let index = |v: &[i64], shape: [i64; 4]| {
-        Tensor::from_slice(v)
-            .view(shape)
-            .to_device(dev)
-            .expand([n, c, h, w], false)
+        upload(&Tensor::from_slice(v).view(shape), dev).expand([n, c, h, w], false)
     };
-    let weight = |v: &[f32], shape: [i64; 4]| Tensor::from_slice(v).view(shape).to_device(dev);
+    let weight = |v: &[f32], shape: [i64; 4]| upload(&Tensor::from_slice(v).view(shape), dev);
     let (rs, cs) = ([n, 1, h, 1], [n, 1, 1, w]);
     let blend = |a: Tensor, b: Tensor, f: Tensor| &a + (b - &a) * f;
     let y = blend(

@@ -36,6 +36,7 @@ use crate::artifact::{DType, Payload, Producer, TensorDataset, TensorSpec, Tenso
 use crate::buffer::Eviction;
 use crate::data::images::labels::{Items, LabelSet};
 use crate::models::{load_weights, Arch, Cut, ResNet, ResNetConfig, Stem, Unexpected};
+use crate::run::device::upload;
 use crate::run::{config_hash, Precision, Progress};
 use crate::stream::compute;
 use crate::stream::decode::{Decoder, StreamCodes};
@@ -577,7 +578,7 @@ impl Updater<'_> {
             all
         };
         let logits = s.precision.forward(device, &x, |x| f.forward_t(x, true));
-        let target = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        let target = |v: &[i64]| upload(&Tensor::from_slice(v), device);
         let loss = if lambda < 1.0 {
             logits.cross_entropy_for_logits(&target(&ya)) * lambda
                 + logits.cross_entropy_for_logits(&target(&yb)) * (1.0 - lambda)
@@ -589,7 +590,7 @@ impl Updater<'_> {
         *counter += 1;
         opt.backward_step(&loss, lr);
         Ok(Step {
-            loss: loss.double_value(&[]),
+            loss: loss.detach(),
             batch: x.size()[0] as usize,
         })
     }
@@ -704,7 +705,7 @@ impl Learner for Ctx<'_> {
                     x = random_resized_crops(&x, &mut order_rng)?;
                 }
                 let y: Vec<i64> = chunk.iter().map(|&r| self.set.train.labels[r]).collect();
-                let y = Tensor::from_slice(&y).to_device(self.device);
+                let y = upload(&Tensor::from_slice(&y), self.device);
                 let logits =
                     (self.s.precision).forward(self.device, &x, |x| net.model.forward_t(x, true));
                 let loss = logits.cross_entropy_for_logits(&y);
@@ -768,7 +769,7 @@ impl Learner for Ctx<'_> {
         }
         let x = self.run.codes.decode(&codes)?;
         let y: Vec<i64> = rows.iter().map(|&r| self.set.train.labels[r]).collect();
-        let y = Tensor::from_slice(&y).to_device(self.device);
+        let y = upload(&Tensor::from_slice(&y), self.device);
         let lr = self.s.lr.start;
         Ok(Box::new(move || {
             let loss = (self.s.precision)

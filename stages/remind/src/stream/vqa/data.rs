@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Context, Result};
 use arrow::array::{Array, Int32Array, Int64Array, ListArray, StringArray, UInt64Array};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use crate::artifact::{Table, TensorDataset};
+use crate::run::device::upload;
 
 /// Questions of one split.
 #[derive(Debug, Default)]
@@ -208,19 +209,18 @@ pub fn question_batch(items: &VqaItems, idx: &[usize], device: Device) -> (Tenso
         lengths.push(items.lengths[i]);
     }
     (
-        Tensor::from_slice(&tokens)
-            .view([idx.len() as i64, t as i64])
-            .to_device(device),
-        Tensor::from_slice(&lengths).to_device(device),
+        upload(
+            &Tensor::from_slice(&tokens).view([idx.len() as i64, t as i64]),
+            device,
+        ),
+        upload(&Tensor::from_slice(&lengths), device),
     )
 }
 
 /// Answers of the given items as an int64 tensor.
 pub fn answer_batch(items: &VqaItems, idx: &[usize], device: Device) -> Tensor {
     let a: Vec<i64> = idx.iter().map(|&i| items.answers[i]).collect();
-    Tensor::from_slice(&a)
-        .to_kind(Kind::Int64)
-        .to_device(device)
+    upload(&Tensor::from_slice(&a), device)
 }
 
 /// Codes of the images of the given items, back to back.
@@ -382,9 +382,10 @@ impl QuestionFeatures {
                 values.extend_from_slice(v);
             }
         }
-        Ok(Tensor::from_slice(&values)
-            .view([idx.len() as i64, d as i64])
-            .to_device(device))
+        Ok(upload(
+            &Tensor::from_slice(&values).view([idx.len() as i64, d as i64]),
+            device,
+        ))
     }
 }
 

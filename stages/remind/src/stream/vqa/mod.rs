@@ -363,7 +363,8 @@ fn loss(
     Ok(logits.cross_entropy_for_logits(&target))
 }
 
-/// One optimiser step with rate `lr` on items `idx` (train split) with their codes `codes`.
+/// One optimiser step with rate `lr` on items `idx` (train split) with their codes `codes`;
+/// returns the loss (detached, on the device: reading it would wait for the GPU).
 fn step(
     ctx: &Ctx,
     net: &mut Net<VqaModel>,
@@ -371,10 +372,10 @@ fn step(
     codes: &[u8],
     dropout_seed: u64,
     lr: f64,
-) -> Result<f64> {
+) -> Result<Tensor> {
     let loss = loss(ctx, &net.model, idx, codes, dropout_seed)?;
     net.opt.backward_step(&loss, lr);
-    Ok(loss.double_value(&[]))
+    Ok(loss.detach())
 }
 
 /// Shuffled mini-batch epochs over train items `items`, from the model's current state.
@@ -413,7 +414,7 @@ fn train_epoch(
     for (b, batch) in order.chunks(ctx.s.batch_size).enumerate() {
         codes.clear();
         gather_codes(&ctx.train, batch, &ctx.train_codes, &mut codes)?;
-        step(
+        let _loss = step(
             ctx,
             net,
             batch,
