@@ -6,16 +6,19 @@
 #                                       take the ABI probe's hashes with PROBE_BIN_DIR's
 #                                       (default BIN_DIR), binaries that run here
 #   scripts/gpu-check.sh run [STEP...]  (on the GPU machine) CUDA against the CPU
-#                                       (remind-cuda-check), then GPU timings: PQ against
-#                                       faiss-cpu, the classification and VQA updates
-#                                       against their bare steps, the clevr-qtype chain
-#                                       (steps: cuda-check cuda-check-fp32 bench-pq
-#                                       bench-pq-cpu bench-classify bench-vqa clevr-qtype
-#                                       fashion-mnist).
+#                                       (remind-cuda-check), then GPU timings in fp32 and
+#                                       bf16: the classification and VQA updates against
+#                                       their bare steps, feature extraction against
+#                                       PyTorch's, PQ against faiss-cpu, the clevr-qtype
+#                                       chain (steps: bench-classify bench-vqa bench-features
+#                                       cuda-check cuda-check-fp32 bench-pq bench-pq-cpu
+#                                       clevr-qtype clevr-qtype-bf16 fashion-mnist).
 # `run` uses the machine's PyTorch for libtorch (python3 -c 'import torch'), faiss-cpu from
-# .whl/ when present, and writes logs and JSON under $OUT (default artifacts/gpu).
+# .whl/ when present. Each step's log and JSON go to /tmp/gpu-out, packed after every step
+# into $OUT/gpu-check.tgz (default OUT=artifacts/gpu), so a run cut short still brings
+# back what it finished.
 set -uo pipefail
-BINS="remind-cuda-check remind-synth-features remind-bench-pq remind-bench-classify
+BINS="remind-cuda-check remind-backbone remind-synth-features remind-bench-pq remind-bench-classify
 remind-bench-vqa remind-generate-clevr remind-import-questions remind-train-backbone
 remind-extract-features remind-fit-pq remind-extract-codes remind-stream-train remind-evaluate
 remind-import-images remind-train-classifier"
@@ -49,22 +52,42 @@ pack() {
     du -sh .gpu
 }
 
-# step NAME LIMIT_S CMD...: runs CMD under a time limit, output under $OUT/NAME.{out,err}.
+# step NAME LIMIT_S CMD...: runs CMD under a time limit, output under $LOG/NAME.{out,err},
+# then packs $LOG into $OUT/gpu-check.tgz.
 step() {
     local name=$1 limit=$2 start=$SECONDS rc
     shift 2
     echo "== $name"
-    timeout "$limit" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
+    timeout "$limit" "$@" >"$LOG/$name.out" 2>"$LOG/$name.err"
     rc=$?
     echo "-- $name: rc=$rc in $((SECONDS - start)) s"
-    tail -n 25 "$OUT/$name.err"
-    head -c 4000 "$OUT/$name.out"
+    tail -n 12 "$LOG/$name.err"
+    head -c 2500 "$LOG/$name.out"
     echo
+    tar czf "$OUT/gpu-check.tgz" -C "$LOG" .
+}
+
+# The clevr-qtype run under ART: update rates and metrics into $LOG/NAME.json.
+summarise() {
+    python3 - "$1" "$LOG/$2.json" <<'EOF'
+import json, sys, os
+art, out = sys.argv[1] + "/clevr-qtype", {}
+for m in ("remind", "finetune", "offline"):
+    p = f"{art}/stream/{m}/complete.json"
+    if os.path.exists(p):
+        out[m] = json.load(open(p)).get("update_rate")
+if os.path.exists(f"{art}/metrics.json"):
+    out["metrics"] = json.load(open(f"{art}/metrics.json"))
+json.dump(out, open(sys.argv[2], "w"), indent=1)
+print(json.dumps({k: out[k] for k in out if k != "metrics"})[:1500])
+print(json.dumps(out.get("metrics", {}))[:1500])
+EOF
 }
 
 run() {
     OUT=${OUT:-artifacts/gpu}
-    mkdir -p "$OUT" /tmp/gpu-bin
+    LOG=/tmp/gpu-out
+    mkdir -p "$OUT" "$LOG" /tmp/gpu-bin
     for f in .gpu/bin/*.gz; do gunzip -c "$f" >"/tmp/gpu-bin/$(basename "$f" .gz)"; done
     chmod +x /tmp/gpu-bin/*
     command -v make >/dev/null || export PATH=$PWD/.gpu/bin:$PATH
@@ -77,43 +100,39 @@ run() {
     fi
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
     python3 -c 'import torch; print("torch", torch.__version__, "cpus", __import__("os").cpu_count())'
-    if abi_probe "$bin" /tmp/gpu-abi >"$OUT/abi.sha256" && cmp -s "$OUT/abi.sha256" .gpu/abi.sha256; then
+    if abi_probe "$bin" /tmp/gpu-abi >"$LOG/abi.sha256" && cmp -s "$LOG/abi.sha256" .gpu/abi.sha256; then
         echo "abi probe: the same bytes as on the packing machine"
     else
-        echo "abi probe: DIFFERENT bytes from the packing machine"; cat "$OUT/abi.sha256" .gpu/abi.sha256
+        echo "abi probe: DIFFERENT bytes from the packing machine"; cat "$LOG/abi.sha256" .gpu/abi.sha256
     fi
-    local steps=${*:-cuda-check cuda-check-fp32 bench-pq bench-classify bench-vqa clevr-qtype}
+    local steps=${*:-bench-classify bench-vqa bench-features cuda-check clevr-qtype-bf16 clevr-qtype}
     for s in $steps; do
         case $s in
         cuda-check) step cuda-check 120 "$bin/remind-cuda-check" --threads 16 ;;
         cuda-check-fp32) step cuda-check-fp32 120 env NVIDIA_TF32_OVERRIDE=0 "$bin/remind-cuda-check" --threads 16 ;;
-        bench-pq) step bench-pq 150 python3 scripts/bench_pq.py --bin-dir "$bin" --out "$OUT/pq.json" \
+        bench-pq) step bench-pq 150 python3 scripts/bench_pq.py --bin-dir "$bin" --out "$LOG/pq.json" \
             --threads 16 --device cuda --work /tmp/bench ;;
         bench-pq-cpu) step bench-pq-cpu 150 python3 scripts/bench_pq.py --bin-dir "$bin" \
-            --out "$OUT/pq-cpu.json" --threads 16 --device cpu --work /tmp/bench ;;
-        bench-classify) step bench-classify 60 "$bin/remind-bench-classify" --device cuda --iters 30 ;;
-        bench-vqa) step bench-vqa 40 "$bin/remind-bench-vqa" --device cuda --dim 512 --in-channels 1024 \
-            --map 14 --steps 12 --iters 30 ;;
-        clevr-qtype) step clevr-qtype 200 make clevr-qtype SETUP= BIN="$bin" ART=/tmp/art STAGE_THREADS=16 ;;
+            --out "$LOG/pq-cpu.json" --threads 16 --device cpu --work /tmp/bench ;;
+        # fp32 and bf16 floors and updates: blocks of 40 updates, the median of 7.
+        bench-classify) step bench-classify 90 "$bin/remind-bench-classify" --device cuda --threads 16 \
+            --iters 40 --blocks 7 --warmup 10 ;;
+        bench-vqa) step bench-vqa 120 python3 scripts/bench_vqa.py --bin-dir "$bin" --out "$LOG/vqa.json" \
+            --threads 16 --device cuda --rounds 2 ;;
+        bench-features) step bench-features 150 python3 scripts/bench_features.py --bin-dir "$bin" \
+            --out "$LOG/features.json" --threads 16 --decode-threads 14 --images 1024 --batch 64 \
+            --device cuda ;;
+        clevr-qtype) step clevr-qtype 200 make clevr-qtype SETUP= BIN="$bin" ART=/tmp/art STAGE_THREADS=16
+            summarise /tmp/art clevr-qtype ;;
+        clevr-qtype-bf16) step clevr-qtype-bf16 200 make clevr-qtype SETUP= BIN="$bin" ART=/tmp/art16 \
+            STAGE_THREADS=16 PRECISION=bf16
+            summarise /tmp/art16 clevr-qtype-bf16 ;;
         fashion-mnist) step fashion-mnist 240 make fashion-mnist SETUP= BIN="$bin" ART=/tmp/art \
             FASHION_DIR="$PWD/.gpu/fashion" ;;
         *) echo "unknown step $s" ;;
         esac
     done
-    [ -d /tmp/art/clevr-qtype ] || return 0
-    python3 - "$OUT" <<'EOF'
-import json, sys, os
-art = "/tmp/art/clevr-qtype"
-out = {}
-for m in ("remind", "finetune", "offline"):
-    p = f"{art}/stream/{m}/complete.json"
-    if os.path.exists(p):
-        out[m] = json.load(open(p)).get("update_rate")
-if os.path.exists(f"{art}/metrics.json"):
-    out["metrics"] = json.load(open(f"{art}/metrics.json"))
-json.dump(out, open(os.path.join(sys.argv[1], "clevr-qtype.json"), "w"), indent=1)
-print(json.dumps(out)[:3000])
-EOF
+    tar czf "$OUT/gpu-check.tgz" -C "$LOG" .
 }
 
 case "${1:-}" in
