@@ -18,7 +18,7 @@
 # into $OUT/gpu-check.tgz (default OUT=artifacts/gpu), so a run cut short still brings
 # back what it finished.
 set -uo pipefail
-BINS="remind-cuda-check remind-backbone remind-synth-features remind-bench-pq remind-bench-classify
+BINS="remind-cuda-check remind-artifact remind-backbone remind-synth-features remind-bench-pq remind-bench-classify
 remind-bench-vqa remind-generate-clevr remind-import-questions remind-train-backbone
 remind-extract-features remind-fit-pq remind-extract-codes remind-stream-train remind-evaluate
 remind-import-images remind-train-classifier"

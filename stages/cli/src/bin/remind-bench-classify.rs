@@ -19,6 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use remind::buffer::{Eviction, ReplayBuffer};
 use remind::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
 use remind::pq::ProductQuantizer;
+use remind::run::device::upload;
 use remind::run::precision::CpuBf16;
 use remind::run::Precision;
 use remind::stream::classify::augment::{
@@ -353,6 +354,34 @@ fn run(cli: &Cli) -> Result<()> {
     let batched_ms = piece(&mut || resize_crops_batched(&maps, &crops).map(|_| ()))?;
     let maps16 = updater16.decoder.decode(&gathered)?;
     let grouped16_ms = piece(&mut || resize_crops_grouped(&maps16, &crops).map(|_| ()))?;
+    // The rest of the update, piece by piece: drawing 2r slots and gathering their codes
+    // (host only), mixing the 2r maps into r, uploading both label sets, and the step on
+    // the floor's batch with REMIND's loss (mixup's two weighted cross-entropies) and
+    // optimiser.
+    let sample_gather_ms = piece(&mut || {
+        let slots = buffer.sample(2 * cli.replay, &mut rng);
+        buffer.gather(&slots, &mut gathered);
+        Ok(())
+    })?;
+    let r = cli.replay as i64;
+    let mixup_ms = piece(&mut || {
+        let (a, b) = (maps.narrow(0, 0, r), maps.narrow(0, r, r));
+        let _ = Tensor::cat(&[maps.narrow(0, 0, 1), a * 0.3 + b * 0.7], 0);
+        Ok(())
+    })?;
+    let labels: Vec<i64> = (0..2 * n).map(|i| i % cli.classes).collect();
+    let labels_upload_ms = piece(&mut || {
+        let _ = upload(&Tensor::from_slice(&labels), device);
+        Ok(())
+    })?;
+    let yb = y.roll([1], [0]);
+    let mixup_loss_step_ms = piece(&mut || {
+        let logits = f3.forward_t(&x, true);
+        let loss =
+            logits.cross_entropy_for_logits(&y) * 0.3 + logits.cross_entropy_for_logits(&yb) * 0.7;
+        opt3.backward_step(&loss, 0.1);
+        Ok(())
+    })?;
     let json = serde_json::json!({
         "bench": "classification_update",
         "device": format!("{device:?}"),
@@ -371,6 +400,10 @@ fn run(cli: &Cli) -> Result<()> {
         "crops_grouped_ms": grouped_ms,
         "crops_batched_ms": batched_ms,
         "crops_grouped_channels_last_ms": grouped16_ms,
+        "sample_gather_2r_ms": sample_gather_ms,
+        "mixup_ms": mixup_ms,
+        "labels_upload_ms": labels_upload_ms,
+        "step_mixup_loss_own_optimizer_ms": mixup_loss_step_ms,
         "bf16_input_nchw_decode_ms": input_nchw_ms,
         "bf16_input_channels_last_decode_ms": input_nhwc_ms,
         "fp32_floor_per_s": 1.0 / fm,
@@ -403,7 +436,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     println!("{json}");
     eprintln!(
-        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}, crops per size on channels-last maps {grouped16_ms:.3}; bf16 input of 2r maps: NCHW decode + channels-last copy {input_nchw_ms:.3}, channels-last decode {input_nhwc_ms:.3}",
+        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}, crops per size on channels-last maps {grouped16_ms:.3}; bf16 input of 2r maps: NCHW decode + channels-last copy {input_nchw_ms:.3}, channels-last decode {input_nhwc_ms:.3}; sample + gather 2r {sample_gather_ms:.3}, mixup {mixup_ms:.3}, labels upload {labels_upload_ms:.3}, step with mixup's loss and REMIND's optimiser {mixup_loss_step_ms:.3}",
         h, w, c, cli.replay, tch::get_num_threads(), 1.0 / fm, 1.0 / wm, 1.0 / om, fm / om
     );
     if let (Some(f16), Some(o16)) = (

@@ -150,23 +150,36 @@ pub fn resize_crops_batched(maps: &Tensor, crops: &[Crop]) -> Result<Tensor> {
     let dev = maps.device();
     let rows: Vec<(i64, i64)> = crops.iter().map(|k| (k.top, k.height)).collect();
     let cols: Vec<(i64, i64)> = crops.iter().map(|k| (k.left, k.width)).collect();
-    let (r0, r1, fr) = axis_taps(&rows, h);
+    let (mut r0, r1, mut fr) = axis_taps(&rows, h);
     let (c0, c1, fc) = axis_taps(&cols, w);
-    let index = |v: &[i64], shape: [i64; 4]| {
-        upload(&Tensor::from_slice(v).view(shape), dev).expand([n, c, h, w], false)
+    // One upload for the four index sets and one for the two weight sets (each upload is
+    // a host-side call that costs more than its bytes on a GPU).
+    let (nh, nw) = ((n * h) as usize, (n * w) as usize);
+    r0.extend_from_slice(&r1);
+    r0.extend_from_slice(&c0);
+    r0.extend_from_slice(&c1);
+    fr.extend_from_slice(&fc);
+    let taps = upload(&Tensor::from_slice(&r0), dev);
+    let weights = upload(&Tensor::from_slice(&fr), dev);
+    let index = |at: usize, len: usize, shape: [i64; 4]| {
+        taps.narrow(0, at as i64, len as i64)
+            .view(shape)
+            .expand([n, c, h, w], false)
     };
-    let weight = |v: &[f32], shape: [i64; 4]| upload(&Tensor::from_slice(v).view(shape), dev);
+    let weight = |at: usize, len: usize, shape: [i64; 4]| {
+        weights.narrow(0, at as i64, len as i64).view(shape)
+    };
     let (rs, cs) = ([n, 1, h, 1], [n, 1, 1, w]);
     let blend = |a: Tensor, b: Tensor, f: Tensor| &a + (b - &a) * f;
     let y = blend(
-        maps.f_gather(2, &index(&r0, rs), false)?,
-        maps.f_gather(2, &index(&r1, rs), false)?,
-        weight(&fr, rs),
+        maps.f_gather(2, &index(0, nh, rs), false)?,
+        maps.f_gather(2, &index(nh, nh, rs), false)?,
+        weight(0, nh, rs),
     );
     Ok(blend(
-        y.f_gather(3, &index(&c0, cs), false)?,
-        y.f_gather(3, &index(&c1, cs), false)?,
-        weight(&fc, cs),
+        y.f_gather(3, &index(2 * nh, nw, cs), false)?,
+        y.f_gather(3, &index(2 * nh + nw, nw, cs), false)?,
+        weight(nh, nw, cs),
     ))
 }
 

@@ -578,12 +578,15 @@ impl Updater<'_> {
             all
         };
         let logits = s.precision.forward(device, &x, |x| f.forward_t(x, true));
-        let target = |v: &[i64]| upload(&Tensor::from_slice(v), device);
         let loss = if lambda < 1.0 {
-            logits.cross_entropy_for_logits(&target(&ya)) * lambda
-                + logits.cross_entropy_for_logits(&target(&yb)) * (1.0 - lambda)
+            // Both label sets in one upload.
+            let n = ya.len() as i64;
+            ya.extend_from_slice(&yb);
+            let targets = upload(&Tensor::from_slice(&ya), device);
+            logits.cross_entropy_for_logits(&targets.narrow(0, 0, n)) * lambda
+                + logits.cross_entropy_for_logits(&targets.narrow(0, n, n)) * (1.0 - lambda)
         } else {
-            logits.cross_entropy_for_logits(&target(&ya))
+            logits.cross_entropy_for_logits(&upload(&Tensor::from_slice(&ya), device))
         };
         let counter = &mut counters[y as usize];
         let lr = s.lr.rate(*counter);
