@@ -28,6 +28,7 @@ use remind::stream::classify::augment::{
 use remind::stream::classify::{ClassifySettings, Updater};
 use remind::stream::decode::Decoder;
 use remind::stream::divergence::LossWatch;
+use remind::stream::overlap::overlapped;
 use remind::stream::Replay;
 use remind::train::optim::{OptimKind, Optimizer};
 use remind_stages::{main_with, tune_allocator, Compute};
@@ -158,6 +159,41 @@ impl<'a> RemindUpdate<'a> {
         self.buffer.insert(self.next_id, y, &self.codes, rng)?;
         self.next_id += 1;
         Ok(())
+    }
+
+    /// `n` updates with their halves on two threads, as `stream-train` runs them on a GPU
+    /// (`stream::overlap`): the same draws in the same order as `n` calls of `step`.
+    fn steps_overlapped(&mut self, n: usize, rng: &mut ChaCha8Rng) -> Result<()> {
+        let Self {
+            updater,
+            f,
+            opt,
+            counters,
+            buffer,
+            codes,
+            classes,
+            next_id,
+            watch,
+            ..
+        } = self;
+        let produce = |_| {
+            rng.fill(&mut codes[..]);
+            let y = rng.random_range(0..*classes);
+            let slots = buffer.sample(updater.replay_draws(), rng);
+            let replay = Replay {
+                buffer,
+                slots: &slots,
+            };
+            let batch = updater.prepare(codes, y, Some(replay), rng)?;
+            buffer.insert(*next_id, y, codes, rng)?;
+            *next_id += 1;
+            Ok(batch)
+        };
+        let describe = |_: usize| "the benchmark's item".to_string();
+        overlapped(n, 2, produce, |_, batch| {
+            let step = updater.train(f, opt, batch, counters)?;
+            watch.push(step.loss, 0, &describe, "--lr")
+        })
     }
 }
 
@@ -291,16 +327,29 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let (mut floor, mut ours, mut own) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor16, mut ours16, mut floor_queued) = (Vec::new(), Vec::new(), Vec::new());
-    // Seconds per step of one block, between two synchronisations.
-    let time = |f: &mut dyn FnMut() -> Result<()>, into: &mut Vec<f64>| -> Result<()> {
+    let mut ours_whole = Vec::new();
+    // Seconds per step of one block of `--iters` steps (`f` runs them all), between two
+    // synchronisations.
+    let block = |f: &mut dyn FnMut() -> Result<()>, into: &mut Vec<f64>| -> Result<()> {
         sync();
         let t = Instant::now();
-        for _ in 0..cli.iters {
-            f()?;
-        }
+        f()?;
         sync();
         into.push(t.elapsed().as_secs_f64() / cli.iters as f64);
         Ok(())
+    };
+    let time = |f: &mut dyn FnMut() -> Result<()>, into: &mut Vec<f64>| -> Result<()> {
+        block(&mut || (0..cli.iters).try_for_each(|_| f()), into)
+    };
+    // REMIND's update as stream-train runs it: on a GPU its halves on two threads (the
+    // whole update on one thread is timed beside it there), on the CPU whole.
+    let iters = cli.iters;
+    let remind_block = |r: &mut RemindUpdate, rng: &mut ChaCha8Rng| -> Result<()> {
+        if queued {
+            r.steps_overlapped(iters, rng)
+        } else {
+            (0..iters).try_for_each(|_| r.step(rng))
+        }
     };
     for _ in 0..cli.blocks {
         time(&mut floor_step, &mut floor)?;
@@ -308,10 +357,13 @@ fn run(cli: &Cli) -> Result<()> {
             time(&mut floor_queued_step, &mut floor_queued)?;
         }
         time(&mut own_opt_step, &mut own)?;
-        time(&mut || remind32.step(&mut rng), &mut ours)?;
+        block(&mut || remind_block(&mut remind32, &mut rng), &mut ours)?;
+        if queued {
+            time(&mut || remind32.step(&mut rng), &mut ours_whole)?;
+        }
         if bf16 {
             time(&mut floor16_step, &mut floor16)?;
-            time(&mut || remind16.step(&mut rng), &mut ours16)?;
+            block(&mut || remind_block(&mut remind16, &mut rng), &mut ours16)?;
         }
     }
     let buffer = remind32.buffer;
@@ -414,6 +466,9 @@ fn run(cli: &Cli) -> Result<()> {
         let q = median(&mut floor_queued);
         json["floor_queued_ms_per_update"] = (1e3 * q).into();
         json["remind_over_floor_queued"] = (q / om).into();
+        let w = median(&mut ours_whole);
+        json["remind_one_thread_ms_per_update"] = (1e3 * w).into();
+        json["remind_one_thread_over_floor"] = (fm / w).into();
     }
     if bf16 {
         let (f16, o16) = (median(&mut floor16), median(&mut ours16));

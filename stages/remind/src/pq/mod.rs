@@ -120,6 +120,13 @@ fn chunk_rows(m: usize, ksub: usize) -> i64 {
     (budget / (4 * m * ksub)).clamp(256, 16384) as i64
 }
 
+// SAFETY: a quantizer's tensors are written once, when it is built, and only read after:
+// no method takes `&mut self` or changes a tensor in place. libtorch tensors may be read
+// from several threads at once (reference counts are atomic; reading ops allocate their
+// own outputs), which is all that sharing `&ProductQuantizer` allows (the stream's decoder
+// on a second thread, `stream::overlap`).
+unsafe impl Sync for ProductQuantizer {}
+
 impl ProductQuantizer {
     /// Builds a quantizer from `[M, K, d/M]` centroids.
     pub fn from_centroids(centroids: Tensor) -> Result<Self> {

@@ -39,6 +39,7 @@ use super::compute::{self, Meter, Stored};
 use super::decode::StreamCodes;
 use super::divergence::LossWatch;
 use super::layout::{MethodDir, RunLayout};
+use super::overlap::overlapped;
 use super::plan::StreamPlan;
 use super::Method;
 use crate::artifact::atomic::write_bytes;
@@ -109,6 +110,9 @@ pub struct RunSpec {
 /// [`train_offline`](Self::train_offline) and [`evaluate`](Self::evaluate) per boundary.
 pub trait Learner {
     type Model;
+    /// What [`Prepare::prepare`] makes for [`train`](Self::train) (`()` where the update
+    /// is not split).
+    type Prepared: Send;
     fn spec(&self) -> &RunSpec;
     /// A network in its starting state (seeded, or the base weights): every method of a run
     /// starts from the same one.
@@ -124,6 +128,17 @@ pub trait Learner {
     /// One update on the item at stream position `pos` and, with `remind`, the replayed
     /// items ([`Update`]); advances the per-class counters it uses.
     fn update(&self, net: &mut Net<Self::Model>, at: Update<'_>) -> Result<Step>;
+    /// The half of [`update`](Self::update) that does not touch the network, for a second
+    /// thread ([`super::overlap`]), where that pays: on a GPU, whose updates are bound by
+    /// the host issuing kernels. `None` (the default): every update runs whole.
+    fn preparer(&self) -> Option<Box<dyn Prepare<Self::Prepared> + '_>> {
+        None
+    }
+    /// The other half: the network's step on what [`Prepare::prepare`] made, with the
+    /// per-class counters it uses. Called only when [`preparer`](Self::preparer) is `Some`.
+    fn train(&self, _net: &mut Net<Self::Model>, _prepared: Self::Prepared) -> Result<Step> {
+        bail!("this task's updates are not split")
+    }
     /// Trains a fresh network on everything the stream has shown up to boundary `k`.
     fn train_offline(&self, net: &mut Net<Self::Model>, k: usize) -> Result<()>;
     /// Scores the network at boundary `k`, writing its predictions under `dir`.
@@ -145,6 +160,15 @@ pub trait Learner {
     /// Estimated forward FLOPs of the trained model on one training item, from its layer
     /// and input shapes (the `compute` block of `complete.json`, [`super::compute`]).
     fn forward_flops_per_item(&self) -> Result<f64>;
+}
+
+/// The half of an update that does not touch the network ([`Learner::preparer`]), run on
+/// a second thread: from the item, its replay draw and the stream's generator, everything
+/// the step needs; drawing from the generator exactly as [`Learner::update`] does.
+pub trait Prepare<P>: Send + Sync {
+    fn prepare(&self, item: usize, replay: Option<Replay<'_>>, rng: &mut ChaCha8Rng) -> Result<P>;
+    /// Item `item`'s entry in the buffer, as [`Learner::buffer_item`].
+    fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])>;
 }
 
 /// A prepared training step ([`Learner::bare_step`]), run again and again to time it.
@@ -483,8 +507,56 @@ fn run_streaming<L: Learner>(
     let (mut updates, mut seconds, mut batch) = (0usize, 0.0f64, 0usize);
     let mut watch = LossWatch::default();
     let describe = |item: usize| learner.describe(item);
+    let preparer = learner.preparer();
     for k in start..points {
-        for pos in plan.boundaries[k - 1]..plan.boundaries[k] {
+        let segment = plan.boundaries[k - 1]..plan.boundaries[k];
+        if let Some(prep) = preparer.as_deref() {
+            // The update's halves on two threads (a GPU: host-bound); the same draws in
+            // the same order as below.
+            let t = Instant::now();
+            let State { net, buffer, rng } = &mut state;
+            let first = segment.start;
+            let produce = |i: usize| -> Result<(usize, L::Prepared)> {
+                let pos = first + i;
+                let item = plan.items[pos];
+                let slots = match buffer.as_ref() {
+                    Some(b) if draws > 0 && !b.is_empty() => b.sample(draws, rng),
+                    _ => Vec::new(),
+                };
+                let replay = buffer.as_ref().map(|b| Replay {
+                    buffer: b,
+                    slots: &slots,
+                });
+                let prepared = prep
+                    .prepare(item, replay, rng)
+                    .with_context(|| format!("preparing the update at stream position {pos}"))?;
+                if let Some(b) = buffer.as_mut() {
+                    let (id, label, codes) = prep.buffer_item(item)?;
+                    b.insert(id, label, codes, rng)?;
+                }
+                Ok((item, prepared))
+            };
+            overlapped(segment.len(), 2, produce, |i, (item, prepared)| {
+                let pos = first + i;
+                let step = learner.train(net, prepared).with_context(|| {
+                    format!(
+                        "update at stream position {pos} ({})",
+                        learner.describe(item)
+                    )
+                })?;
+                watch.push(step.loss, item, &describe, spec.lr_key)?;
+                updates += 1;
+                batch = step.batch;
+                compute::count_step(step.batch);
+                progress.inc(1);
+                Ok(())
+            })?;
+            watch.check(&describe, spec.lr_key)?;
+            seconds += t.elapsed().as_secs_f64();
+            evaluation_point(learner, dir, method, k, &state)?;
+            continue;
+        }
+        for pos in segment {
             let t = Instant::now();
             let item = plan.items[pos];
             let State { net, buffer, rng } = &mut state;

@@ -9,6 +9,7 @@
 //! - [`decode`]: PQ codes to feature maps, on the training device.
 //! - [`divergence`]: the updates' losses checked for divergence (read in windows on a GPU).
 //! - [`metrics`]: VQA accuracy (overall, per type, mean-per-type).
+//! - [`overlap`]: an update's two halves on two threads (GPU streams, host-bound).
 //! - [`offline`]: how long the offline baseline trains (fixed epochs, or to a plateau).
 //! - [`compute`]: what a run's training cost (updates, wall time, FLOPs, memory), written
 //!   into its `complete.json`.
@@ -26,6 +27,7 @@ pub mod driver;
 pub mod layout;
 pub mod metrics;
 pub mod offline;
+pub mod overlap;
 pub mod plan;
 pub mod vqa;
 

@@ -40,7 +40,9 @@ use crate::run::device::upload;
 use crate::run::{config_hash, Precision, Progress};
 use crate::stream::compute;
 use crate::stream::decode::{Decoder, StreamCodes};
-use crate::stream::driver::{self, BareStep, Learner, Net, Replay, Resume, RunSpec, Step, Update};
+use crate::stream::driver::{
+    self, BareStep, Learner, Net, Prepare, Replay, Resume, RunSpec, Step, Update,
+};
 use crate::stream::layout::MethodDir;
 use crate::stream::offline;
 use crate::stream::Method;
@@ -518,6 +520,7 @@ impl Updater<'_> {
     /// for it ([`replay_draws`](Self::replay_draws) of them; with mixup, mixed pairwise
     /// into r items with lambda ~ Beta(alpha, alpha)), replayed maps crop-augmented (paper,
     /// section 3.3). Uses and advances class `y`'s learning-rate counter in `counters`.
+    /// [`prepare`](Self::prepare) then [`train`](Self::train).
     #[allow(clippy::too_many_arguments)]
     pub fn update(
         &self,
@@ -529,6 +532,20 @@ impl Updater<'_> {
         rng: &mut ChaCha8Rng,
         counters: &mut [u64],
     ) -> Result<Step> {
+        let batch = self.prepare(codes, y, replay, rng)?;
+        self.train(f, opt, batch, counters)
+    }
+
+    /// The part of an update that does not touch F: the new item's and the replayed items'
+    /// codes decoded, cropped and mixed, the labels uploaded. Draws the crops and lambda
+    /// from `rng`, in the order the update always drew them.
+    pub fn prepare(
+        &self,
+        codes: &[u8],
+        y: i64,
+        replay: Option<Replay<'_>>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Batch> {
         let s = self.s;
         let device = self.decoder.device;
         let (mut ya, mut yb) = (vec![y], vec![y]);
@@ -577,16 +594,43 @@ impl Updater<'_> {
             yb.extend_from_slice(&labels);
             all
         };
-        let logits = s.precision.forward(device, &x, |x| f.forward_t(x, true));
-        let loss = if lambda < 1.0 {
-            // Both label sets in one upload.
-            let n = ya.len() as i64;
+        // With mixup both label sets travel in one upload.
+        if lambda < 1.0 {
             ya.extend_from_slice(&yb);
-            let targets = upload(&Tensor::from_slice(&ya), device);
+        }
+        Ok(Batch {
+            targets: upload(&Tensor::from_slice(&ya), device),
+            x,
+            lambda,
+            y,
+        })
+    }
+
+    /// The SGD step of F on a prepared batch at class `batch.y`'s learning rate; advances
+    /// that class's counter in `counters`.
+    pub fn train(
+        &self,
+        f: &ResNet,
+        opt: &mut Optimizer,
+        batch: Batch,
+        counters: &mut [u64],
+    ) -> Result<Step> {
+        let Batch {
+            x,
+            targets,
+            lambda,
+            y,
+        } = batch;
+        let s = self.s;
+        let logits = s
+            .precision
+            .forward(self.decoder.device, &x, |x| f.forward_t(x, true));
+        let loss = if lambda < 1.0 {
+            let n = x.size()[0];
             logits.cross_entropy_for_logits(&targets.narrow(0, 0, n)) * lambda
                 + logits.cross_entropy_for_logits(&targets.narrow(0, n, n)) * (1.0 - lambda)
         } else {
-            logits.cross_entropy_for_logits(&upload(&Tensor::from_slice(&ya), device))
+            logits.cross_entropy_for_logits(&targets)
         };
         let counter = &mut counters[y as usize];
         let lr = s.lr.rate(*counter);
@@ -599,8 +643,76 @@ impl Updater<'_> {
     }
 }
 
+/// One update's inputs for F, made by [`Updater::prepare`] (on the training device).
+pub struct Batch {
+    /// `[B, C, H, W]` maps: the new item first, then the replayed (mixed) ones.
+    pub x: Tensor,
+    /// `[B]` labels, or `[2B]` with mixup (both label sets of the mixed pairs).
+    pub targets: Tensor,
+    /// Mixup's weight of the first label set (1: no mixup).
+    pub lambda: f64,
+    /// The new item's class (its learning-rate counter).
+    pub y: i64,
+}
+
+/// Set to `1`, runs the classification updates' halves on two threads on the CPU too
+/// ([`Learner::preparer`]).
+pub const OVERLAP_ENV: &str = "REMIND_OVERLAP";
+
+/// The half of a classification update that does not touch F, for a second thread
+/// ([`Learner::preparer`]): borrows only what may be shared across threads.
+struct ClassifyPrep<'a> {
+    updater: Updater<'a>,
+    codes: &'a TensorDataset,
+    train_rows: &'a [usize],
+    train: &'a Items,
+}
+
+impl Prepare<Batch> for ClassifyPrep<'_> {
+    fn prepare(
+        &self,
+        item: usize,
+        replay: Option<Replay<'_>>,
+        rng: &mut ChaCha8Rng,
+    ) -> Result<Batch> {
+        let codes = self.codes.row_u8(self.train_rows[item])?;
+        self.updater
+            .prepare(codes, self.train.labels[item], replay, rng)
+    }
+
+    fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])> {
+        Ok((
+            self.train.ids[item],
+            self.train.labels[item],
+            self.codes.row_u8(self.train_rows[item])?,
+        ))
+    }
+}
+
 impl Learner for Ctx<'_> {
     type Model = ResNet;
+    type Prepared = Batch;
+
+    /// On a GPU (host-bound: BENCHMARKS.md, "On a GPU"); on the CPU every update runs whole
+    /// (its work is arithmetic, which a second thread would only contend for), unless
+    /// [`OVERLAP_ENV`] is `1`: how the tests check, on machines without a GPU, that the
+    /// split update draws and computes exactly what the whole one does.
+    fn preparer(&self) -> Option<Box<dyn Prepare<Batch> + '_>> {
+        let forced = std::env::var(OVERLAP_ENV).is_ok_and(|v| v == "1");
+        (self.device.is_cuda() || forced).then(|| {
+            Box::new(ClassifyPrep {
+                updater: self.updater(),
+                codes: &self.codes,
+                train_rows: &self.train_rows,
+                train: &self.set.train,
+            }) as Box<dyn Prepare<Batch> + '_>
+        })
+    }
+
+    fn train(&self, net: &mut Net<ResNet>, prepared: Batch) -> Result<Step> {
+        self.updater()
+            .train(&net.model, &mut net.opt, prepared, &mut net.counters)
+    }
 
     fn spec(&self) -> &RunSpec {
         &self.run

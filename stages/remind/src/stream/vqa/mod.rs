@@ -474,6 +474,7 @@ fn write_predictions(
 }
 
 impl Learner for Ctx<'_> {
+    type Prepared = ();
     type Model = VqaModel;
 
     fn spec(&self) -> &RunSpec {
