@@ -12,7 +12,7 @@
 #                                       PyTorch's, PQ against faiss-cpu, the clevr-qtype
 #                                       chain (steps: bench-classify bench-vqa bench-features
 #                                       cuda-check cuda-check-fp32 bench-pq bench-pq-cpu
-#                                       clevr-qtype clevr-qtype-bf16 fashion-mnist).
+#                                       clevr-qtype clevr-qtype-bf16 core50 fashion-mnist).
 # `run` uses the machine's PyTorch for libtorch (python3 -c 'import torch'), faiss-cpu from
 # .whl/ when present. Each step's log and JSON go to /tmp/gpu-out, packed after every step
 # into $OUT/gpu-check.tgz (default OUT=artifacts/gpu), so a run cut short still brings
@@ -21,7 +21,7 @@ set -uo pipefail
 BINS="remind-cuda-check remind-artifact remind-backbone remind-synth-features remind-bench-pq remind-bench-classify
 remind-bench-vqa remind-generate-clevr remind-import-questions remind-train-backbone
 remind-extract-features remind-fit-pq remind-extract-codes remind-stream-train remind-evaluate
-remind-import-images remind-train-classifier"
+remind-import-images remind-train-classifier remind-generate-core50"
 
 # Seeded features and a CPU PQ fit on them (2 threads): bit-identical on any machine that
 # runs the same code on the same libtorch ABI, so the hashes taken here at pack time,
@@ -127,6 +127,21 @@ run() {
         clevr-qtype-bf16) step clevr-qtype-bf16 200 make clevr-qtype SETUP= BIN="$bin" ART=/tmp/art16 \
             STAGE_THREADS=16 PRECISION=bf16
             summarise /tmp/art16 clevr-qtype-bf16 ;;
+        # Classification end to end on generated mini-CORe50 (REMIND's update split on two
+        # threads on the card).
+        core50) step core50 150 make core50 SETUP= BIN="$bin" ART=/tmp/art STAGE_THREADS=16 ;;
+        # REMIND on the core50 chain's codes again, twice with its update split on two
+        # threads and twice whole (REMIND_OVERLAP): final top-1 of each (GPU runs differ
+        # run to run, so the spread within each pair is the yardstick).
+        core50-split) local c=/tmp/art/core50 i=0
+            for v in 1 1 0 0; do
+                i=$((i + 1))
+                step "core50-split-$i-$v" 60 env REMIND_OVERLAP=$v "$bin/remind-stream-train" \
+                    --config pipelines/core50.yaml --run-dir $c --task classification --method remind \
+                    --order class_instance --labels $c/data/labels.parquet --codes $c/codes \
+                    --codebook $c/pq/codebook.arrow --base-weights $c/base/weights.safetensors \
+                    --out /tmp/split-$i --threads 16
+            done ;;
         fashion-mnist) step fashion-mnist 240 make fashion-mnist SETUP= BIN="$bin" ART=/tmp/art \
             FASHION_DIR="$PWD/.gpu/fashion" ;;
         *) echo "unknown step $s" ;;

@@ -1,7 +1,8 @@
 //! Streaming image classification end to end on tiny generated IDX files: import, base
 //! training, features, PQ, codes, stream-train --task classification for the three methods
 //! and evaluate, every stage a real process; a killed run resumed (latest checkpoint and
-//! --resume-from) to the same probabilities as an uninterrupted one; bad inputs refused.
+//! --resume-from) to the same probabilities as an uninterrupted one; the update split on
+//! two threads (the GPU path) to the same bytes as the whole update; bad inputs refused.
 
 use std::path::Path;
 
@@ -142,6 +143,32 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
             method == "remind"
         );
     }
+    // REMIND's update split on two threads (as on a GPU; forced here): the same draws and
+    // the same arithmetic, so the same probabilities, buffer, generator position and
+    // weights at every boundary.
+    let split = run.p("stream-split");
+    run_ok(run.train("remind", &split).env("REMIND_OVERLAP", "1"));
+    for k in 0..3 {
+        assert!(
+            probabilities(&split, "remind", k) == probabilities(&out, "remind", k),
+            "boundary {k}: probabilities differ with the update split on two threads"
+        );
+        let boundary = format!("remind/boundary-{k:03}");
+        let (a, b) = (out.join(&boundary), split.join(&boundary));
+        let mut files: Vec<_> = std::fs::read_dir(&a)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        files.sort();
+        assert!(files.len() >= 3, "{files:?}");
+        for f in files {
+            assert!(
+                std::fs::read(a.join(&f)).unwrap() == std::fs::read(b.join(&f)).unwrap(),
+                "{boundary}/{f:?} differs with the update split on two threads"
+            );
+        }
+    }
+
     // The iid order on the same IDX data (no video columns): the base classes first, then
     // every other image in one shuffle, every class scored every eval_every images.
     let iid = run.p("stream-iid");

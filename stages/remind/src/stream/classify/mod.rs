@@ -655,8 +655,8 @@ pub struct Batch {
     pub y: i64,
 }
 
-/// Set to `1`, runs the classification updates' halves on two threads on the CPU too
-/// ([`Learner::preparer`]).
+/// `1`: the classification updates' halves run on two threads on the CPU too; `0`: never,
+/// not even on a GPU ([`Learner::preparer`]).
 pub const OVERLAP_ENV: &str = "REMIND_OVERLAP";
 
 /// The half of a classification update that does not touch F, for a second thread
@@ -694,12 +694,16 @@ impl Learner for Ctx<'_> {
     type Prepared = Batch;
 
     /// On a GPU (host-bound: BENCHMARKS.md, "On a GPU"); on the CPU every update runs whole
-    /// (its work is arithmetic, which a second thread would only contend for), unless
-    /// [`OVERLAP_ENV`] is `1`: how the tests check, on machines without a GPU, that the
-    /// split update draws and computes exactly what the whole one does.
+    /// (its work is arithmetic, which a second thread would only contend for). [`OVERLAP_ENV`]
+    /// overrides: `1` splits on the CPU too (how the tests check, without a GPU, that the
+    /// split update draws and computes exactly what the whole one does), `0` never splits.
     fn preparer(&self) -> Option<Box<dyn Prepare<Batch> + '_>> {
-        let forced = std::env::var(OVERLAP_ENV).is_ok_and(|v| v == "1");
-        (self.device.is_cuda() || forced).then(|| {
+        let split = match std::env::var(OVERLAP_ENV).as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => self.device.is_cuda(),
+        };
+        split.then(|| {
             Box::new(ClassifyPrep {
                 updater: self.updater(),
                 codes: &self.codes,
