@@ -444,6 +444,15 @@ struct Ran {
     resumed_from: Option<usize>,
 }
 
+/// The buffer slots drawn for one update: `draws` of them, none without a buffer or while
+/// it is empty.
+fn draw_slots(buffer: Option<&ReplayBuffer>, draws: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    match buffer {
+        Some(b) if draws > 0 && !b.is_empty() => b.sample(draws, rng),
+        _ => Vec::new(),
+    }
+}
+
 fn run_streaming<L: Learner>(
     learner: &L,
     dir: &MethodDir,
@@ -519,10 +528,7 @@ fn run_streaming<L: Learner>(
             let produce = |i: usize| -> Result<(usize, L::Prepared)> {
                 let pos = first + i;
                 let item = plan.items[pos];
-                let slots = match buffer.as_ref() {
-                    Some(b) if draws > 0 && !b.is_empty() => b.sample(draws, rng),
-                    _ => Vec::new(),
-                };
+                let slots = draw_slots(buffer.as_ref(), draws, rng);
                 let replay = buffer.as_ref().map(|b| Replay {
                     buffer: b,
                     slots: &slots,
@@ -560,10 +566,7 @@ fn run_streaming<L: Learner>(
             let t = Instant::now();
             let item = plan.items[pos];
             let State { net, buffer, rng } = &mut state;
-            let slots = match buffer.as_ref() {
-                Some(b) if draws > 0 && !b.is_empty() => b.sample(draws, rng),
-                _ => Vec::new(),
-            };
+            let slots = draw_slots(buffer.as_ref(), draws, rng);
             let replay = buffer.as_ref().map(|b| Replay {
                 buffer: b,
                 slots: &slots,
