@@ -26,7 +26,9 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 use crate::artifact::atomic::write_bytes;
-use crate::backbone::features::{decode_image, normalise_images_with, InputNorm};
+use crate::backbone::features::{
+    decode_image, normalise_images_for_training, normalise_images_with, InputNorm,
+};
 use crate::data::images::labels::{Items, LabelSet};
 use crate::models::tools::weights_metadata;
 use crate::models::{save_weights, Arch, ResNet, ResNetConfig, Stem};
@@ -371,7 +373,7 @@ pub fn train_classifier(
                 opt.set_momentum(m);
             }
             let idx = Tensor::from_slice(chunk);
-            let x = normalise_images_with(
+            let x = normalise_images_for_training(
                 &train.pixels.index_select(0, &idx).to_device(device),
                 &cfg.input_norm,
             );

@@ -156,6 +156,16 @@ pub fn normalise_images_with(pixels: &Tensor, norm: &InputNorm) -> Tensor {
     (x - InputNorm::stat(&norm.mean, device)) / InputNorm::stat(&norm.std, device)
 }
 
+/// [`normalise_images_with`], laid out NCHW-contiguous: the input of a network that is
+/// trained on it (backward passes). [`normalise_images_with`] returns a permuted view,
+/// which libtorch takes as channels-last; oneDNN 1x1 strided convolutions' weight gradient
+/// on channels-last input writes past its buffers on AVX2-only CPUs (libtorch 2.13, AMD
+/// EPYC without AVX-512: heap corruption, crashes, runs that differ under the same seed;
+/// PyTorch's own channels-last training does the same there). One copy of the batch.
+pub fn normalise_images_for_training(pixels: &Tensor, norm: &InputNorm) -> Tensor {
+    normalise_images_with(pixels, norm).contiguous()
+}
+
 /// [`normalise_images_with`] ImageNet's statistics.
 pub fn normalise_images(pixels: &Tensor) -> Tensor {
     normalise_images_with(pixels, &InputNorm::default())

@@ -56,7 +56,9 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::artifact::atomic::write_bytes;
 use crate::artifact::weights::file_sha256;
 use crate::artifact::Producer;
-use crate::backbone::features::{decode_image, normalise_images};
+use crate::backbone::features::{
+    decode_image, normalise_images, normalise_images_for_training, InputNorm,
+};
 use crate::models::{save_weights, Arch, Cut, ResNet, ResNetConfig, Stem};
 use crate::run::{config_hash, Precision, Progress};
 use metrics::{mean_defined, roc_auc};
@@ -463,7 +465,8 @@ pub fn train_backbone(
             opt.set_lr(lr);
             let losses = guarded(|| {
                 let (pixels, labels, counts) = data.rows(chunk);
-                let mut x = normalise_images(&pixels.to_device(device));
+                let mut x =
+                    normalise_images_for_training(&pixels.to_device(device), &InputNorm::default());
                 if flips.iter().any(|&f| f) {
                     let mask = Tensor::from_slice(&flips)
                         .view([-1, 1, 1, 1])
