@@ -123,6 +123,22 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         report["best_val_top1"].as_f64().unwrap() > 0.8,
         "the base classes are easy to tell apart: {report}"
     );
+    // Base training is deterministic: the same seed writes the same weights (on AVX2-only
+    // CPUs channels-last input made oneDNN corrupt memory here: runs differed or crashed).
+    let again = run.p("base-again/weights.safetensors");
+    run_ok(
+        run.cmd("remind-train-classifier")
+            .arg("--labels")
+            .arg(run.p("data/labels.parquet"))
+            .arg("--out")
+            .arg(&again)
+            .args(["--threads", "1"]),
+    );
+    assert!(
+        std::fs::read(&again).unwrap()
+            == std::fs::read(run.p("base/weights.safetensors")).unwrap(),
+        "the same seed trained different base weights"
+    );
 
     let out = run.p("stream");
     for method in ["remind", "finetune", "offline"] {
@@ -147,7 +163,24 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     // the same arithmetic, so the same probabilities, buffer, generator position and
     // weights at every boundary.
     let split = run.p("stream-split");
+    let err = run_fail(run.train("remind", &split).env("REMIND_OVERLAP", "yes"));
+    assert!(
+        err.contains("REMIND_OVERLAP must be 1") && err.contains("\"yes\""),
+        "{err}"
+    );
+    assert!(
+        !split.join("remind").exists(),
+        "nothing written when refused"
+    );
     run_ok(run.train("remind", &split).env("REMIND_OVERLAP", "1"));
+    let two_threads = |dir: &Path| {
+        let done: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("remind/complete.json")).unwrap())
+                .unwrap();
+        done["update_rate"]["two_threads"].clone()
+    };
+    assert_eq!(two_threads(&split), true);
+    assert_eq!(two_threads(&out), false, "whole on the CPU by default");
     for k in 0..3 {
         assert!(
             probabilities(&split, "remind", k) == probabilities(&out, "remind", k),

@@ -4,6 +4,7 @@
 // same per-region weight-cast cache, fp32 master weights left untouched.
 #include <ATen/autocast_mode.h>
 #include <ATen/detail/CUDAHooksInterface.h>
+#include <c10/core/DeviceGuard.h>
 
 namespace {
 c10::DeviceType device_of(int cuda) { return cuda ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
@@ -37,12 +38,17 @@ int remind_autocast_exit() {
   return left;
 }
 
-// Whether the current CUDA device computes bf16 natively (compute capability 8.0 or later:
-// Ampere's tensor cores on), as libtorch's CUDA hooks report it; 0 when not or when no
-// CUDA backend is loaded, -1 when libtorch threw.
-int remind_cuda_bf16_native() {
+// Whether CUDA device `index` computes bf16 natively (compute capability 8.0 or later:
+// Ampere's tensor cores on), as libtorch's CUDA hooks report it: 1 when it does, 0 when the
+// card is older, 2 when this libtorch has no cuDNN (the hooks cannot tell then), -1 when
+// libtorch threw (e.g. no such device).
+int remind_cuda_bf16_native(int index) {
   try {
-    return at::detail::getCUDAHooks().supportsBFloat16ConvolutionWithCuDNNv8() ? 1 : 0;
+    auto& hooks = at::detail::getCUDAHooks();
+    if (!hooks.hasCuDNN()) return 2;
+    // The hooks ask the current device: make it `index` for the call.
+    c10::DeviceGuard guard(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index)));
+    return hooks.supportsBFloat16ConvolutionWithCuDNNv8() ? 1 : 0;
   } catch (...) {
     return -1;
   }

@@ -150,7 +150,7 @@ fn pq_checks(device: Device, n: i64, out: &mut Vec<Check>) -> Result<()> {
     let items = &Vec::<u8>::try_from(&codes_cpu.narrow(0, 0, 49 * 100).view([-1]))?;
     let decode = |pq: &ProductQuantizer| {
         Decoder {
-            pq,
+            pq: pq.decode_view(),
             code_shape: [7, 7, pq.num_subspaces()],
             device,
             l2_normalize: true,

@@ -120,12 +120,41 @@ fn chunk_rows(m: usize, ksub: usize) -> i64 {
     (budget / (4 * m * ksub)).clamp(256, 16384) as i64
 }
 
-// SAFETY: a quantizer's tensors are written once, when it is built, and only read after:
-// no method takes `&mut self` or changes a tensor in place. libtorch tensors may be read
-// from several threads at once (reference counts are atomic; reading ops allocate their
-// own outputs), which is all that sharing `&ProductQuantizer` allows (the stream's decoder
-// on a second thread, `stream::overlap`).
-unsafe impl Sync for ProductQuantizer {}
+/// A quantizer lent for decoding only, which may be shared across threads (the stream's
+/// decoder on a second thread, `stream::overlap`): a plain `&ProductQuantizer` may not,
+/// since its public tensors could be shallow-cloned and written in place.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeView<'a>(&'a ProductQuantizer);
+
+// SAFETY: a quantizer's tensors are written once, when it is built, and only read after (no
+// method takes `&mut self` or changes a tensor in place), and this view exposes only the
+// decoding methods, which read the centroids and rotation and allocate their own outputs.
+// libtorch tensors may be read from several threads at once (atomic reference counts).
+unsafe impl Send for DecodeView<'_> {}
+// SAFETY: as for `Send` above: shared, the view only reads.
+unsafe impl Sync for DecodeView<'_> {}
+
+impl DecodeView<'_> {
+    /// d: the decoded vectors' dimension.
+    pub fn dim(&self) -> usize {
+        self.0.dim()
+    }
+    /// M: codes per vector.
+    pub fn num_subspaces(&self) -> usize {
+        self.0.num_subspaces()
+    }
+    pub fn device(&self) -> Device {
+        self.0.device()
+    }
+    /// [`ProductQuantizer::decode`].
+    pub fn decode(&self, codes: &Tensor) -> Result<Tensor> {
+        self.0.decode(codes)
+    }
+    /// [`ProductQuantizer::decode_into`].
+    pub fn decode_into(&self, codes: &[u8], out: &mut [f32]) -> Result<()> {
+        self.0.decode_into(codes, out)
+    }
+}
 
 impl ProductQuantizer {
     /// Builds a quantizer from `[M, K, d/M]` centroids.
@@ -260,6 +289,10 @@ impl ProductQuantizer {
     }
     pub fn device(&self) -> Device {
         self.centroids.device()
+    }
+    /// This quantizer for decoding only, shareable across threads.
+    pub fn decode_view(&self) -> DecodeView<'_> {
+        DecodeView(self)
     }
     /// `[M, K, d/M]` centroids.
     pub fn centroids(&self) -> &Tensor {

@@ -35,7 +35,7 @@ extern "C" {
     fn remind_autocast_bf16(cuda: i32, enabled: i32) -> i32;
     fn remind_autocast_enter() -> i32;
     fn remind_autocast_exit() -> i32;
-    fn remind_cuda_bf16_native() -> i32;
+    fn remind_cuda_bf16_native(index: i32) -> i32;
 }
 
 /// An autocast region on the calling thread (autocast state is thread-local); leaving it
@@ -136,14 +136,26 @@ impl Precision {
             return Ok(());
         }
         if device.is_cuda() {
+            let index = match device {
+                Device::Cuda(i) => i32::try_from(i).unwrap_or(i32::MAX),
+                _ => 0,
+            };
             // SAFETY: a plain C function of csrc/autocast.cpp that catches every C++
-            // exception; it only queries the current device's properties.
-            if unsafe { remind_cuda_bf16_native() } != 1 {
-                bail!(
-                    "{what}: bf16 refused on {device:?}: the card has no native bf16 (expected \
-                     compute capability 8.0 or later, Ampere's tensor cores; found an older \
-                     card), so libtorch would emulate it; use fp32 there"
-                );
+            // exception; it only queries the device's properties.
+            let why = match unsafe { remind_cuda_bf16_native(index) } {
+                1 => None,
+                0 => Some(
+                    "the card has no native bf16 (expected compute capability 8.0 or later, \
+                     Ampere's tensor cores; found an older card), so libtorch would emulate it",
+                ),
+                2 => Some(
+                    "this libtorch was built without cuDNN, so whether the card computes bf16 \
+                     natively cannot be told (expected a CUDA build of libtorch with cuDNN)",
+                ),
+                _ => Some("libtorch could not query the card's properties (no such device?)"),
+            };
+            if let Some(why) = why {
+                bail!("{what}: bf16 refused on {device:?}: {why}; use fp32 there");
             }
             let probe = Tensor::ones([8, 8], (Kind::BFloat16, device));
             return match probe.f_matmul(&probe) {

@@ -7,7 +7,7 @@ use tch::{Device, Tensor};
 
 use crate::artifact::TensorDataset;
 use crate::codes::codebook::load_codebook;
-use crate::pq::ProductQuantizer;
+use crate::pq::{DecodeView, ProductQuantizer};
 use crate::run::device::upload;
 
 /// The PQ side of a run: the codebook (on the training device), its hash and the `[H, W, M]`
@@ -75,7 +75,7 @@ impl StreamCodes {
 
     pub fn decoder(&self) -> Decoder<'_> {
         Decoder {
-            pq: &self.pq,
+            pq: self.pq.decode_view(),
             code_shape: self.code_shape,
             device: self.device,
             l2_normalize: self.l2_normalize,
@@ -124,7 +124,7 @@ fn check_code_range(ds: &TensorDataset, nbits: u32, codebook: &Path) -> Result<(
 /// Turns batches of codes into feature-map tensors.
 #[derive(Clone, Copy)]
 pub struct Decoder<'a> {
-    pub pq: &'a ProductQuantizer,
+    pub pq: DecodeView<'a>,
     /// `[H, W, M]` of one item's codes.
     pub code_shape: [usize; 3],
     pub device: Device,
@@ -197,7 +197,7 @@ mod tests {
         let codes: Vec<u8> = (0..2 * 2 * 3 * 2).map(|i| (i * 7 % 4) as u8).collect();
         let decode = |channels_last| {
             Decoder {
-                pq: &pq,
+                pq: pq.decode_view(),
                 code_shape: [2, 3, 2],
                 device: Device::Cpu,
                 l2_normalize: false,

@@ -130,9 +130,10 @@ pub trait Learner {
     fn update(&self, net: &mut Net<Self::Model>, at: Update<'_>) -> Result<Step>;
     /// The half of [`update`](Self::update) that does not touch the network, for a second
     /// thread ([`super::overlap`]), where that pays: on a GPU, whose updates are bound by
-    /// the host issuing kernels. `None` (the default): every update runs whole.
-    fn preparer(&self) -> Option<Box<dyn Prepare<Self::Prepared> + '_>> {
-        None
+    /// the host issuing kernels. `None` (the default): every update runs whole. Errors:
+    /// a setting that chooses it is invalid.
+    fn preparer(&self) -> Result<Option<Box<dyn Prepare<Self::Prepared> + '_>>> {
+        Ok(None)
     }
     /// The other half: the network's step on what [`Prepare::prepare`] made, with the
     /// per-class counters it uses. Called only when [`preparer`](Self::preparer) is `Some`.
@@ -171,8 +172,9 @@ pub trait Prepare<P>: Send + Sync {
     fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])>;
 }
 
-/// A prepared training step ([`Learner::bare_step`]), run again and again to time it.
-pub type BareStep<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+/// A prepared training step ([`Learner::bare_step`]), run again and again to time it;
+/// returns its loss, detached and not read (reading it would wait for a GPU every step).
+pub type BareStep<'a> = Box<dyn FnMut() -> Result<Tensor> + 'a>;
 
 /// Where a run starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,6 +202,8 @@ pub struct UpdateRate {
     pub updates_per_s: f64,
     pub floor_updates_per_s: f64,
     pub update_over_floor: f64,
+    /// The update's halves ran on two threads ([`Learner::preparer`]).
+    pub two_threads: bool,
 }
 
 /// Steps of the floor measurement.
@@ -463,6 +467,8 @@ fn run_streaming<L: Learner>(
     let spec = learner.spec();
     let plan = &spec.plan;
     let points = plan.boundaries.len();
+    // First: a bad setting is refused before anything is trained or written.
+    let preparer = learner.preparer()?;
     let mut state = State {
         net: learner.fresh()?,
         buffer: match method {
@@ -516,7 +522,6 @@ fn run_streaming<L: Learner>(
     let (mut updates, mut seconds, mut batch) = (0usize, 0.0f64, 0usize);
     let mut watch = LossWatch::default();
     let describe = |item: usize| learner.describe(item);
-    let preparer = learner.preparer();
     for k in start..points {
         let segment = plan.boundaries[k - 1]..plan.boundaries[k];
         if let Some(prep) = preparer.as_deref() {
@@ -628,6 +633,7 @@ fn run_streaming<L: Learner>(
         updates_per_s: 1.0 / per_update,
         floor_updates_per_s: 1.0 / floor,
         update_over_floor: floor / per_update,
+        two_threads: preparer.is_some(),
     };
     eprintln!(
         "stream-train[{}]: {:.1} updates/s over {} updates of batch {}; bare forward+backward+step on a prepared batch: {:.1}/s (ratio {:.3})",
@@ -646,11 +652,15 @@ fn floor_seconds<L: Learner>(learner: &L, batch: usize) -> Result<f64> {
     let mut net = learner.fresh()?;
     let items = &learner.spec().plan.items;
     let mut step = learner.bare_step(&mut net, &items[..batch.min(items.len())])?;
-    step()?;
+    let _ = step()?.double_value(&[]);
     let t = Instant::now();
+    let mut loss = Tensor::new();
     for _ in 0..FLOOR_STEPS {
-        step()?;
+        loss = step()?;
     }
+    // Reading the last loss waits for every queued step (a GPU's); its value is not
+    // checked (the floor times a fresh network, whatever it learns).
+    let _ = loss.double_value(&[]);
     Ok(t.elapsed().as_secs_f64() / FLOOR_STEPS as f64)
 }
 

@@ -33,23 +33,40 @@ pub fn overlapped<P: Send>(
                 }
             }
         });
-        let mut outcome = Ok(());
+        let (mut outcome, mut producer_gone) = (Ok(()), false);
         for i in 0..n {
-            let next = rx
-                .recv()
-                .map_err(|_| anyhow!("the preparing thread stopped early"))
-                .and_then(|p| p);
+            let Ok(next) = rx.recv() else {
+                producer_gone = true;
+                break;
+            };
             if let Err(e) = next.and_then(|p| consume(i, p)) {
                 outcome = Err(e);
                 break;
             }
         }
         drop(rx);
-        if producer.join().is_err() && outcome.is_ok() {
-            outcome = Err(anyhow!("the preparing thread panicked"));
+        match producer.join() {
+            // The consumer's own failure comes first; a panic is the cause otherwise.
+            Err(payload) if outcome.is_ok() => {
+                outcome = Err(anyhow!(
+                    "the preparing thread panicked: {}",
+                    panic_message(payload.as_ref())
+                ))
+            }
+            Ok(()) if producer_gone => outcome = Err(anyhow!("the preparing thread stopped early")),
+            _ => {}
         }
         outcome
     })
+}
+
+/// The text a panic was raised with (`panic!` with a message or a format string).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 #[cfg(test)]
@@ -109,5 +126,25 @@ mod tests {
         assert_eq!(err.to_string(), "step 5 failed");
         // The producer stops within `ahead` + 2 items of the failed step.
         assert!(*made.get_mut() <= 10, "{}", made.get_mut());
+    }
+
+    #[test]
+    fn a_producer_panic_is_reported_with_its_message() {
+        let err = overlapped(
+            10,
+            2,
+            |i| {
+                if i == 4 {
+                    panic!("codes of item {i} out of range");
+                }
+                Ok(i)
+            },
+            |_, _| Ok(()),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the preparing thread panicked: codes of item 4 out of range"
+        );
     }
 }

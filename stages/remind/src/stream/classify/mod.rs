@@ -697,20 +697,24 @@ impl Learner for Ctx<'_> {
     /// (its work is arithmetic, which a second thread would only contend for). [`OVERLAP_ENV`]
     /// overrides: `1` splits on the CPU too (how the tests check, without a GPU, that the
     /// split update draws and computes exactly what the whole one does), `0` never splits.
-    fn preparer(&self) -> Option<Box<dyn Prepare<Batch> + '_>> {
-        let split = match std::env::var(OVERLAP_ENV).as_deref() {
-            Ok("1") => true,
-            Ok("0") => false,
-            _ => self.device.is_cuda(),
+    fn preparer(&self) -> Result<Option<Box<dyn Prepare<Batch> + '_>>> {
+        let split = match std::env::var(OVERLAP_ENV) {
+            Err(std::env::VarError::NotPresent) => self.device.is_cuda(),
+            Ok(v) if v == "1" => true,
+            Ok(v) if v == "0" => false,
+            Ok(v) => bail!(
+                "{OVERLAP_ENV} must be 1 (split the update on two threads) or 0 (never), found {v:?}; unset it for the default (split on a GPU only)"
+            ),
+            Err(e) => bail!("{OVERLAP_ENV} is not valid text: {e}"),
         };
-        split.then(|| {
+        Ok(split.then(|| {
             Box::new(ClassifyPrep {
                 updater: self.updater(),
                 codes: &self.codes,
                 train_rows: &self.train_rows,
                 train: &self.set.train,
             }) as Box<dyn Prepare<Batch> + '_>
-        })
+        }))
     }
 
     fn train(&self, net: &mut Net<ResNet>, prepared: Batch) -> Result<Step> {
@@ -895,8 +899,7 @@ impl Learner for Ctx<'_> {
                 .forward(self.device, &x, |x| net.model.forward_t(x, true))
                 .cross_entropy_for_logits(&y);
             net.opt.backward_step(&loss, lr);
-            let _ = loss.double_value(&[]);
-            Ok(())
+            Ok(loss.detach())
         }))
     }
 }

@@ -621,8 +621,7 @@ impl Learner for Ctx<'_> {
             })?;
             let loss = logits.cross_entropy_for_logits(&target);
             net.opt.backward_step(&loss, self.s.lr);
-            let _ = loss.double_value(&[]);
-            Ok(())
+            Ok(loss.detach())
         }))
     }
 }
