@@ -40,11 +40,13 @@ int remind_autocast_exit() {
 
 // Whether CUDA device `index` computes bf16 natively (compute capability 8.0 or later:
 // Ampere's tensor cores on), as libtorch's CUDA hooks report it: 1 when it does, 0 when the
-// card is older, 2 when this libtorch has no cuDNN (the hooks cannot tell then), -1 when
-// libtorch threw (e.g. no such device).
+// card is older, 2 when this libtorch has no cuDNN (the hooks cannot tell then), 3 when no
+// CUDA backend is loaded, 4 when there is no such device, -1 when libtorch threw.
 int remind_cuda_bf16_native(int index) {
   try {
     auto& hooks = at::detail::getCUDAHooks();
+    if (!hooks.hasCUDA()) return 3;
+    if (index < 0 || index >= hooks.getNumGPUs()) return 4;
     if (!hooks.hasCuDNN()) return 2;
     // The hooks ask the current device: make it `index` for the call.
     c10::DeviceGuard guard(c10::Device(c10::DeviceType::CUDA, static_cast<c10::DeviceIndex>(index)));

@@ -126,10 +126,13 @@ fn chunk_rows(m: usize, ksub: usize) -> i64 {
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeView<'a>(&'a ProductQuantizer);
 
-// SAFETY: a quantizer's tensors are written once, when it is built, and only read after (no
-// method takes `&mut self` or changes a tensor in place), and this view exposes only the
-// decoding methods, which read the centroids and rotation and allocate their own outputs.
-// libtorch tensors may be read from several threads at once (atomic reference counts).
+// SAFETY: a quantizer owns its tensors' storage (its constructors copy what they are given)
+// and writes them only while it is built; after that no method takes `&mut self` or
+// changes a tensor in place, and the tensors are reachable only inside this crate
+// (`centroids()`, `rotation()` are `pub(crate)`), where nothing writes them. This view
+// exposes only the decoding methods, which read the centroids and rotation and allocate
+// their own outputs; libtorch tensors may be read from several threads at once (atomic
+// reference counts).
 unsafe impl Send for DecodeView<'_> {}
 // SAFETY: as for `Send` above: shared, the view only reads.
 unsafe impl Sync for DecodeView<'_> {}
@@ -173,7 +176,9 @@ impl ProductQuantizer {
             centroids.isfinite().all().int64_value(&[]) == 1,
             "centroids contain NaN or Inf"
         );
-        let centroids = centroids.to_kind(Kind::Float).contiguous();
+        // A copy: no handle the caller keeps can write the quantizer's storage
+        // (`DecodeView`'s safety).
+        let centroids = centroids.to_kind(Kind::Float).contiguous().copy();
         let norms = centroids
             .square()
             .sum_dim_intlist([-1i64].as_slice(), false, Kind::Float)
@@ -204,7 +209,11 @@ impl ProductQuantizer {
             "OPQ rotation must be [{d}, {d}], found {:?}",
             r.size()
         );
-        let r = r.to_kind(Kind::Float).to_device(self.device()).contiguous();
+        let r = r
+            .to_kind(Kind::Float)
+            .to_device(self.device())
+            .contiguous()
+            .copy();
         let eye = Tensor::eye(d, (Kind::Float, self.device()));
         let err = (r.transpose(0, 1).matmul(&r) - eye)
             .abs()
@@ -219,7 +228,7 @@ impl ProductQuantizer {
     }
 
     /// The OPQ rotation, if any.
-    pub fn rotation(&self) -> Option<&Tensor> {
+    pub(crate) fn rotation(&self) -> Option<&Tensor> {
         self.rotation.as_ref()
     }
 
@@ -295,7 +304,7 @@ impl ProductQuantizer {
         DecodeView(self)
     }
     /// `[M, K, d/M]` centroids.
-    pub fn centroids(&self) -> &Tensor {
+    pub(crate) fn centroids(&self) -> &Tensor {
         &self.centroids
     }
 

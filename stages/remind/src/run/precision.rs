@@ -137,7 +137,7 @@ impl Precision {
         }
         if device.is_cuda() {
             let index = match device {
-                Device::Cuda(i) => i32::try_from(i).unwrap_or(i32::MAX),
+                Device::Cuda(i) => i32::try_from(i).unwrap_or(-1),
                 _ => 0,
             };
             // SAFETY: a plain C function of csrc/autocast.cpp that catches every C++
@@ -152,7 +152,9 @@ impl Precision {
                     "this libtorch was built without cuDNN, so whether the card computes bf16 \
                      natively cannot be told (expected a CUDA build of libtorch with cuDNN)",
                 ),
-                _ => Some("libtorch could not query the card's properties (no such device?)"),
+                3 => Some("no CUDA backend is loaded (expected a CUDA build of libtorch)"),
+                4 => Some("there is no such CUDA device"),
+                _ => Some("libtorch could not query the card's properties"),
             };
             if let Some(why) = why {
                 bail!("{what}: bf16 refused on {device:?}: {why}; use fp32 there");

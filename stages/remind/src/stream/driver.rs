@@ -130,10 +130,10 @@ pub trait Learner {
     fn update(&self, net: &mut Net<Self::Model>, at: Update<'_>) -> Result<Step>;
     /// The half of [`update`](Self::update) that does not touch the network, for a second
     /// thread ([`super::overlap`]), where that pays: on a GPU, whose updates are bound by
-    /// the host issuing kernels. `None` (the default): every update runs whole. Errors:
-    /// a setting that chooses it is invalid.
-    fn preparer(&self) -> Result<Option<Box<dyn Prepare<Self::Prepared> + '_>>> {
-        Ok(None)
+    /// the host issuing kernels; `overlap` is the user's choice ([`Overlap`]). `None` (the
+    /// default): every update runs whole.
+    fn preparer(&self, _overlap: Overlap) -> Option<Box<dyn Prepare<Self::Prepared> + '_>> {
+        None
     }
     /// The other half: the network's step on what [`Prepare::prepare`] made, with the
     /// per-class counters it uses. Called only when [`preparer`](Self::preparer) is `Some`.
@@ -170,6 +170,39 @@ pub trait Prepare<P>: Send + Sync {
     fn prepare(&self, item: usize, replay: Option<Replay<'_>>, rng: &mut ChaCha8Rng) -> Result<P>;
     /// Item `item`'s entry in the buffer, as [`Learner::buffer_item`].
     fn buffer_item(&self, item: usize) -> Result<(u64, i64, &[u8])>;
+}
+
+/// The environment variable choosing whether streaming updates run in two halves on two
+/// threads ([`Overlap`]).
+pub const OVERLAP_ENV: &str = "REMIND_OVERLAP";
+
+/// Whether a task's streaming updates run in two halves on two threads
+/// ([`Learner::preparer`]), from [`OVERLAP_ENV`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    /// Unset: where the task finds it pays (classification: on a GPU).
+    Default,
+    /// `1`: split wherever the task can (classification on the CPU too: how the tests
+    /// check, without a GPU, that the split update computes what the whole one does).
+    Always,
+    /// `0`: never.
+    Never,
+}
+
+impl Overlap {
+    /// Reads [`OVERLAP_ENV`]. Errors: any value but `0` or `1`.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var(OVERLAP_ENV) {
+            Err(std::env::VarError::NotPresent) => Ok(Self::Default),
+            Ok(v) if v == "1" => Ok(Self::Always),
+            Ok(v) if v == "0" => Ok(Self::Never),
+            Ok(v) => bail!(
+                "{OVERLAP_ENV} must be 1 (split the update on two threads) or 0 (never), found \
+                 {v:?}; unset it for the default (split on a GPU only)"
+            ),
+            Err(e) => bail!("{OVERLAP_ENV} is not valid text: {e}"),
+        }
+    }
 }
 
 /// A prepared training step ([`Learner::bare_step`]), run again and again to time it;
@@ -218,6 +251,9 @@ pub fn run<L: Learner>(
     resume: Resume,
     extra: serde_json::Value,
 ) -> Result<()> {
+    // A bad setting is refused before anything is trained, written or set aside (read
+    // again where it is used).
+    Overlap::from_env()?;
     let layout = RunLayout::new(out);
     let dir = layout.method(method.name());
     let mut attempt = Attempt::begin(&layout, &dir)?;
@@ -467,8 +503,7 @@ fn run_streaming<L: Learner>(
     let spec = learner.spec();
     let plan = &spec.plan;
     let points = plan.boundaries.len();
-    // First: a bad setting is refused before anything is trained or written.
-    let preparer = learner.preparer()?;
+    let preparer = learner.preparer(Overlap::from_env()?);
     let mut state = State {
         net: learner.fresh()?,
         buffer: match method {

@@ -157,8 +157,8 @@ pub fn normalise_images_with(pixels: &Tensor, norm: &InputNorm) -> Tensor {
 }
 
 /// [`normalise_images_with`], laid out NCHW-contiguous: the input of a network that is
-/// trained on it (backward passes). [`normalise_images_with`] returns a permuted view,
-/// which libtorch takes as channels-last; oneDNN 1x1 strided convolutions' weight gradient
+/// trained on it (backward passes). [`normalise_images_with`] returns a tensor with NHWC
+/// strides (computed from a permuted view), which libtorch takes as channels-last; oneDNN 1x1 strided convolutions' weight gradient
 /// on channels-last input writes past its buffers on AVX2-only CPUs (libtorch 2.13, AMD
 /// EPYC without AVX-512: heap corruption, crashes, runs that differ under the same seed;
 /// PyTorch's own channels-last training does the same there). One copy of the batch.

@@ -41,7 +41,7 @@ use crate::run::{config_hash, Precision, Progress};
 use crate::stream::compute;
 use crate::stream::decode::{Decoder, StreamCodes};
 use crate::stream::driver::{
-    self, BareStep, Learner, Net, Prepare, Replay, Resume, RunSpec, Step, Update,
+    self, BareStep, Learner, Net, Overlap, Prepare, Replay, Resume, RunSpec, Step, Update,
 };
 use crate::stream::layout::MethodDir;
 use crate::stream::offline;
@@ -655,10 +655,6 @@ pub struct Batch {
     pub y: i64,
 }
 
-/// `1`: the classification updates' halves run on two threads on the CPU too; `0`: never,
-/// not even on a GPU ([`Learner::preparer`]).
-pub const OVERLAP_ENV: &str = "REMIND_OVERLAP";
-
 /// The half of a classification update that does not touch F, for a second thread
 /// ([`Learner::preparer`]): borrows only what may be shared across threads.
 struct ClassifyPrep<'a> {
@@ -694,27 +690,22 @@ impl Learner for Ctx<'_> {
     type Prepared = Batch;
 
     /// On a GPU (host-bound: BENCHMARKS.md, "On a GPU"); on the CPU every update runs whole
-    /// (its work is arithmetic, which a second thread would only contend for). [`OVERLAP_ENV`]
-    /// overrides: `1` splits on the CPU too (how the tests check, without a GPU, that the
-    /// split update draws and computes exactly what the whole one does), `0` never splits.
-    fn preparer(&self) -> Result<Option<Box<dyn Prepare<Batch> + '_>>> {
-        let split = match std::env::var(OVERLAP_ENV) {
-            Err(std::env::VarError::NotPresent) => self.device.is_cuda(),
-            Ok(v) if v == "1" => true,
-            Ok(v) if v == "0" => false,
-            Ok(v) => bail!(
-                "{OVERLAP_ENV} must be 1 (split the update on two threads) or 0 (never), found {v:?}; unset it for the default (split on a GPU only)"
-            ),
-            Err(e) => bail!("{OVERLAP_ENV} is not valid text: {e}"),
+    /// (its work is arithmetic, which a second thread would only contend for), unless
+    /// `overlap` says always or never ([`Overlap`]).
+    fn preparer(&self, overlap: Overlap) -> Option<Box<dyn Prepare<Batch> + '_>> {
+        let split = match overlap {
+            Overlap::Default => self.device.is_cuda(),
+            Overlap::Always => true,
+            Overlap::Never => false,
         };
-        Ok(split.then(|| {
+        split.then(|| {
             Box::new(ClassifyPrep {
                 updater: self.updater(),
                 codes: &self.codes,
                 train_rows: &self.train_rows,
                 train: &self.set.train,
             }) as Box<dyn Prepare<Batch> + '_>
-        }))
+        })
     }
 
     fn train(&self, net: &mut Net<ResNet>, prepared: Batch) -> Result<Step> {
