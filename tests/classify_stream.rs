@@ -126,14 +126,7 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     // Base training is deterministic: the same seed writes the same weights (on AVX2-only
     // CPUs channels-last input made oneDNN corrupt memory here: runs differed or crashed).
     let again = run.p("base-again/weights.safetensors");
-    run_ok(
-        run.cmd("remind-train-classifier")
-            .arg("--labels")
-            .arg(run.p("data/labels.parquet"))
-            .arg("--out")
-            .arg(&again)
-            .args(["--threads", "1"]),
-    );
+    run_ok(&mut run.train_classifier(&again));
     // The tensors' bytes after the safetensors header (whose metadata holds the config
     // hash, which names the output path).
     let tensors = |p: &Path| {

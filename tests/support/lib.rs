@@ -257,14 +257,7 @@ impl ClassRun {
     /// `images`, PQ on the base ids, the codes; one thread each.
     pub fn build_after_import(&self, images: &Path) {
         let weights = self.p("base/weights.safetensors");
-        run_ok(
-            self.cmd("remind-train-classifier")
-                .arg("--labels")
-                .arg(self.p("data/labels.parquet"))
-                .arg("--out")
-                .arg(&weights)
-                .args(["--threads", "1"]),
-        );
+        run_ok(&mut self.train_classifier(&weights));
         run_ok(
             self.cmd("remind-extract-features")
                 .arg("--images")
@@ -293,6 +286,17 @@ impl ClassRun {
                 .arg("--out")
                 .arg(self.p("codes")),
         );
+    }
+
+    /// `remind-train-classifier` on the run's label table into `out`, one thread.
+    pub fn train_classifier(&self, out: &Path) -> Command {
+        let mut c = self.cmd("remind-train-classifier");
+        c.arg("--labels")
+            .arg(self.p("data/labels.parquet"))
+            .arg("--out")
+            .arg(out)
+            .args(["--threads", "1"]);
+        c
     }
 
     /// `remind-stream-train` of `method` on the label table `labels` into `out`.
