@@ -1,12 +1,13 @@
 //! Build script of the `remind` library: libtorch's rpath, and the C++ shims compiled
 //! against libtorch's headers (csrc/autocast.cpp: bf16 autocast; csrc/upload.cpp: pinned
-//! uploads to a GPU).
+//! uploads to a GPU; csrc/optim.cpp: multi-tensor optimiser steps).
 include!("rpath.in");
 
 fn main() {
     emit_rpath();
     println!("cargo:rerun-if-changed=csrc/autocast.cpp");
     println!("cargo:rerun-if-changed=csrc/upload.cpp");
+    println!("cargo:rerun-if-changed=csrc/optim.cpp");
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
         panic!("torch-sys did not publish DEP_TCH_LIBTORCH_LIB (libtorch's lib folder)");
     };
@@ -16,6 +17,7 @@ fn main() {
         .std("c++20")
         .file("csrc/autocast.cpp")
         .file("csrc/upload.cpp")
+        .file("csrc/optim.cpp")
         .include(&include)
         .include(include.join("torch/csrc/api/include"))
         .flag_if_supported("-Wno-unused-parameter")

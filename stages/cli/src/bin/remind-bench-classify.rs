@@ -7,7 +7,10 @@
 //! each block is timed between two device synchronisations (a GPU runs the queued work
 //! asynchronously, so one step's wall time means nothing there), and the median block is
 //! reported. On CUDA the bare step is also timed without reading its loss every step
-//! (`floor_queued_*`). Prints one JSON line and a table.
+//! (`floor_queued_*`). REMIND's update is timed with both step arithmetics: the device's
+//! default (`arithmetic`) and the other one (`remind_other_arithmetic_*`): per tensor (the
+//! authors' two cross-entropies and a per-parameter SGD, the CPU's) or multi-tensor (one
+//! gathered mixup loss and a multi-tensor SGD, a GPU's). Prints one JSON line and a table.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -25,6 +28,7 @@ use remind::run::Precision;
 use remind::stream::classify::augment::{
     draw_crop, resize_crops_batched, resize_crops_grouped, Crop,
 };
+use remind::stream::classify::loss::{batch_loss, MixupLoss};
 use remind::stream::classify::{ClassifySettings, Updater};
 use remind::stream::decode::Decoder;
 use remind::stream::divergence::LossWatch;
@@ -85,8 +89,9 @@ fn fresh_f(device: Device, cfg: ResNetConfig, cut: Cut) -> Result<(nn::VarStore,
     Ok((vs, f))
 }
 
-/// REMIND's optimiser over `vs`: SGD with momentum 0.9 and weight decay 1e-5.
-fn remind_sgd(vs: &nn::VarStore) -> Optimizer {
+/// REMIND's optimiser over `vs`: SGD with momentum 0.9 and weight decay 1e-5, stepping
+/// with multi-tensor operations or per tensor.
+fn remind_sgd(vs: &nn::VarStore, multi_tensor: bool) -> Optimizer {
     Optimizer::new(
         vs,
         OptimKind::Sgd {
@@ -94,6 +99,15 @@ fn remind_sgd(vs: &nn::VarStore) -> Optimizer {
             weight_decay: 1e-5,
         },
     )
+    .multi_tensor(multi_tensor)
+}
+
+/// A step arithmetic's name in the JSON (see the module's documentation).
+fn arithmetic_name(loss: MixupLoss) -> &'static str {
+    match loss {
+        MixupLoss::Gathered => "multi_tensor",
+        MixupLoss::TwoCrossEntropies => "per_tensor",
+    }
 }
 
 /// REMIND's real update with its own F, optimiser, counters and buffer: per step, a new
@@ -121,7 +135,7 @@ impl<'a> RemindUpdate<'a> {
         cli: &Cli,
     ) -> Result<Self> {
         let (vs, f) = fresh_f(device, cfg, cut)?;
-        let opt = remind_sgd(&vs);
+        let opt = remind_sgd(&vs, updater.loss == MixupLoss::Gathered);
         Ok(Self {
             updater,
             _vs: vs,
@@ -253,7 +267,21 @@ fn run(cli: &Cli) -> Result<()> {
         l2_normalize: false,
         channels_last: false,
     };
-    let updater = Updater { s: &s, decoder };
+    let arithmetic = MixupLoss::for_device(device);
+    let other = match arithmetic {
+        MixupLoss::Gathered => MixupLoss::TwoCrossEntropies,
+        MixupLoss::TwoCrossEntropies => MixupLoss::Gathered,
+    };
+    let updater = Updater {
+        s: &s,
+        decoder,
+        loss: arithmetic,
+    };
+    let updater_other = Updater {
+        s: &s,
+        decoder,
+        loss: other,
+    };
     // bf16 decodes channels-last, as stream-train does.
     let decoder16 = Decoder {
         channels_last: true,
@@ -262,9 +290,13 @@ fn run(cli: &Cli) -> Result<()> {
     let updater16 = Updater {
         s: &s16,
         decoder: decoder16,
+        loss: arithmetic,
     };
-    // REMIND's F and optimiser, one per precision, each with its own copy of the buffer.
+    // REMIND's F and optimiser, one per precision and arithmetic, each with its own copy
+    // of the buffer.
     let mut remind32 = RemindUpdate::new(&updater, device, cfg, cut, buffer.clone(), cli)?;
+    let mut remind_other =
+        RemindUpdate::new(&updater_other, device, cfg, cut, buffer.clone(), cli)?;
     let mut remind16 = RemindUpdate::new(&updater16, device, cfg, cut, buffer, cli)?;
     // The floor: the same F shape, libtorch's SGD, a prepared batch of r+1 maps; in bf16,
     // the same under autocast (what PyTorch's `torch.autocast` gives a training loop).
@@ -301,10 +333,10 @@ fn run(cli: &Cli) -> Result<()> {
     // The floor's batch through REMIND's own optimiser (written on tensors): separates the
     // optimiser's cost from the rest of the update.
     let (vs3, f3) = fresh_f(device, cfg, cut)?;
-    let mut opt3 = remind_sgd(&vs3);
+    let mut opt3 = remind_sgd(&vs3, arithmetic == MixupLoss::Gathered);
     let mut own_opt_step = || -> Result<()> {
         let loss = f3.forward_t(&x, true).cross_entropy_for_logits(&y);
-        opt3.backward_step(&loss, 0.1);
+        opt3.backward_step(&loss, 0.1)?;
         let _ = loss.double_value(&[]);
         Ok(())
     };
@@ -320,6 +352,7 @@ fn run(cli: &Cli) -> Result<()> {
         }
         own_opt_step()?;
         remind32.step(&mut rng)?;
+        remind_other.step(&mut rng)?;
         if bf16 {
             floor16_step()?;
             remind16.step(&mut rng)?;
@@ -327,7 +360,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let (mut floor, mut ours, mut own) = (Vec::new(), Vec::new(), Vec::new());
     let (mut floor16, mut ours16, mut floor_queued) = (Vec::new(), Vec::new(), Vec::new());
-    let mut ours_whole = Vec::new();
+    let (mut ours_whole, mut ours_other) = (Vec::new(), Vec::new());
     // Seconds per step of one block of `--iters` steps (`f` runs them all), between two
     // synchronisations.
     let block = |f: &mut dyn FnMut() -> Result<()>, into: &mut Vec<f64>| -> Result<()> {
@@ -358,6 +391,10 @@ fn run(cli: &Cli) -> Result<()> {
         }
         time(&mut own_opt_step, &mut own)?;
         block(&mut || remind_block(&mut remind32, &mut rng), &mut ours)?;
+        block(
+            &mut || remind_block(&mut remind_other, &mut rng),
+            &mut ours_other,
+        )?;
         if queued {
             time(&mut || remind32.step(&mut rng), &mut ours_whole)?;
         }
@@ -369,9 +406,11 @@ fn run(cli: &Cli) -> Result<()> {
     // Losses still queued (a GPU reads them in windows): none may have diverged.
     let describe = |_: usize| "the benchmark's item".to_string();
     remind32.watch.check(&describe, "--lr")?;
+    remind_other.watch.check(&describe, "--lr")?;
     remind16.watch.check(&describe, "--lr")?;
     let buffer = remind32.buffer;
     let (fm, om, wm) = (median(&mut floor), median(&mut ours), median(&mut own));
+    let other_m = median(&mut ours_other);
     // Pieces of REMIND's update on their own (median ms, device synchronised): decoding 2r
     // replayed items, and their crops resized per crop size or in one batch.
     let piece = |f: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
@@ -430,12 +469,12 @@ fn run(cli: &Cli) -> Result<()> {
         let _ = upload(&Tensor::from_slice(&labels), device);
         Ok(())
     })?;
-    let yb = y.roll([1], [0]);
+    let y2 = Tensor::cat(&[&y, &y.roll([1], [0])], 0);
     let mixup_loss_step_ms = piece(&mut || {
         let logits = f3.forward_t(&x, true);
-        let loss =
-            logits.cross_entropy_for_logits(&y) * 0.3 + logits.cross_entropy_for_logits(&yb) * 0.7;
-        opt3.backward_step(&loss, 0.1);
+        let w = arithmetic.weights(0.3, n as usize, device);
+        let loss = batch_loss(&logits, &y2, 0.3, w.as_ref());
+        opt3.backward_step(&loss, 0.1)?;
         Ok(())
     })?;
     let json = serde_json::json!({
@@ -451,6 +490,10 @@ fn run(cli: &Cli) -> Result<()> {
         "floor_updates_per_s": 1.0 / fm,
         "remind_updates_per_s": 1.0 / om,
         "remind_over_floor": fm / om,
+        "arithmetic": arithmetic_name(arithmetic),
+        "other_arithmetic": arithmetic_name(other),
+        "remind_other_arithmetic_ms_per_update": 1e3 * other_m,
+        "remind_other_arithmetic_over_floor": fm / other_m,
         "floor_with_own_optimizer_ms": 1e3 * wm,
         "decode_2r_ms": decode_ms,
         "crops_grouped_ms": grouped_ms,
@@ -495,8 +538,20 @@ fn run(cli: &Cli) -> Result<()> {
     }
     println!("{json}");
     eprintln!(
-        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert) | {:.2} |\n| ratio REMIND / floor | {:.3} |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}, crops per size on channels-last maps {grouped16_ms:.3}; bf16 input of 2r maps: NCHW decode + channels-last copy {input_nchw_ms:.3}, channels-last decode {input_nhwc_ms:.3}; sample + gather 2r {sample_gather_ms:.3}, mixup {mixup_ms:.3}, labels upload {labels_upload_ms:.3}, step with mixup's loss and REMIND's optimiser {mixup_loss_step_ms:.3}",
-        h, w, c, cli.replay, tch::get_num_threads(), 1.0 / fm, 1.0 / wm, 1.0 / om, fm / om
+        "| update ({}x{}x{}, r={}, {} threads) | updates/s |\n| --- | --- |\n| bare F step (libtorch SGD, batch {n}) | {:.2} |\n| same batch, REMIND's optimiser | {:.2} |\n| REMIND update (sample 2r, decode, crops, mixup, step, insert), {} | {:.2} |\n| ratio REMIND / floor | {:.3} |\n| REMIND update, {} | {:.2} ({:.3}x the floor) |\n\npieces (ms): decode 2r {decode_ms:.3}, crops per size {grouped_ms:.3}, crops batched {batched_ms:.3}, crops per size on channels-last maps {grouped16_ms:.3}; bf16 input of 2r maps: NCHW decode + channels-last copy {input_nchw_ms:.3}, channels-last decode {input_nhwc_ms:.3}; sample + gather 2r {sample_gather_ms:.3}, mixup {mixup_ms:.3}, labels upload {labels_upload_ms:.3}, step with mixup's loss and REMIND's optimiser {mixup_loss_step_ms:.3}",
+        h,
+        w,
+        c,
+        cli.replay,
+        tch::get_num_threads(),
+        1.0 / fm,
+        1.0 / wm,
+        arithmetic_name(arithmetic),
+        1.0 / om,
+        fm / om,
+        arithmetic_name(other),
+        1.0 / other_m,
+        fm / other_m
     );
     if let (Some(f16), Some(o16)) = (
         json["bf16_floor_per_s"].as_f64(),

@@ -144,10 +144,10 @@ fn bench(cli: &Cli) -> Result<()> {
         match cli.phase {
             Phase::Forward => {}
             Phase::Backward => {
-                opt.zero_grad();
+                opt.zero_grad()?;
                 loss.backward();
             }
-            Phase::Update => opt.backward_step(&loss, 3e-4),
+            Phase::Update => opt.backward_step(&loss, 3e-4)?,
         }
         Ok(f64::try_from(loss)?)
     };

@@ -381,7 +381,7 @@ pub fn train_classifier(
             let y = train.labels.index_select(0, &idx).to_device(device);
             let logits = (cfg.precision).forward(device, &x, |x| net.forward_t(x, true));
             let loss = logits.cross_entropy_for_logits(&y);
-            opt.backward_step(&loss, lr);
+            opt.backward_step(&loss, lr)?;
             let l = loss.double_value(&[]);
             ensure!(
                 l.is_finite(),

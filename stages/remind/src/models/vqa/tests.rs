@@ -305,7 +305,7 @@ fn overfit(kind: ModelKind, input: QuestionInput) -> usize {
     for step in 1..=300 {
         let logits = model.forward_t(&feats, &questions, true).unwrap();
         let loss = logits.cross_entropy_for_logits(&answers);
-        opt.backward_step(&loss, 1e-2);
+        opt.backward_step(&loss, 1e-2).unwrap();
         if step % 10 == 0 {
             let pred = model
                 .forward_t(&feats, &questions, false)

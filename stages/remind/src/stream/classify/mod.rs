@@ -29,6 +29,7 @@ use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Tensor};
 
 pub mod augment;
+pub mod loss;
 pub mod order;
 
 use crate::artifact::weights::read_weights;
@@ -50,6 +51,7 @@ use crate::train::optim::{OptimKind, Optimizer};
 use crate::train::schedule::{lr_at, LrSchedule};
 use crate::train::top1_hits;
 use augment::{draw_lambda, random_resized_crops};
+use loss::{batch_loss, MixupLoss};
 pub use order::{stream_plan, StreamOrder};
 
 /// Config section `classify_stream`.
@@ -230,6 +232,7 @@ impl Ctx<'_> {
         Updater {
             s: self.s,
             decoder: self.run.codes.decoder(),
+            loss: MixupLoss::for_device(self.device),
         }
     }
 }
@@ -500,10 +503,12 @@ fn write_probabilities(
     Ok(())
 }
 
-/// What one streaming update needs besides the model: the settings and the decoder.
+/// What one streaming update needs besides the model: the settings, the decoder and how
+/// the mixed loss is computed ([`MixupLoss::for_device`]).
 pub struct Updater<'a> {
     pub s: &'a ClassifySettings,
     pub decoder: Decoder<'a>,
+    pub loss: MixupLoss,
 }
 
 impl Updater<'_> {
@@ -600,6 +605,7 @@ impl Updater<'_> {
         }
         Ok(Batch {
             targets: upload(&Tensor::from_slice(&ya), device),
+            mix_weights: self.loss.weights(lambda, x.size()[0] as usize, device),
             x,
             lambda,
             y,
@@ -618,6 +624,7 @@ impl Updater<'_> {
         let Batch {
             x,
             targets,
+            mix_weights,
             lambda,
             y,
         } = batch;
@@ -625,17 +632,11 @@ impl Updater<'_> {
         let logits = s
             .precision
             .forward(self.decoder.device, &x, |x| f.forward_t(x, true));
-        let loss = if lambda < 1.0 {
-            let n = x.size()[0];
-            logits.cross_entropy_for_logits(&targets.narrow(0, 0, n)) * lambda
-                + logits.cross_entropy_for_logits(&targets.narrow(0, n, n)) * (1.0 - lambda)
-        } else {
-            logits.cross_entropy_for_logits(&targets)
-        };
+        let loss = batch_loss(&logits, &targets, lambda, mix_weights.as_ref());
         let counter = &mut counters[y as usize];
         let lr = s.lr.rate(*counter);
         *counter += 1;
-        opt.backward_step(&loss, lr);
+        opt.backward_step(&loss, lr)?;
         Ok(Step {
             loss: loss.detach(),
             batch: x.size()[0] as usize,
@@ -649,6 +650,8 @@ pub struct Batch {
     pub x: Tensor,
     /// `[B]` labels, or `[2B]` with mixup (both label sets of the mixed pairs).
     pub targets: Tensor,
+    /// The label sets' weights of the gathered mixup loss ([`MixupLoss::weights`]).
+    pub mix_weights: Option<Tensor>,
     /// Mixup's weight of the first label set (1: no mixup).
     pub lambda: f64,
     /// The new item's class (its learning-rate counter).
@@ -831,7 +834,7 @@ impl Learner for Ctx<'_> {
                     }
                     None => lr_at(step, total, self.s.offline_lr),
                 };
-                net.opt.backward_step(&loss, lr);
+                net.opt.backward_step(&loss, lr)?;
                 compute::count_step(chunk.len());
                 correct += top1_hits(&logits, &y);
                 step += 1;
@@ -889,7 +892,7 @@ impl Learner for Ctx<'_> {
             let loss = (self.s.precision)
                 .forward(self.device, &x, |x| net.model.forward_t(x, true))
                 .cross_entropy_for_logits(&y);
-            net.opt.backward_step(&loss, lr);
+            net.opt.backward_step(&loss, lr)?;
             Ok(loss.detach())
         }))
     }

@@ -374,7 +374,7 @@ fn step(
     lr: f64,
 ) -> Result<Tensor> {
     let loss = loss(ctx, &net.model, idx, codes, dropout_seed)?;
-    net.opt.backward_step(&loss, lr);
+    net.opt.backward_step(&loss, lr)?;
     Ok(loss.detach())
 }
 
@@ -620,7 +620,7 @@ impl Learner for Ctx<'_> {
                 net.model.forward_t(x, &questions.view(), true)
             })?;
             let loss = logits.cross_entropy_for_logits(&target);
-            net.opt.backward_step(&loss, self.s.lr);
+            net.opt.backward_step(&loss, self.s.lr)?;
             Ok(loss.detach())
         }))
     }
