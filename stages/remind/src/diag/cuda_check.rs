@@ -19,7 +19,9 @@ use tch::{Device, Kind, Tensor};
 use crate::models::vqa::{ModelConfig, ModelKind, QuestionInput, Questions, VqaModel};
 use crate::models::{Arch, Cut, ResNet, ResNetConfig, Stem};
 use crate::pq::{PqParams, ProductQuantizer};
+use crate::stream::classify::loss::{batch_loss, MixupLoss};
 use crate::stream::decode::Decoder;
+use crate::train::optim::{OptimKind, Optimizer};
 
 /// One comparison.
 #[derive(Debug, Clone, Serialize)]
@@ -349,6 +351,55 @@ fn classifier_checks(device: Device, limit: f64, out: &mut Vec<Check>) -> Result
         limit,
         "eval-mode logits after one SGD step (momentum 0.9, lr 0.1) on each device",
     );
+    let arithmetic = MixupLoss::for_device(device);
+    remind_step_check(device, arithmetic, cfg, cut, &x, limit, out)
+}
+
+/// REMIND's step as `device` computes it with `arithmetic` (on a GPU the gathered mixup
+/// loss and multi-tensor SGD: [`MixupLoss::for_device`]) against the CPU's (the authors'
+/// two cross-entropies, per-tensor SGD): three mixed steps from the same weights, then the
+/// eval-mode logits.
+fn remind_step_check(
+    device: Device,
+    arithmetic: MixupLoss,
+    cfg: ResNetConfig,
+    cut: Cut,
+    x: &Tensor,
+    limit: f64,
+    out: &mut Vec<Check>,
+) -> Result<()> {
+    let vs_cpu = VarStore::new(Device::Cpu);
+    let f_cpu = ResNet::f(&vs_cpu.root(), cfg, cut)?;
+    let mut vs_gpu = VarStore::new(device);
+    let f_gpu = ResNet::f(&vs_gpu.root(), cfg, cut)?;
+    copy_store(&vs_cpu, &mut vs_gpu)?;
+    let n = x.size()[0];
+    let targets = Tensor::randint(cfg.num_classes, [2 * n], (Kind::Int64, Device::Cpu));
+    let sgd = OptimKind::Sgd {
+        momentum: 0.9,
+        weight_decay: 1e-5,
+    };
+    let train = |vs: &VarStore, f: &ResNet, dev: Device, how: MixupLoss| -> Result<Tensor> {
+        let multi_tensor = how == MixupLoss::Gathered;
+        let mut opt = Optimizer::new(vs, sgd).multi_tensor(multi_tensor);
+        let (x, targets) = (x.to_device(dev), targets.to_device(dev));
+        for lambda in [0.3, 0.8, 0.55] {
+            let w = how.weights(lambda, n as usize, dev);
+            let loss = batch_loss(&f.forward_t(&x, true), &targets, lambda, w.as_ref());
+            opt.backward_step(&loss, 0.05)?;
+        }
+        Ok(tch::no_grad(|| f.forward_t(&x, false)))
+    };
+    let cpu = train(&vs_cpu, &f_cpu, Device::Cpu, MixupLoss::TwoCrossEntropies)?;
+    let gpu = train(&vs_gpu, &f_gpu, device, arithmetic)?;
+    check(
+        out,
+        "classify.remind_step.logits_rel_diff",
+        rel_diff(&cpu, &gpu),
+        limit,
+        "eval-mode logits after three of REMIND's mixed steps, each device's arithmetic \
+         (a GPU: gathered mixup loss, multi-tensor SGD)",
+    );
     Ok(())
 }
 
@@ -363,10 +414,27 @@ mod tests {
         let _rng = crate::testing::tch_rng_lock();
         assert!(cuda_check(Device::Cpu).is_err());
         let checks = compare_devices(Device::Cpu, 3_000, 0.0).unwrap();
-        assert_eq!(checks.len(), 13);
+        assert_eq!(checks.len(), 14);
         for c in &checks {
             assert!(c.ok, "{c:?}");
             assert!(c.name.ends_with("mse_ratio") || c.value == 0.0, "{c:?}");
         }
+    }
+
+    /// The REMIND-step check tells the two arithmetics apart on the CPU (a difference of
+    /// rounding, not zero) and holds them within a tight limit.
+    #[test]
+    fn remind_step_check_compares_the_gpu_arithmetic() {
+        let _rng = crate::testing::tch_rng_lock();
+        tch::manual_seed(2);
+        let mut cfg = ResNetConfig::new(Arch::ResNet18, 8, Stem::ImageNet);
+        cfg.num_classes = 20;
+        let cut: Cut = "layer4.0".parse().unwrap();
+        let c = cfg.channels_after(cut).unwrap();
+        let x = Tensor::randn([9, c, 4, 4], (Kind::Float, Device::Cpu)).relu();
+        let mut out = Vec::new();
+        let gathered = MixupLoss::Gathered;
+        remind_step_check(Device::Cpu, gathered, cfg, cut, &x, 1e-4, &mut out).unwrap();
+        assert!(out[0].ok && out[0].value > 0.0, "{:?}", out[0]);
     }
 }
