@@ -16,7 +16,14 @@ namespace {
 thread_local std::string last_error;
 
 int failed(const std::exception& e) {
-  last_error = e.what();
+  // libtorch's errors carry a C++ stack trace in what(): keep the message only.
+  auto c10_error = dynamic_cast<const c10::Error*>(&e);
+  last_error = c10_error != nullptr ? c10_error->what_without_backtrace() : e.what();
+  return -1;
+}
+
+int failed_unknown() {
+  last_error = "an exception that is not a std::exception";
   return -1;
 }
 
@@ -61,6 +68,8 @@ int remind_sgd_foreach(const at::Tensor* const* params, const at::Tensor* const*
     return 0;
   } catch (const std::exception& e) {
     return failed(e);
+  } catch (...) {
+    return failed_unknown();
   }
 }
 
@@ -89,6 +98,8 @@ int remind_adamax_foreach(const at::Tensor* const* params, const at::Tensor* con
     return 0;
   } catch (const std::exception& e) {
     return failed(e);
+  } catch (...) {
+    return failed_unknown();
   }
 }
 
@@ -101,6 +112,8 @@ int remind_foreach_zero(const at::Tensor* const* ts, int n) {
     return 0;
   } catch (const std::exception& e) {
     return failed(e);
+  } catch (...) {
+    return failed_unknown();
   }
 }
 

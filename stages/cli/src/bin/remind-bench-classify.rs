@@ -451,8 +451,8 @@ fn run(cli: &Cli) -> Result<()> {
     let grouped16_ms = piece(&mut || resize_crops_grouped(&maps16, &crops).map(|_| ()))?;
     // The rest of the update, piece by piece: drawing 2r slots and gathering their codes
     // (host only), mixing the 2r maps into r, uploading both label sets, and the step on
-    // the floor's batch with REMIND's loss (mixup's two weighted cross-entropies) and
-    // optimiser.
+    // the floor's batch with REMIND's mixup loss and optimiser in the device's arithmetic
+    // (the gathered loss's weights made beforehand, as the preparing thread makes them).
     let sample_gather_ms = piece(&mut || {
         let slots = buffer.sample(2 * cli.replay, &mut rng);
         buffer.gather(&slots, &mut gathered);
@@ -470,10 +470,10 @@ fn run(cli: &Cli) -> Result<()> {
         Ok(())
     })?;
     let y2 = Tensor::cat(&[&y, &y.roll([1], [0])], 0);
+    let mix_weights = arithmetic.weights(0.3, n as usize, device);
     let mixup_loss_step_ms = piece(&mut || {
         let logits = f3.forward_t(&x, true);
-        let w = arithmetic.weights(0.3, n as usize, device);
-        let loss = batch_loss(&logits, &y2, 0.3, w.as_ref());
+        let loss = batch_loss(&logits, &y2, 0.3, mix_weights.as_ref());
         opt3.backward_step(&loss, 0.1)?;
         Ok(())
     })?;

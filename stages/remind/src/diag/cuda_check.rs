@@ -80,7 +80,7 @@ fn compare_devices(device: Device, pq_vectors: i64, net_limit: f64) -> Result<Ve
     let mut out = Vec::new();
     tch::no_grad(|| pq_checks(device, pq_vectors, &mut out))?;
     for kind in [ModelKind::SMac, ModelKind::UpDown] {
-        vqa_checks(kind, device, net_limit, &mut out)?;
+        vqa_checks(kind, device, device.is_cuda(), net_limit, &mut out)?;
     }
     classifier_checks(device, net_limit, &mut out)?;
     Ok(out)
@@ -226,7 +226,16 @@ fn worst_grad(a: &VarStore, b: &VarStore) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn vqa_checks(kind: ModelKind, device: Device, limit: f64, out: &mut Vec<Check>) -> Result<()> {
+/// A VQA model on `device` against the CPU: eval logits, gradients, and three Adamax steps
+/// (`multi_tensor`: the device's optimiser steps with multi-tensor operations, as on a
+/// GPU; the CPU's per tensor).
+fn vqa_checks(
+    kind: ModelKind,
+    device: Device,
+    multi_tensor: bool,
+    limit: f64,
+    out: &mut Vec<Check>,
+) -> Result<()> {
     let cfg = ModelConfig {
         kind,
         in_channels: 64,
@@ -289,6 +298,28 @@ fn vqa_checks(kind: ModelKind, device: Device, limit: f64, out: &mut Vec<Check>)
         worst_grad(&vs_cpu, &vs_gpu),
         limit,
         "gradients of the training loss, worst variable (relative norm)",
+    );
+    // Adamax from these gradients, then two more steps: the updated models stay together.
+    let mut opt_cpu = Optimizer::new(&vs_cpu, OptimKind::adamax()).multi_tensor(false);
+    let mut opt_gpu = Optimizer::new(&vs_gpu, OptimKind::adamax()).multi_tensor(multi_tensor);
+    let ag = answers.to_device(device);
+    opt_cpu.step(1e-3)?;
+    opt_gpu.step(1e-3)?;
+    for _ in 0..2 {
+        let l = cpu_model.forward_t(&feats, &q_cpu, true)?;
+        opt_cpu.backward_step(&l.cross_entropy_for_logits(&answers), 1e-3)?;
+        let l = gpu_model.forward_t(&fg, &q_gpu, true)?;
+        opt_gpu.backward_step(&l.cross_entropy_for_logits(&ag), 1e-3)?;
+    }
+    let eval_cpu = tch::no_grad(|| cpu_model.forward_t(&feats, &q_cpu, false))?;
+    let eval_gpu = tch::no_grad(|| gpu_model.forward_t(&fg, &q_gpu, false))?;
+    check(
+        out,
+        &format!("vqa.{name}.after_adamax_logits_rel_diff"),
+        rel_diff(&eval_cpu, &eval_gpu),
+        limit,
+        "eval-mode answer logits after three Adamax steps (lr 1e-3), each device's \
+         optimiser (a GPU's multi-tensor)",
     );
     Ok(())
 }
@@ -414,7 +445,7 @@ mod tests {
         let _rng = crate::testing::tch_rng_lock();
         assert!(cuda_check(Device::Cpu).is_err());
         let checks = compare_devices(Device::Cpu, 3_000, 0.0).unwrap();
-        assert_eq!(checks.len(), 14);
+        assert_eq!(checks.len(), 16);
         for c in &checks {
             assert!(c.ok, "{c:?}");
             assert!(c.name.ends_with("mse_ratio") || c.value == 0.0, "{c:?}");
@@ -436,5 +467,17 @@ mod tests {
         let gathered = MixupLoss::Gathered;
         remind_step_check(Device::Cpu, gathered, cfg, cut, &x, 1e-4, &mut out).unwrap();
         assert!(out[0].ok && out[0].value > 0.0, "{:?}", out[0]);
+    }
+
+    /// Likewise the VQA checks' Adamax steps: per tensor against multi-tensor on the CPU.
+    #[test]
+    fn vqa_adamax_check_compares_the_multi_tensor_step() {
+        let _rng = crate::testing::tch_rng_lock();
+        tch::manual_seed(4);
+        let mut out = Vec::new();
+        vqa_checks(ModelKind::SMac, Device::Cpu, true, 1e-4, &mut out).unwrap();
+        let adamax = out.iter().find(|c| c.name.contains("adamax")).unwrap();
+        assert!(adamax.ok && adamax.value > 0.0, "{adamax:?}");
+        assert!(out.iter().all(|c| c.ok), "{out:?}");
     }
 }

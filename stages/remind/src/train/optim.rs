@@ -294,12 +294,14 @@ impl Optimizer {
         let _guard = tch::no_grad_guard();
         for (i, (name, param)) in self.params.iter().enumerate() {
             let (m, u) = (find(&format!("m.{name}"))?, find(&format!("u.{name}"))?);
-            ensure!(
-                m.size() == param.size(),
-                "{p}: state of '{name}' has shape {:?}, the model {:?}",
-                m.size(),
-                param.size()
-            );
+            for t in [m, u] {
+                ensure!(
+                    t.size() == param.size(),
+                    "{p}: state of '{name}' has shape {:?}, the model {:?}",
+                    t.size(),
+                    param.size()
+                );
+            }
             self.m[i].copy_(m);
             self.u[i].copy_(u);
         }
@@ -464,6 +466,27 @@ mod tests {
             let b0 = Vec::<f32>::try_from(&vs.variables()["a.bias"]).unwrap();
             assert!(b0.iter().zip(&p1).all(|(a, b)| a != b), "{kind:?}");
         }
+    }
+
+    /// A multi-tensor operation libtorch refuses is an error carrying libtorch's message
+    /// (without its C++ stack trace), not an abort.
+    #[test]
+    fn a_refused_multi_tensor_step_is_an_error() {
+        let _rng = crate::testing::tch_rng_lock();
+        let vs = VarStore::new(Device::Cpu);
+        let w = vs.root().var("w", &[3], nn::Init::Const(1.0));
+        let kind = OptimKind::Sgd {
+            momentum: 0.9,
+            weight_decay: 0.0,
+        };
+        let mut opt = Optimizer::new(&vs, kind).multi_tensor(true);
+        // A momentum buffer of another shape (what a corrupted state would hold).
+        opt.m[0] = Tensor::zeros([5], (Kind::Float, Device::Cpu));
+        let loss = (&w * 2.0).sum(Kind::Float);
+        let err = opt.backward_step(&loss, 0.1).unwrap_err().to_string();
+        assert!(err.contains("the optimiser step"), "{err}");
+        assert!(err.contains("size"), "libtorch's message: {err}");
+        assert!(!err.contains("frame #"), "a C++ stack trace: {err}");
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl MixupLoss {
 }
 
 /// The batch's loss (a scalar): `logits` `[B, K]`; `targets` `[B]` class indices, or `[2B]`
-/// with mixup (label set a, then b); `lambda` mixup's weight of set a (1: no mixup);
+/// with mixup (label set a, then b); `lambda` mixup's weight of set a (used only with
+/// `[2B]` targets);
 /// `weights` from [`MixupLoss::weights`] (the gathered form), else None (two
 /// cross-entropies).
 pub fn batch_loss(
@@ -58,14 +59,15 @@ pub fn batch_loss(
     lambda: f64,
     weights: Option<&Tensor>,
 ) -> Tensor {
-    if lambda >= 1.0 {
+    // Mixed exactly when both label sets came (`Updater::prepare`), whatever lambda holds.
+    let b = logits.size()[0];
+    if targets.size()[0] != 2 * b {
         return logits.cross_entropy_for_logits(targets);
     }
-    let b = logits.size()[0];
     match weights {
         Some(w) => {
             // [2B] -> [B, 2]: row i holds item i's label in set a and in set b.
-            let index = targets.view([2, b]).tr();
+            let index = targets.reshape([2, b]).tr();
             (logits.log_softmax(-1, Kind::Float).gather(1, &index, false) * w).sum(Kind::Float)
         }
         None => {
