@@ -296,6 +296,44 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
     );
     let table = String::from_utf8_lossy(&done.stdout);
     assert!(table.contains("omega_all"), "{table}");
+    // A misspelt baseline is refused, not reported as a blank Omega.
+    let evaluate = |stream: &Path, out: &str| {
+        let mut c = run.cmd("remind-evaluate");
+        c.args(["--task", "classification"])
+            .arg("--labels")
+            .arg(run.p("data/labels.parquet"))
+            .arg("--stream-dir")
+            .arg(stream)
+            .arg("--out")
+            .arg(run.p(out));
+        c
+    };
+    let err = run_fail(evaluate(&out, "eval-typo").args(["--baseline", "ofline"]));
+    assert!(
+        err.contains("baseline 'ofline'") && err.contains("does not exist"),
+        "{err}"
+    );
+    // A run cut after its first evaluation points names the points it lacks (the plan's
+    // last ones too), then the missing complete.json.
+    let partial = run.p("stream-partial");
+    std::fs::create_dir_all(partial.join("remind/probabilities")).unwrap();
+    std::fs::copy(out.join("plan.json"), partial.join("plan.json")).unwrap();
+    std::fs::copy(
+        out.join("remind/probabilities/eval-000.arrow"),
+        partial.join("remind/probabilities/eval-000.arrow"),
+    )
+    .unwrap();
+    let err = run_fail(evaluate(&partial, "eval-partial").args(["--methods", "remind"]));
+    assert!(err.contains("lacks evaluation points 1, 2"), "{err}");
+    for k in 1..3 {
+        let f = format!("remind/probabilities/eval-{k:03}.arrow");
+        std::fs::copy(out.join(&f), partial.join(&f)).unwrap();
+    }
+    let err = run_fail(evaluate(&partial, "eval-partial").args(["--methods", "remind"]));
+    assert!(
+        err.contains("complete.json") && err.contains("--resume"),
+        "{err}"
+    );
 
     // A second seed's remind stream evaluated with the first: the mean of the two runs'
     // seen-class top-1 at every point, their spread, each run under seeds/seed-N/.

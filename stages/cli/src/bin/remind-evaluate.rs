@@ -77,6 +77,21 @@ stage!(Cli, "evaluate", EvaluateSettings, |cli, s| {
         !cli.stream_dir.is_empty(),
         "--stream-dir is required for --task {task}"
     );
+    // A baseline named on purpose (not the default offline model) must exist: a misspelt
+    // one would only leave Omega blank.
+    if s.baseline != EvaluateSettings::default().baseline {
+        for dir in &cli.stream_dir {
+            let method = dir.join(&s.baseline);
+            ensure!(
+                method.is_dir(),
+                "baseline '{}' (--baseline or evaluate.baseline): {} has no such method \
+                 folder ({} does not exist)",
+                s.baseline,
+                dir.display(),
+                method.display()
+            );
+        }
+    }
     let (_, out) = cli.folders()?;
     let mut contract = cli.common.contract("evaluate")?.config("evaluate", &s)?;
     if vqa {

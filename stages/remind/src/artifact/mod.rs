@@ -5,6 +5,7 @@
 pub mod atomic;
 pub mod dataset;
 pub mod digest;
+pub mod guard;
 pub mod manifest;
 pub mod schema;
 pub mod sniff;

@@ -387,15 +387,32 @@ impl TensorFile {
         let mut batches = Vec::new();
         let mut starts = vec![0usize];
         for block in footer.recordBatches().into_iter().flatten() {
-            let block_len = block.bodyLength() as usize + block.metaDataLength() as usize;
-            let offset = block.offset() as usize;
-            ensure!(offset.checked_add(block_len).is_some_and(|end| end <= len),
-                "{p}: record batch at byte {offset} runs past the end of the file (truncated or corrupt)");
+            let (offset, meta_len, body_len) = (
+                usize::try_from(block.offset()),
+                usize::try_from(block.metaDataLength()),
+                usize::try_from(block.bodyLength()),
+            );
+            let (Ok(offset), Ok(meta_len), Ok(body_len)) = (offset, meta_len, body_len) else {
+                bail!("{p}: corrupt Arrow IPC footer: a record batch block with a negative size");
+            };
+            let block_len = meta_len.checked_add(body_len);
+            ensure!(
+                block_len
+                    .and_then(|b| offset.checked_add(b))
+                    .is_some_and(|end| end <= len),
+                "{p}: record batch at byte {offset} runs past the end of the file (truncated or corrupt)"
+            );
+            let block_len = meta_len + body_len;
+            check_batch_message(&mmap[offset..offset + block_len], meta_len, body_len)
+                .with_context(|| format!("{p}: corrupt record batch at byte {offset}"))?;
             let data = buffer.slice_with_length(offset, block_len);
-            let batch = decoder
-                .read_record_batch(block, &data)
-                .with_context(|| format!("{p}: corrupt record batch at byte {offset}"))?
-                .with_context(|| format!("{p}: empty record batch block at byte {offset}"))?;
+            let what = format!("{p}: record batch at byte {offset}");
+            let batch = super::guard::decode_guarded(&what, || {
+                decoder
+                    .read_record_batch(block, &data)
+                    .with_context(|| format!("{p}: corrupt record batch at byte {offset}"))?
+                    .with_context(|| format!("{p}: empty record batch block at byte {offset}"))
+            })?;
             starts.push(starts.last().copied().unwrap_or(0) + batch.num_rows());
             batches.push(batch);
         }
@@ -663,9 +680,100 @@ impl AsRef<[u8]> for MmapOwner {
     }
 }
 
+/// Checks a record batch block (`meta_len` bytes of encapsulated message, then `body_len`
+/// bytes of body) before arrow's decoder reads it: the decoder slices every buffer the
+/// message declares without checking that it lies inside the body, and panics on a
+/// damaged file where it should fail.
+fn check_batch_message(block: &[u8], meta_len: usize, body_len: usize) -> Result<()> {
+    let meta = &block[..meta_len];
+    // The encapsulated message: a 0xFFFFFFFF continuation marker (absent before Arrow
+    // 0.15), its flatbuffer's length as i32, the flatbuffer.
+    let prefix = if meta.starts_with(&[0xff; 4]) { 8 } else { 4 };
+    ensure!(
+        meta.len() >= prefix,
+        "message header of {} bytes",
+        meta.len()
+    );
+    let declared = i32::from_le_bytes(meta[prefix - 4..prefix].try_into()?);
+    let message = usize::try_from(declared)
+        .ok()
+        .and_then(|n| meta.get(prefix..prefix.checked_add(n)?))
+        .with_context(|| {
+            format!(
+                "message length {declared} does not fit its {} bytes",
+                meta.len()
+            )
+        })?;
+    let message = arrow::ipc::root_as_message(message).map_err(|e| anyhow!("message: {e}"))?;
+    let batch = message
+        .header_as_record_batch()
+        .context("the block holds no record batch message")?;
+    ensure!(batch.length() >= 0, "negative row count {}", batch.length());
+    for node in batch.nodes().into_iter().flatten() {
+        ensure!(
+            node.length() >= 0 && node.null_count() >= 0 && node.null_count() <= node.length(),
+            "array of {} rows with {} nulls",
+            node.length(),
+            node.null_count()
+        );
+    }
+    for b in batch.buffers().into_iter().flatten() {
+        let end = usize::try_from(b.offset())
+            .ok()
+            .zip(usize::try_from(b.length()).ok())
+            .and_then(|(o, l)| o.checked_add(l));
+        ensure!(
+            end.is_some_and(|end| end <= body_len),
+            "a buffer at body offset {} of {} bytes lies outside the {body_len}-byte body",
+            b.offset(),
+            b.length()
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any one damaged byte of a tensor file is an error or a readable file, never a panic
+    /// (arrow's decoder once panicked on buffer offsets past the body).
+    #[test]
+    fn no_damaged_byte_panics() {
+        let dir = scratch("flips");
+        let path = dir.join("c.arrow");
+        let spec = TensorSpec::new(
+            "features",
+            &[2, 2, 2],
+            "HWC",
+            DType::F32,
+            Producer::new("t", "0"),
+        );
+        let payload: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        write_tensor(&path, spec, &[1, 2, 3], Payload::F32(&payload)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let bad = dir.join("bad.arrow");
+        let mut refused = 0;
+        for at in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[at] ^= 0x5a;
+            std::fs::write(&bad, &b).unwrap();
+            let opened = std::panic::catch_unwind(|| {
+                TensorFile::open(&bad, "features")
+                    .map(|f| (0..f.len()).all(|r| f.row_f32(r).is_ok()) && f.ids().is_ok())
+            });
+            match opened {
+                Err(_) => panic!("byte {at} of {} damaged: a panic", bytes.len()),
+                Ok(Err(_)) => refused += 1,
+                Ok(Ok(_)) => {}
+            }
+        }
+        // Flips in the batches' bytes (ids, payload: the checksum) and in the footer's
+        // structure are refused; many others land in padding, in the stream head's copy of
+        // the schema (readers use the footer's) or in free-text metadata.
+        assert!(refused * 3 >= bytes.len(), "{refused} of {}", bytes.len());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("remind-tensor-{name}-{}", std::process::id()));

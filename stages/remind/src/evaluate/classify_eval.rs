@@ -187,6 +187,9 @@ pub fn evaluate_classification(
         .collect();
     let mut methods = Vec::new();
     let mut order: Option<String> = None;
+    // The evaluation points every method should have: the plan's, else up to the last any
+    // method has.
+    let planned = super::read_plan(stream_dir)?.map(|p| p.boundaries.len());
     for name in methods_of(stream_dir, s)? {
         let method_dir = RunLayout::new(stream_dir).method(&name);
         let dir = method_dir.probabilities_dir();
@@ -197,14 +200,25 @@ pub fn evaluate_classification(
             dir.display()
         );
         if !s.allow_partial {
-            let missing: Vec<usize> = (0..files.len())
+            let last = files.iter().map(|(i, _)| i + 1).max().unwrap_or(0);
+            let missing: Vec<usize> = (0..planned.unwrap_or(last).max(last))
                 .filter(|k| !files.iter().any(|(i, _)| i == k))
                 .collect();
+            let complete = method_dir.complete();
             ensure!(
-                missing.is_empty() && method_dir.complete().is_file(),
-                "{}: the run of '{name}' is incomplete (missing points {missing:?} or complete.json); \
-                 finish it or pass --allow-partial",
-                stream_dir.display()
+                missing.is_empty(),
+                "{}: the run of '{name}' lacks evaluation points {} (eval-KKK.arrow in {}); \
+                 finish it (remind-stream-train --resume) or pass --allow-partial",
+                stream_dir.display(),
+                super::join_numbers(&missing),
+                dir.display()
+            );
+            ensure!(
+                complete.is_file(),
+                "{}: the run of '{name}' is incomplete (no {}); finish it \
+                 (remind-stream-train --resume) or pass --allow-partial",
+                stream_dir.display(),
+                complete.display()
             );
         }
         let mut m = ClassMethod {

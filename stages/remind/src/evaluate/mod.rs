@@ -350,7 +350,7 @@ fn score_file(
     })
 }
 
-fn read_plan(stream_dir: &Path) -> Result<Option<StreamPlan>> {
+pub(crate) fn read_plan(stream_dir: &Path) -> Result<Option<StreamPlan>> {
     let path = RunLayout::new(stream_dir).plan();
     if !path.exists() {
         return Ok(None);

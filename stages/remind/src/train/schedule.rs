@@ -156,8 +156,8 @@ impl Default for LrSchedule {
 impl LrSchedule {
     pub fn validate(&self) -> Result<()> {
         ensure!(
-            self.start > 0.0 && self.end > 0.0 && self.end <= self.start,
-            "lr: need 0 < end <= start (start {}, end {})",
+            self.start.is_finite() && self.end > 0.0 && self.end <= self.start,
+            "lr: need finite rates with 0 < end <= start (start {}, end {})",
             self.start,
             self.end
         );

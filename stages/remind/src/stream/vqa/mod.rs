@@ -111,6 +111,35 @@ impl Default for StreamSettings {
     }
 }
 
+impl StreamSettings {
+    /// Refuses values no run can use, naming the key, before anything is read or written.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.lr.is_finite() && self.lr > 0.0,
+            "stream.lr: expected a positive learning rate, found {}",
+            self.lr
+        );
+        for (key, v) in [
+            ("batch_size", self.batch_size),
+            ("eval_batch", self.eval_batch),
+            ("max_question_len", self.max_question_len),
+            ("iid_segments", self.iid_segments),
+        ] {
+            ensure!(v > 0, "stream.{key}: expected at least 1, found 0");
+        }
+        ensure!(
+            self.offline_patience != Some(0),
+            "stream.offline_patience: expected at least 1 (or absent), found 0"
+        );
+        ensure!(
+            self.buffer_capacity != Some(0) && self.max_per_type != Some(0),
+            "stream.buffer_capacity and stream.max_per_type: expected at least 1 (or absent), \
+             found 0"
+        );
+        Ok(())
+    }
+}
+
 /// A path or a list of paths.
 fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
     #[derive(Deserialize)]
@@ -200,15 +229,8 @@ pub fn run_vqa_stream(
     device: Device,
     resume: Resume,
 ) -> Result<()> {
-    ensure!(
-        s.batch_size > 0 && s.eval_batch > 0,
-        "stream.batch_size and stream.eval_batch must be positive"
-    );
+    s.validate()?;
     let mut record = s.precision.prepare(device, "stream.precision")?;
-    ensure!(
-        s.offline_patience != Some(0),
-        "stream.offline_patience must be at least 1 (or absent)"
-    );
     match (model.question_input, inputs.question_features) {
         (QuestionInput::Gensen, None) => bail!(
             "the model takes gensen sentence vectors (model.question_input: gensen): give the \
@@ -623,5 +645,27 @@ impl Learner for Ctx<'_> {
             net.opt.backward_step(&loss, self.s.lr)?;
             Ok(loss.detach())
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values no run can use are refused with the key named (a negative rate once ran to
+    /// the end as gradient ascent).
+    #[test]
+    fn unusable_settings_are_refused_by_key() {
+        assert!(StreamSettings::default().validate().is_ok());
+        let with = |f: fn(&mut StreamSettings)| {
+            let mut s = StreamSettings::default();
+            f(&mut s);
+            s.validate().unwrap_err().to_string()
+        };
+        assert!(with(|s| s.lr = -0.003).contains("stream.lr"));
+        assert!(with(|s| s.lr = f64::NAN).contains("stream.lr"));
+        assert!(with(|s| s.max_question_len = 0).contains("stream.max_question_len"));
+        assert!(with(|s| s.batch_size = 0).contains("stream.batch_size"));
+        assert!(with(|s| s.offline_patience = Some(0)).contains("stream.offline_patience"));
     }
 }
