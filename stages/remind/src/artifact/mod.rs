@@ -3,6 +3,7 @@
 //! is validated against `schemas/`.
 
 pub mod atomic;
+pub mod content;
 pub mod dataset;
 pub mod digest;
 pub mod guard;
