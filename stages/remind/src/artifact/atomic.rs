@@ -16,6 +16,9 @@ pub struct AtomicFile {
     final_path: PathBuf,
     temp_path: PathBuf,
     file: Option<File>,
+    /// The folders `create` made, deepest first: removed again (when empty) if the file is
+    /// dropped uncommitted, so a failed writer leaves no empty output folder behind.
+    made: Vec<PathBuf>,
 }
 
 impl AtomicFile {
@@ -23,6 +26,11 @@ impl AtomicFile {
     /// temporaries of the same final name (left by a killed writer) are removed first.
     pub fn create(path: &Path) -> Result<Self> {
         let dir = parent_dir(path);
+        let made: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+            .map(Path::to_path_buf)
+            .collect();
         fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create folder {}", dir.display()))?;
         let name = path
@@ -42,6 +50,7 @@ impl AtomicFile {
             final_path: path.to_path_buf(),
             temp_path,
             file: Some(file),
+            made,
         })
     }
 
@@ -86,6 +95,12 @@ impl Drop for AtomicFile {
     fn drop(&mut self) {
         if !self.temp_path.as_os_str().is_empty() {
             let _ = fs::remove_file(&self.temp_path);
+            // remove_dir removes only empty folders: anything written there since stays.
+            for d in &self.made {
+                if fs::remove_dir(d).is_err() {
+                    break;
+                }
+            }
         }
     }
 }
@@ -173,11 +188,17 @@ mod tests {
     fn uncommitted_file_leaves_nothing() {
         let dir = std::env::temp_dir().join(format!("remind-atomic-{}", std::process::id()));
         let path = dir.join("a.bin");
-        {
-            let mut f = AtomicFile::create(&path).unwrap();
+        let partial = |path: &Path| {
+            let mut f = AtomicFile::create(path).unwrap();
             let mut h = f.take_file().unwrap();
             h.write_all(b"partial").unwrap();
-        }
+        };
+        // The folders made for it go too (no empty output folder after a failure)...
+        partial(&dir.join("made/deeper/a.bin"));
+        assert!(!dir.exists());
+        // ... but not a folder that was there before.
+        fs::create_dir_all(&dir).unwrap();
+        partial(&path);
         assert!(!path.exists());
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 0);
         write_bytes(&path, b"whole").unwrap();

@@ -496,6 +496,17 @@ pub fn part_is_done(dir: &Path, shard: Shard, kind: &str, config_hash: &str) -> 
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            // pyarrow.dataset, DuckDB and Polars globs read every visible file of the
+            // folder as a part (hidden names, such as unfinished writes, they skip).
+            ensure!(
+                name.starts_with('.')
+                    || name.starts_with('_')
+                    || Shard::from_part_name(&name).is_some(),
+                "{}: holds '{name}', which is not a part file (part-KKKKK-of-NNNNN.arrow): a \
+                 dataset folder holds only its parts, as tools reading it as one dataset take \
+                 every file in it; move '{name}' out, or write to another folder",
+                dir.display()
+            );
             if let Some(other) = Shard::from_part_name(&name) {
                 ensure!(other.count == shard.count,
                     "{}: holds parts for {} shards but this job is shard {shard}: the shard count changed \
@@ -631,6 +642,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("shard count changed"), "{err}");
+        // A visible file that is not a part would be read as one by pyarrow or DuckDB.
+        fs::write(dir.join("notes.txt"), b"x").unwrap();
+        let err = part_is_done(&dir, shard(1, 2), "features", "aaaa")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'notes.txt', which is not a part file"),
+            "{err}"
+        );
+        fs::remove_file(dir.join("notes.txt")).unwrap();
         // Written anyway (another tool): the completeness check refuses the mix.
         write_part(&dir, shard(1, 2), &[2, 3], "bbbb");
         let err = check_complete(&dir, None, None).unwrap_err().to_string();

@@ -120,7 +120,20 @@ pub fn load_section_over<T: DeserializeOwned + Default, F: Serialize>(
             );
         }
         let hint = unknown_field_hint(&msg);
-        anyhow!("{origin}: section '{section}': {msg}{hint}")
+        // serde_yaml names no key for a wrong value ("invalid value: integer `-8`,
+        // expected usize"): find the key that fails alone over the defaults.
+        let key = map
+            .iter()
+            .find(|(k, v)| {
+                let mut one = serde_yaml::Mapping::new();
+                one.insert((*k).clone(), (*v).clone());
+                serde_yaml::from_value::<T>(serde_yaml::Value::Mapping(one)).is_err()
+            })
+            .and_then(|(k, _)| k.as_str())
+            .filter(|_| hint.is_empty() && !msg.starts_with("unknown field"))
+            .map(|k| format!(" (key '{k}')"))
+            .unwrap_or_default();
+        anyhow!("{origin}: section '{section}': {msg}{key}{hint}")
     })
 }
 
@@ -332,6 +345,15 @@ mod tests {
             .to_string();
         assert!(
             e.starts_with("--nbits -3: ") && e.contains("key 'nbits' of section 'fit_pq'"),
+            "{e}"
+        );
+        // A wrong value in the file names its key (serde's message alone does not).
+        std::fs::write(&path, "fit_pq:\n  nbits: 4\n  iterations: -8\n").unwrap();
+        let e = load_section::<Demo>(Some(&path), "fit_pq")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("section 'fit_pq'") && e.contains("-8") && e.contains("(key 'iterations')"),
             "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
