@@ -207,11 +207,13 @@ endif
 # config, version) and says "up to date" or why it runs. The stamps are refreshed when the
 # Makefile is read, whenever the config given differs (by checksum) from the one they were
 # last taken from (another CONFIG, an edit, an older copy put back), so `make -n` lists
-# what would really run; the rule writes them the first time.
+# what would really run; the rule writes them the first time. Every section is read into
+# its stage's settings first, so a typo in any section stops make before the first stage.
 define section_stamps
-$$(shell if [ -x $$(BIN)/remind-artifact ] && [ -d $(1)/.config ] && [ -f $(2) ] && \
+$$(if $$(shell if [ -x $$(BIN)/remind-artifact ] && [ -d $(1)/.config ] && [ -f $(2) ] && \
 	[ "$$$$(cksum < $(2))" != "$$$$(cat $(1)/.config/.source 2>/dev/null)" ]; then \
-	$$(BIN)/remind-artifact sections $(2) $(1)/.config >&2 && cksum < $(2) > $(1)/.config/.source; fi)
+	{ $$(BIN)/remind-artifact sections $(2) $(1)/.config >&2 && cksum < $(2) > $(1)/.config/.source; } \
+	|| echo failed; fi),$$(error $(2) does not read (the errors above); nothing was run))
 $(1)/.config/%.json: | $$(SETUP)
 	@$$(BIN)/remind-artifact sections $(2) $$(@D) && cksum < $(2) > $$(@D)/.source
 # Named in a rule of their own, so that make never takes them for intermediate files.

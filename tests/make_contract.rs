@@ -40,6 +40,13 @@ impl Chain {
     }
 
     fn make(&self, extra: &[&str]) -> Ran {
+        let (ok, log) = self.make_raw(extra);
+        assert!(ok, "make failed:\n{log}");
+        Ran::from_log(&log)
+    }
+
+    /// Runs make; whether it succeeded, and its output.
+    fn make_raw(&self, extra: &[&str]) -> (bool, String) {
         let out = Command::new("make")
             .current_dir(repo())
             .arg("clevr-tiny")
@@ -55,7 +62,12 @@ impl Chain {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(out.status.success(), "make failed:\n{log}");
+        (out.status.success(), log)
+    }
+}
+
+impl Ran {
+    fn from_log(log: &str) -> Ran {
         let mut stages = BTreeMap::new();
         for line in log.lines() {
             // Echoed recipes: `REMIND_QUIET=1 <bin>/remind-<stage> --config ...`.
@@ -67,9 +79,14 @@ impl Chain {
             let name = name.strip_prefix("remind-").unwrap_or(&name).to_string();
             *stages.entry(name).or_insert(0) += 1;
         }
-        Ran { stages, log }
+        Ran {
+            stages,
+            log: log.to_string(),
+        }
     }
+}
 
+impl Chain {
     fn run_dir(&self) -> PathBuf {
         self.art.join("clevr-tiny")
     }
@@ -137,6 +154,20 @@ fn make_reruns_exactly_what_a_change_makes_stale() {
     chain.make(&["-n"]).only(&[]);
     chain.make(&[]).only(&[]);
     chain.edit(|t| format!("# a comment\n{t}"));
+    chain.make(&[]).only(&[]);
+    // A typo in a later stage's section stops make before any stage runs (it would have
+    // surfaced only when fit-pq ran), naming the section, the key and the fix; mended,
+    // nothing runs.
+    chain.edit(|t| t.replace("  num_subspaces:", "  num_subspace:"));
+    let (ok, log) = chain.make_raw(&[]);
+    assert!(!ok, "{log}");
+    assert!(
+        log.contains("section 'fit_pq'") && log.contains("did you mean 'num_subspaces'"),
+        "{log}"
+    );
+    assert!(log.contains("nothing was run"), "{log}");
+    assert!(Ran::from_log(&log).stages.is_empty(), "{log}");
+    chain.edit(|t| t.replace("  num_subspace:", "  num_subspaces:"));
     chain.make(&[]).only(&[]);
 
     // fit_pq.iterations: the codebook and what reads it, nothing upstream; `make -n` lists

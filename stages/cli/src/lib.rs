@@ -2,6 +2,7 @@
 //! Every binary is a thin clap front over one library function of the `remind` crate.
 
 pub mod launch;
+pub mod sections;
 
 /// Every binary's `--version`: the package version and the git revision it was built from.
 pub const VERSION: &str = concat!(

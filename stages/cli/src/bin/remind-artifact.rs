@@ -187,6 +187,7 @@ fn main() -> ExitCode {
                 println!("same: {rows} rows");
             }
             Command::Sections { config, out } => {
+                remind_stages::sections::check_sections(&config)?;
                 let changed = remind::run::config::write_section_stamps(&config, &out)?;
                 if !changed.is_empty() {
                     eprintln!(

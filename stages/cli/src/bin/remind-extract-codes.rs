@@ -4,24 +4,10 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use remind::artifact::dataset::part_path;
-use remind::codes::extract_codes::extract_codes;
+use remind::codes::extract_codes::{extract_codes, ExtractCodesConfig};
 use remind::run::Shard;
 use remind_stages::{stage, ShardedComputeStage};
-use serde::{Deserialize, Serialize};
-
-/// Config section `extract_codes`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct Section {
-    /// Items per encoded batch.
-    batch: usize,
-}
-
-impl Default for Section {
-    fn default() -> Self {
-        Self { batch: 256 }
-    }
-}
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +39,7 @@ struct ExtractCodesFlags {
     batch: Option<usize>,
 }
 
-stage!(Cli, "extract_codes", Section, |cli, section| {
+stage!(Cli, "extract_codes", ExtractCodesConfig, |cli, section| {
     cli.common.compute.apply_threads()?;
     let batch = section.batch;
     let shard = Shard::resolve(cli.common.sharding.shard)?;

@@ -12,6 +12,20 @@ use crate::artifact::dataset::{part_is_done, part_path};
 use crate::artifact::{DType, Payload, Producer, TensorDataset, TensorSpec, TensorWriter};
 use crate::run::{config_hash, Progress, Shard};
 
+/// Config section `extract_codes`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExtractCodesConfig {
+    /// Items per encoded batch.
+    pub batch: usize,
+}
+
+impl Default for ExtractCodesConfig {
+    fn default() -> Self {
+        Self { batch: 256 }
+    }
+}
+
 /// One batch read from the features: ids and their maps, row-major.
 struct Batch {
     ids: Vec<u64>,
