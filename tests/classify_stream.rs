@@ -231,6 +231,15 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         err.contains("\"instance\"") && err.contains("labels.parquet"),
         "{err}"
     );
+    // --task contradicting the config's top-level task is refused, nothing written.
+    let other = run.p("stream-other-task");
+    let err =
+        run_fail(
+            run.train("finetune", &other)
+                .args(["--task", "vqa", "--questions", "q.parquet"]),
+        );
+    assert!(err.contains("--task vqa contradicts"), "{err}");
+    assert!(!other.exists());
 
     // Offline to a plateau (offline_patience): a validation score per epoch, the best
     // epoch kept, and the point's evaluation scores exactly the kept epoch's weights.
@@ -506,6 +515,22 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         &out2.join("remind/boundary-001/state.json"),
         &out2.join("remind/complete.json"),
     );
+    // Rerun without --resume (on a copy; the kill left no complete.json): it says that it
+    // starts over, and how not to.
+    let copy = run.p("stream-killed-copy");
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(&out2)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let fresh = run_ok(&mut run.train("remind", &copy));
+    let log = String::from_utf8_lossy(&fresh.stderr);
+    assert!(
+        log.contains("holds an unfinished run") && log.contains("--resume would continue it"),
+        "{log}"
+    );
     run_ok(run.train("remind", &out2).arg("--resume"));
     for k in 0..3 {
         assert_eq!(
@@ -514,8 +539,11 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
             "evaluation {k}: a resumed run must give the uninterrupted run's probabilities"
         );
     }
-    // --resume-from an earlier point replays the rest to the same result.
-    run_ok(run.train("remind", &out2).args(["--resume-from", "0"]));
+    // --resume-from an earlier point replays the rest to the same result (and says why
+    // it runs).
+    let again = run_ok(run.train("remind", &out2).args(["--resume-from", "0"]));
+    let log = String::from_utf8_lossy(&again.stderr);
+    assert!(log.contains("--resume-from 0 was given"), "{log}");
     assert_eq!(
         probabilities(&out2, "remind", 2),
         probabilities(&out, "remind", 2)

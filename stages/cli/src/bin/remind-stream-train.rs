@@ -27,6 +27,15 @@ enum Task {
     Classification,
 }
 
+impl Task {
+    fn name(self) -> &'static str {
+        match self {
+            Task::Vqa => "vqa",
+            Task::Classification => "classification",
+        }
+    }
+}
+
 #[derive(clap::Parser)]
 #[command(
     name = env!("CARGO_BIN_NAME"),
@@ -124,20 +133,33 @@ fn main() -> ExitCode {
         let cli = parse_with_defaults::<Cli>(&[defaults_of::<StreamSettings>(), classify]);
         tune_allocator();
         cli.common.compute.apply_threads()?;
-        let task = match cli.task {
-            Some(t) => t,
-            None => match cli.common.config.as_deref() {
-                Some(c) => match top_level_string(c, "task")?.as_deref() {
-                    None | Some("vqa") => Task::Vqa,
-                    Some("classification") => Task::Classification,
-                    Some(other) => anyhow::bail!(
-                        "{}: task '{other}' is not vqa or classification",
-                        c.display()
-                    ),
-                },
-                None => Task::Vqa,
+        let configured = match cli.common.config.as_deref() {
+            Some(c) => match top_level_string(c, "task")?.as_deref() {
+                None => None,
+                Some("vqa") => Some(Task::Vqa),
+                Some("classification") => Some(Task::Classification),
+                Some(other) => anyhow::bail!(
+                    "{}: task '{other}' is not vqa or classification",
+                    c.display()
+                ),
             },
+            None => None,
         };
+        // A config written for one task run as the other would stream on the other task's
+        // defaults without a word.
+        if let (Some(given), Some(file), Some(c)) =
+            (cli.task, configured, cli.common.config.as_deref())
+        {
+            anyhow::ensure!(
+                given == file,
+                "--task {} contradicts {}'s top-level 'task: {}': drop --task, or give a \
+                 config of that task",
+                given.name(),
+                c.display(),
+                file.name()
+            );
+        }
+        let task = cli.task.or(configured).unwrap_or(Task::Vqa);
         match task {
             Task::Vqa => vqa(cli),
             Task::Classification => classification(cli),
@@ -156,11 +178,13 @@ fn stream_contract(cli: &Cli, task: &str) -> anyhow::Result<Contract> {
     let done = RunLayout::new(&cli.out)
         .method(cli.method.name())
         .complete();
-    Ok(cli
-        .common
-        .contract("stream-train")?
-        // --resume-from asks for a re-run from a checkpoint: never "up to date".
-        .force(cli.common.force || cli.resume_from.is_some())
+    let contract = cli.common.contract("stream-train")?.force(cli.common.force);
+    // --resume-from asks for a re-run from a checkpoint: never "up to date".
+    let contract = match cli.resume_from {
+        Some(k) => contract.forced_by(&format!("--resume-from {k} was given")),
+        None => contract,
+    };
+    Ok(contract
         .param("task", task)
         .param("method", cli.method.name())
         .output(&done))

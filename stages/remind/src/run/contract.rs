@@ -68,7 +68,8 @@ pub struct Contract {
     basis: Basis,
     inputs: Vec<(String, PathBuf)>,
     outputs: Vec<PathBuf>,
-    force: bool,
+    /// Why the stage runs regardless of its outputs (None: it runs only when stale).
+    force: Option<String>,
     log: String,
     /// Held from [`Contract::check`] to the end of the run: one writer per output set.
     lock: Option<std::fs::File>,
@@ -94,7 +95,7 @@ impl Contract {
             },
             inputs: Vec::new(),
             outputs: Vec::new(),
-            force: false,
+            force: None,
             log: format!("remind-{stage}"),
             lock: None,
         }
@@ -137,7 +138,13 @@ impl Contract {
 
     /// With `force`, [`Contract::check`] always says run.
     pub fn force(mut self, force: bool) -> Self {
-        self.force = force;
+        self.force = force.then(|| "--force was given".to_string());
+        self
+    }
+
+    /// Runs whatever the outputs hold, saying `reason` (e.g. "--resume-from was given").
+    pub fn forced_by(mut self, reason: &str) -> Self {
+        self.force = Some(reason.to_string());
         self
     }
 
@@ -272,8 +279,8 @@ impl Contract {
     }
 
     fn verdict(&self) -> Result<Status> {
-        if self.force {
-            return Ok(Status::Run("--force was given".into()));
+        if let Some(reason) = &self.force {
+            return Ok(Status::Run(reason.clone()));
         }
         let Some(first) = self.outputs.first() else {
             return Ok(Status::Run("it declares no output".into()));

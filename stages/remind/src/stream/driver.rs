@@ -38,7 +38,7 @@ use super::checkpoint::{
 use super::compute::{self, Meter, Stored};
 use super::decode::StreamCodes;
 use super::divergence::LossWatch;
-use super::layout::{MethodDir, RunLayout};
+use super::layout::{checkpoint_index, MethodDir, RunLayout};
 use super::overlap::overlapped;
 use super::plan::StreamPlan;
 use super::Method;
@@ -258,6 +258,23 @@ pub fn run<L: Learner>(
     let dir = layout.method(method.name());
     let mut attempt = Attempt::begin(&layout, &dir)?;
     if resume == Resume::No {
+        // Starting over discards an unfinished run's checkpoints (once this run
+        // finishes): say so, and how to continue it instead.
+        if !dir.complete().exists() {
+            let last = std::fs::read_dir(dir.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|e| checkpoint_index(&e.file_name().to_string_lossy()))
+                .max();
+            if let Some(k) = last {
+                eprintln!(
+                    "stream-train: {} holds an unfinished run (checkpoints up to boundary {k}); \
+                     starting over without it (--resume would continue it)",
+                    dir.path().display()
+                );
+            }
+        }
         attempt.set_aside()?;
     }
     match run_attempt(learner, &layout, &dir, method, resume, extra, &mut attempt) {
