@@ -491,7 +491,12 @@ impl RawTable {
             self.meta.clone(),
         ));
         let batch = RecordBatch::try_new(schema.clone(), self.columns.clone()).unwrap();
-        let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
+        // As another tool (pyarrow, Polars) rewrites a table: the schema's metadata kept,
+        // the checksum of the values before the edit included, the writer named as itself.
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_created_by("bad_input's table editor".into())
+            .build();
+        let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, Some(props)).unwrap();
         w.write(&batch).unwrap();
         w.close().unwrap();
         path.to_path_buf()

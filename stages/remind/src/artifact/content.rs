@@ -5,6 +5,9 @@
 //! catches that. The values are hashed in a canonical form (per column: its name; per row:
 //! a validity byte, then the value's little-endian bytes, a string's length and bytes, a
 //! list's length and items), so the physical layout the decoder chooses does not matter.
+//! It is checked only on files this project's writer made (Parquet's `created_by`): a table
+//! edited in pyarrow, Polars or DuckDB keeps the schema's metadata, checksum included, and
+//! is checked by its values' rules alone.
 
 use anyhow::{bail, Result};
 use arrow::array::{
