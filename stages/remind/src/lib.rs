@@ -54,4 +54,25 @@ pub(crate) mod testing {
         static LOCK: Mutex<()> = Mutex::new(());
         LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Writes `bytes` with each one byte damaged in turn (XOR 0x5a) to `damaged` and calls
+    /// `read` on it, which returns whether the damage was refused; a panic fails the test
+    /// naming the byte. Returns how many damaged copies were refused.
+    pub fn each_damaged_byte(
+        bytes: &[u8],
+        damaged: &std::path::Path,
+        read: impl Fn(usize) -> bool,
+    ) -> usize {
+        let mut refused = 0;
+        for at in 0..bytes.len() {
+            let mut b = bytes.to_vec();
+            b[at] ^= 0x5a;
+            std::fs::write(damaged, &b).unwrap();
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(at))) {
+                Err(_) => panic!("byte {at} of {} damaged: a panic", bytes.len()),
+                Ok(was_refused) => refused += usize::from(was_refused),
+            }
+        }
+        refused
+    }
 }
