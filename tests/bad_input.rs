@@ -2475,6 +2475,14 @@ fn run_options_and_a_full_disk() {
                     &[&"--threads 0", &"expected at least 1 thread"],
                 )
             }),
+            // A negative number is a value, not a flag: the value's own check answers.
+            case("threads_negative", |d| {
+                codes(
+                    d,
+                    &["--threads", "-2"],
+                    &[&"--threads -2", &"expected at least 1 thread"],
+                )
+            }),
             case("threads_beyond_i32", |d| {
                 codes(
                     d,

@@ -158,7 +158,7 @@ pub fn defaults_of<T: Serialize + Default>() -> serde_yaml::Mapping {
 /// written once, in the sections' `Default` impls, and `--help` shows them. A config file
 /// or flag still overrides them.
 pub fn parse_with_defaults<C: Parser>(defaults: &[serde_yaml::Mapping]) -> C {
-    let mut cmd = C::command();
+    let mut cmd = negative_values(C::command());
     // Per key, its default in each section that has it, in section order.
     let mut shown: Vec<(String, Vec<String>)> = Vec::new();
     for map in defaults {
@@ -192,6 +192,20 @@ pub fn parse_with_defaults<C: Parser>(defaults: &[serde_yaml::Mapping]) -> C {
     }
     let matches = cmd.get_matches();
     C::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// Parses the command line of `C` as [`parse_with_defaults`] does, for binaries without a
+/// config section (benchmarks, tools).
+pub fn parse_args<C: Parser>() -> C {
+    parse_with_defaults(&[])
+}
+
+/// Lets every flag of `cmd` and its subcommands take a negative number (`--lr -0.1`): clap
+/// would read `-0.1` as a flag and answer "unexpected argument '-0'", hiding the value's own
+/// check (which names the key and the accepted range).
+fn negative_values(cmd: clap::Command) -> clap::Command {
+    cmd.allow_negative_numbers(true)
+        .mut_subcommands(negative_values)
 }
 
 /// How `--help` shows a default: scalars as written in YAML; maps, lists and nulls not at all.

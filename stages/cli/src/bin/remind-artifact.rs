@@ -98,7 +98,7 @@ fn describe_tensor(file: &TensorFile) -> Result<()> {
 
 fn main() -> ExitCode {
     main_with("remind-artifact", || {
-        match Cli::parse().command {
+        match remind_stages::parse_args::<Cli>().command {
             Command::Schemas => {
                 for s in all_schemas() {
                     let fmt = match s.format {

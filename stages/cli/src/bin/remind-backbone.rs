@@ -86,30 +86,33 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    main_with("remind-backbone", || match Cli::parse().command {
-        Command::Init { net, seed, out } => {
-            let path = init_weights(net.config(), seed, &out)?;
-            eprintln!("remind-backbone: wrote {}", path.display());
-            Ok(())
-        }
-        Command::Forward {
-            net,
-            compute,
-            weights,
-            g_until,
-            f_after,
-            input,
-            output,
-        } => {
-            compute.apply_threads()?;
-            let part = match (g_until, f_after) {
-                (Some(c), _) => Part::G(c),
-                (None, Some(c)) => Part::F(c),
-                (None, None) => Part::Full,
-            };
-            let device = compute.device.device()?;
-            forward_file(net.config(), part, &weights, &input, &output, device)?;
-            Ok(())
-        }
-    })
+    main_with(
+        "remind-backbone",
+        || match remind_stages::parse_args::<Cli>().command {
+            Command::Init { net, seed, out } => {
+                let path = init_weights(net.config(), seed, &out)?;
+                eprintln!("remind-backbone: wrote {}", path.display());
+                Ok(())
+            }
+            Command::Forward {
+                net,
+                compute,
+                weights,
+                g_until,
+                f_after,
+                input,
+                output,
+            } => {
+                compute.apply_threads()?;
+                let part = match (g_until, f_after) {
+                    (Some(c), _) => Part::G(c),
+                    (None, Some(c)) => Part::F(c),
+                    (None, None) => Part::Full,
+                };
+                let device = compute.device.device()?;
+                forward_file(net.config(), part, &weights, &input, &output, device)?;
+                Ok(())
+            }
+        },
+    )
 }

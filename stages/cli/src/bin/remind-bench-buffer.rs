@@ -42,7 +42,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     main_with("remind-bench-buffer", || {
-        let cli = Cli::parse();
+        let cli = remind_stages::parse_args::<Cli>();
         let eviction = Eviction::parse(&cli.eviction)?;
         for &n in &cli.items {
             bench(&cli, n, eviction)?;

@@ -218,7 +218,7 @@ fn median(v: &mut [f64]) -> f64 {
 
 fn main() -> ExitCode {
     main_with("remind-bench-classify", || {
-        let cli = Cli::parse();
+        let cli = remind_stages::parse_args::<Cli>();
         tune_allocator();
         cli.compute.apply_threads()?;
         run(&cli)

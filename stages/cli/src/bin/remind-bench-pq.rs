@@ -39,7 +39,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     main_with("remind-bench-pq", || {
-        let cli = Cli::parse();
+        let cli = remind_stages::parse_args::<Cli>();
         cli.compute.apply_threads()?;
         let params = PqParams {
             num_subspaces: cli.num_subspaces,

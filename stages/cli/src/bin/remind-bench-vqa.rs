@@ -82,7 +82,7 @@ enum Phase {
 
 fn main() -> ExitCode {
     main_with("remind-bench-vqa", || {
-        let cli = Cli::parse();
+        let cli = remind_stages::parse_args::<Cli>();
         if !cli.default_allocator {
             tune_allocator();
         }

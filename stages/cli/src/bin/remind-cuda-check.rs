@@ -23,7 +23,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     main_with("remind-cuda-check", || {
-        let cli = Cli::parse();
+        let cli = remind_stages::parse_args::<Cli>();
         if let Some(t) = cli.threads {
             tch::set_num_threads(remind_stages::launch::thread_count(t)?);
         }

@@ -45,7 +45,7 @@ enum Command {
 
 fn main() -> ExitCode {
     main_with("remind-pq-convert", || {
-        match Cli::parse().command {
+        match remind_stages::parse_args::<Cli>().command {
             Command::ToFaiss { codebook, out } => {
                 let (pq, _) = load_codebook(&codebook)?;
                 write_bytes(&out, &to_faiss_bytes(&pq)?)?;
