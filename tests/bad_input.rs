@@ -1249,6 +1249,17 @@ fn question_tables_fed_to_stream_train() {
                     &[&s(&v), &"expected 'vocabulary', found 'predictions'"],
                 )
             }),
+            case("iid_segments_beyond_items", |d| {
+                let cfg = write(
+                    &d.join("p.yaml"),
+                    VQA_CONFIG.replace("order: qtype", "order: iid\n  iid_segments: 100000"),
+                );
+                vqa_refused(
+                    d,
+                    |v| v.cfg = cfg,
+                    &[&"stream.iid_segments is 100000", &"set it to at most"],
+                )
+            }),
             case("answers_truncated", |d| {
                 let qs = copy_dir(&c.join("questions"), &d.join("questions"));
                 let a = truncated(

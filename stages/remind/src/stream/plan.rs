@@ -76,6 +76,12 @@ impl StreamPlan {
                 let mut items: Vec<usize> = (0..groups.len()).collect();
                 items.shuffle(&mut rng);
                 let n = items.len();
+                // Fewer items than segments would merge segments, and the run would report
+                // fewer evaluation points than the config asked for.
+                ensure!(
+                    segments <= n,
+                    "iid order: stream.iid_segments is {segments} but the training split holds {n} items; each segment (one evaluation point) needs at least one item: set it to at most {n}"
+                );
                 let mut boundaries: Vec<usize> =
                     (1..=segments).map(|k| (n * k).div_ceil(segments)).collect();
                 boundaries.dedup();
@@ -200,5 +206,13 @@ mod tests {
         assert_eq!(p.boundaries.len(), 10);
         assert_eq!(*p.boundaries.last().unwrap(), 95);
         assert_eq!(p.base_len(), 10);
+        let all = StreamPlan::new(Order::Iid, &groups, 1, 95, None).unwrap();
+        assert_eq!(all.boundaries.len(), 95);
+        let e = StreamPlan::new(Order::Iid, &groups, 1, 96, None).unwrap_err();
+        assert!(
+            e.to_string().contains("stream.iid_segments is 96")
+                && e.to_string().contains("at most 95"),
+            "{e}"
+        );
     }
 }
