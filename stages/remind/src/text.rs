@@ -80,7 +80,16 @@ pub fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 /// error names the file and, from serde_json, the line and column.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = read_text(path)?;
-    serde_json::from_str(&text).map_err(|e| anyhow!("{}: invalid JSON: {e}", path.display()))
+    // The path (`questions[41].answer`) names the record in a file of 700,000 questions,
+    // where serde_json's line and column alone would point into one long line.
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text)).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        match at.as_str() {
+            "." | "" => anyhow!("{}: invalid JSON: {inner}", path.display()),
+            _ => anyhow!("{}: invalid JSON at {at}: {inner}", path.display()),
+        }
+    })
 }
 
 /// "UTF-16 (little-endian)" etc. when `bytes` starts with such a byte-order mark or has the

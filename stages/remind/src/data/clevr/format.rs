@@ -46,12 +46,41 @@ pub struct QuestionRecord {
 /// `true`/`false` for `exist` and the comparisons and an integer for `count` in files
 /// written by CLEVR's own generator (clevr-dataset-gen, `generate_questions.py`, which dumps
 /// its question engine's Python values).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum AnswerValue {
     Text(String),
     Bool(bool),
     Int(i64),
+}
+
+/// By hand rather than `#[serde(untagged)]`: a wrong value is then reported as what it is
+/// and what was expected ("invalid type: floating point `1.5`, expected a string, a
+/// boolean or an integer") where untagged says only that no variant matched.
+impl<'de> Deserialize<'de> for AnswerValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Answer;
+        impl serde::de::Visitor<'_> for Answer {
+            type Value = AnswerValue;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, a boolean or an integer")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<AnswerValue, E> {
+                Ok(AnswerValue::Text(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<AnswerValue, E> {
+                Ok(AnswerValue::Bool(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<AnswerValue, E> {
+                Ok(AnswerValue::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<AnswerValue, E> {
+                i64::try_from(v)
+                    .map(AnswerValue::Int)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+        }
+        d.deserialize_any(Answer)
+    }
 }
 
 impl AnswerValue {

@@ -312,3 +312,41 @@ pub fn read_tdiuc(dir: &Path) -> Result<(Vec<RawQuestion>, Vec<PathBuf>)> {
     }
     Ok((out, files))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_value_names_its_question_and_field() {
+        let dir = std::env::temp_dir().join(format!("remind-sources-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("questions")).unwrap();
+        let question = |answer: &str| {
+            format!(
+                r#"{{"question": "Is it red?", "answer": {answer}, "image_index": 0,
+                    "question_index": 0, "program": [{{"function": "exist"}}]}}"#
+            )
+        };
+        let write = |answers: [&str; 3]| {
+            let qs: Vec<String> = answers.iter().map(|a| question(a)).collect();
+            let text = format!(r#"{{"questions": [{}]}}"#, qs.join(","));
+            for split in ["train", "val"] {
+                let p = dir.join(format!("questions/CLEVR_{split}_questions.json"));
+                std::fs::write(p, &text).unwrap();
+            }
+        };
+        // The three spellings of CLEVR's answers read as the released files write them.
+        write([r#""yes""#, "true", "3"]);
+        let (qs, _) = read_clevr(&dir).unwrap();
+        let answers: Vec<&str> = qs.iter().take(3).map(|q| q.answer.as_str()).collect();
+        assert_eq!(answers, ["yes", "yes", "3"]);
+        write([r#""yes""#, "true", "1.5"]);
+        let err = format!("{:#}", read_clevr(&dir).unwrap_err());
+        assert!(
+            err.contains("CLEVR_train_questions.json: invalid JSON at questions[2].answer")
+                && err.contains("floating point `1.5`, expected a string, a boolean or an integer"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
