@@ -570,7 +570,10 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         });
     }
     let err = run_fail(&mut c2);
-    assert!(err.contains("another configuration"), "{err}");
+    assert!(
+        err.contains("another configuration (classify_stream.replay: 6 -> 5;"),
+        "{err}"
+    );
     std::fs::write(
         &other,
         CONFIG.replace("cut: layer4.0\n  increment", "cut: layer4.5\n  increment"),

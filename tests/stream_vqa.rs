@@ -170,7 +170,10 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
     let other = dir.join("other.yaml");
     std::fs::write(&other, CONFIG.replace("replay: 8", "replay: 9")).unwrap();
     let err = run_fail(mini_clevr_stream_cmd(&dir, &other, "remind", &out2).arg("--resume"));
-    assert!(err.contains("another configuration"), "{err}");
+    assert!(
+        err.contains("another configuration (stream.replay: 8 -> 9;"),
+        "{err}"
+    );
     // Unknown config keys name the closest one.
     std::fs::write(&other, CONFIG.replace("replay: 8", "replays: 8")).unwrap();
     let err = run_fail(&mut mini_clevr_stream_cmd(

@@ -408,6 +408,16 @@ pub fn changes(old: &Basis, new: &Basis) -> Vec<String> {
     out
 }
 
+/// `key: old -> new` for every leaf (dotted path from the root) where `new` differs from
+/// `old`: what a user changed between two configurations.
+pub fn value_differences(old: &Value, new: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    diff_values("", Some(old), Some(new), &mut out);
+    out.into_iter()
+        .map(|d| d.strip_prefix('.').map(str::to_string).unwrap_or(d))
+        .collect()
+}
+
 /// Appends `key: old -> new` for every leaf that differs.
 fn diff_values(key: &str, old: Option<&Value>, new: Option<&Value>, out: &mut Vec<String>) {
     match (old, new) {

@@ -30,6 +30,10 @@ pub struct CheckpointState {
     pub position: usize,
     /// Hash of the stream configuration; a resume under another config is refused.
     pub config_hash: String,
+    /// The configuration hashed, by key (absent from checkpoints of older versions): a
+    /// refusal names the keys that differ, not only the hashes.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub config: serde_json::Value,
     /// Word position of the stream's ChaCha RNG.
     pub rng_word_pos: u128,
     /// Learning-rate counters (per class; classification) or empty.
@@ -159,12 +163,41 @@ pub fn read_state(dir: &Path) -> Result<CheckpointState> {
     Ok(state)
 }
 
-/// Refuses a checkpoint made under another configuration.
-pub fn check_config(dir: &Path, state: &CheckpointState, config_hash: &str) -> Result<()> {
-    if state.config_hash != config_hash {
-        bail!("{}: checkpoint made with config hash {}, this run has {}: resuming from a run with other \
-               inputs or another configuration is refused (--restart-stale starts afresh; or use a fresh \
-               output folder)", dir.display(), state.config_hash, config_hash);
+/// What differs between the configuration `state` was made under and `config` (this run's,
+/// hashed as `config_hash`): the keys with both values where the checkpoint records its
+/// configuration, the two hashes otherwise; `None` when nothing differs.
+pub fn config_change(
+    state: &CheckpointState,
+    config_hash: &str,
+    config: &serde_json::Value,
+) -> Option<String> {
+    if state.config_hash == config_hash {
+        return None;
+    }
+    let keys = match state.config {
+        serde_json::Value::Null => Vec::new(),
+        ref was => crate::run::contract::value_differences(was, config),
+    };
+    Some(match keys.as_slice() {
+        [] => format!("config hash {} -> {config_hash}", state.config_hash),
+        _ => keys.join(", "),
+    })
+}
+
+/// Refuses a checkpoint made under another configuration, naming what changed.
+pub fn check_config(
+    dir: &Path,
+    state: &CheckpointState,
+    config_hash: &str,
+    config: &serde_json::Value,
+) -> Result<()> {
+    if let Some(change) = config_change(state, config_hash, config) {
+        bail!(
+            "{}: checkpoint made under another configuration ({change}; checkpoint -> this \
+             run): resuming is refused (--restart-stale starts afresh; or use a fresh output \
+             folder)",
+            dir.display()
+        );
     }
     Ok(())
 }
@@ -177,21 +210,22 @@ pub fn accept_checkpoint(
     method_dir: &Path,
     found: Option<(PathBuf, CheckpointState)>,
     hash: &str,
+    config: &serde_json::Value,
     restart_stale: bool,
 ) -> Result<Option<(PathBuf, CheckpointState)>> {
     let Some((dir, state)) = found else {
         return Ok(None);
     };
-    if restart_stale && state.config_hash != hash {
+    if let (true, Some(change)) = (restart_stale, config_change(&state, hash, config)) {
         eprintln!(
-            "stream-train: {} was made under another configuration; starting afresh",
+            "stream-train: {} was made under another configuration ({change}); starting afresh",
             method_dir.display()
         );
         fs::remove_dir_all(method_dir)
             .with_context(|| format!("cannot remove {}", method_dir.display()))?;
         return Ok(None);
     }
-    check_config(&dir, &state, hash)?;
+    check_config(&dir, &state, hash, config)?;
     Ok(Some((dir, state)))
 }
 
@@ -209,6 +243,7 @@ mod tests {
             boundary: 2,
             position: 40,
             config_hash: "abc".into(),
+            config: serde_json::json!({"stream": {"lr": 0.1, "seed": 3}}),
             rng_word_pos: 7,
             counters: vec![1, 2],
             files: BTreeMap::new(),
@@ -247,5 +282,40 @@ mod tests {
         fs::remove_file(ckpt.join(STATE_DIGEST)).unwrap();
         assert!(err(&ckpt).contains("not verifiable"));
         fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_refused_resume_names_the_keys_that_changed() {
+        let state = CheckpointState {
+            method: "remind".into(),
+            boundary: 1,
+            position: 10,
+            config_hash: "abc".into(),
+            config: serde_json::json!({"stream": {"lr": 0.1, "seed": 3}, "codebook": "c1"}),
+            rng_word_pos: 0,
+            counters: vec![],
+            files: BTreeMap::new(),
+        };
+        let now = serde_json::json!({"stream": {"lr": 0.2, "seed": 3}, "codebook": "c1"});
+        assert_eq!(config_change(&state, "abc", &now), None);
+        let e = check_config(Path::new("ck"), &state, "def", &now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("another configuration (stream.lr: 0.1 -> 0.2; checkpoint -> this run)"),
+            "{e}"
+        );
+        // A checkpoint of an older version, without its configuration: the hashes.
+        let old = CheckpointState {
+            config: serde_json::Value::Null,
+            ..state
+        };
+        let e = check_config(Path::new("ck"), &old, "def", &now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("config hash abc -> def"), "{e}");
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("\"config\""), "{json}");
+        assert_eq!(serde_json::from_str::<CheckpointState>(&json).unwrap(), old);
     }
 }

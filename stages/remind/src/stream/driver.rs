@@ -33,7 +33,8 @@ use tch::Tensor;
 
 use super::attempt::Attempt;
 use super::checkpoint::{
-    accept_checkpoint, latest_checkpoint, read_state, write_checkpoint, CheckpointState,
+    accept_checkpoint, config_change, latest_checkpoint, read_state, write_checkpoint,
+    CheckpointState,
 };
 use super::compute::{self, Meter, Stored};
 use super::decode::StreamCodes;
@@ -86,8 +87,13 @@ pub struct Step {
 pub struct RunSpec {
     pub task: &'static str,
     pub plan: StreamPlan,
-    /// Hash of everything the results depend on; checkpoints of another hash are stale.
+    /// Hash of everything the results depend on ([`RunSpec::config`]); checkpoints of
+    /// another hash are stale.
     pub config_hash: String,
+    /// Everything the results depend on, by key (the settings, the codebook's and the
+    /// weights' hashes): recorded in each checkpoint so that a refused resume names the keys
+    /// that changed.
+    pub config: serde_json::Value,
     /// The inputs' content digest ([`crate::run::contract`]): checkpoints made from other
     /// inputs are stale too. Kept in the method folder's `.inputs-digest`, not in the
     /// checkpoints, since it depends on how a dataset is sharded and the checkpoints of a
@@ -375,9 +381,12 @@ fn resume_point(
             if resume == Resume::RestartStale
                 && (state.config_hash != spec.config_hash || inputs_changed) =>
         {
+            let why = match config_change(&state, &spec.config_hash, &spec.config) {
+                Some(change) => format!("another configuration ({change})"),
+                None => "other inputs".to_string(),
+            };
             eprintln!(
-                "stream-train: {} was made from other inputs or another configuration; \
-                 starting afresh",
+                "stream-train: {} was made from {why}; starting afresh",
                 dir.path().display()
             );
             attempt.set_aside()?;
@@ -389,7 +398,7 @@ fn resume_point(
             ckpt.display(),
             digest_file.display()
         ),
-        found => accept_checkpoint(dir.path(), found, &spec.config_hash, false)?,
+        found => accept_checkpoint(dir.path(), found, &spec.config_hash, &spec.config, false)?,
     };
     if let Some(d) = &spec.inputs_digest {
         std::fs::create_dir_all(dir.path())
@@ -437,6 +446,7 @@ fn evaluation_point_timed<L: Learner>(
         boundary: k,
         position: spec.plan.position(k),
         config_hash: spec.config_hash.clone(),
+        config: spec.config.clone(),
         rng_word_pos: rng.get_word_pos(),
         counters: net.counters.clone(),
         files: Default::default(),

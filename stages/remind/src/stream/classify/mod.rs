@@ -375,7 +375,14 @@ pub fn run_classify_stream(
     let num_classes = set.num_classes();
     let weights_sha = crate::artifact::weights::file_sha256(inputs.base_weights)?;
     check_same_network(&codes, inputs.base_weights, &weights_sha)?;
-    let hash = config_hash(&(s, codebook_hash, &weights_sha, &set.train.ids.len()))?;
+    // Keyed by the config's section name, so a refused resume names `classify_stream.lr`.
+    let config = serde_json::json!({
+        "classify_stream": s,
+        "codebook": codebook_hash,
+        "base_weights_sha256": weights_sha,
+        "train_images": set.train.ids.len(),
+    });
+    let hash = config_hash(&config)?;
     eprintln!(
         "stream-train[{}]: {} base images of {} classes, {} streamed images of {} classes in \
          order {}, {} evaluation points",
@@ -400,6 +407,7 @@ pub fn run_classify_stream(
             task: "classification",
             plan,
             config_hash: hash,
+            config,
             inputs_digest: inputs.inputs_digest.map(str::to_string),
             codes: stream_codes,
             seed: s.seed,

@@ -314,10 +314,11 @@ pub fn run_vqa_stream(
     );
     report.val_questions = val.len();
     let plan = StreamPlan::new(s.order, &train.types, s.seed, s.iid_segments, None)?;
-    let hash = match inputs.question_features {
-        None => config_hash(&(s, model, codebook_hash))?,
-        Some(f) => config_hash(&(s, model, codebook_hash, f.fingerprint()?))?,
-    };
+    let mut config = serde_json::json!({"stream": s, "model": model, "codebook": codebook_hash});
+    if let Some(f) = inputs.question_features {
+        config["question_features"] = serde_json::json!(f.fingerprint()?);
+    }
+    let hash = config_hash(&config)?;
     eprintln!(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
@@ -334,6 +335,7 @@ pub fn run_vqa_stream(
             task: "vqa",
             plan,
             config_hash: hash,
+            config,
             inputs_digest: inputs.inputs_digest.map(str::to_string),
             codes,
             seed: s.seed,
