@@ -615,6 +615,11 @@ fn questions_with(d: &Path, table: &str, edit: impl FnOnce(RawTable) -> RawTable
 
 fn extract_codes(features: &Path, codebook: &Path, d: &Path) -> (Command, PathBuf) {
     let out = d.join("codes");
+    (extract_codes_to(features, codebook, &out, d), out)
+}
+
+/// extract-codes of `features` into `out`, manifest under `d/run`.
+fn extract_codes_to(features: &Path, codebook: &Path, out: &Path, d: &Path) -> Command {
     let mut c = stage("remind-extract-codes");
     c.args(["--device", "cpu"])
         .arg("--features")
@@ -622,10 +627,10 @@ fn extract_codes(features: &Path, codebook: &Path, d: &Path) -> (Command, PathBu
         .arg("--codebook")
         .arg(codebook)
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .arg("--run-dir")
         .arg(d.join("run"));
-    (c, out)
+    c
 }
 
 /// extract-codes of `features` with the fixture's codebook, refused with `needles`.
@@ -2530,6 +2535,34 @@ fn run_options_and_a_full_disk() {
                     cmd,
                     &[&"shard index 7 out of range for 3 shards"],
                     Dest::Nothing(out),
+                )
+            }),
+            // An output over an input, or over another stage's output, is refused before
+            // anything is touched (extract-codes --out naming its features emptied them).
+            case("codes_out_is_the_features", |d| {
+                let f = copy_dir(&feats, &d.join("feat"));
+                bad(
+                    extract_codes_to(&f, &cb, &f, d),
+                    &[&"this output lies inside the input features", &s(&f)],
+                    Dest::Unchanged(f),
+                )
+            }),
+            case("codes_out_is_a_features_dataset", |d| {
+                let other = copy_dir(&c.join("features/val"), &d.join("other"));
+                bad(
+                    extract_codes_to(&feats, &cb, &other, d),
+                    &[&"made by stage extract-features, not extract-codes"],
+                    Dest::Unchanged(other),
+                )
+            }),
+            case("stream_out_inside_val_codes", |d| {
+                let val = copy_dir(&c.join("codes/val"), &d.join("val"));
+                let mut v = Vqa::fixture();
+                v.val_codes = val.clone();
+                bad(
+                    vqa_cmd(&v, &d.join("run"), &val),
+                    &[&"lies inside the input val_codes"],
+                    Dest::Unchanged(val),
                 )
             }),
             case("disk_full_writing_codes", |d| {

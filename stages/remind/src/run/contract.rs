@@ -168,6 +168,8 @@ impl Contract {
     /// prints the verdict (`up to date`, or why the stage runs). An input that cannot be
     /// read makes the stage run, so that its own reader names what is wrong.
     pub fn check(&mut self) -> Result<Status> {
+        self.refuse_overlaps()?;
+        self.refuse_foreign_outputs()?;
         self.lock_outputs()?;
         let mut digester = Digester::new(Some(&self.run_dir));
         let mut unreadable = None;
@@ -213,6 +215,60 @@ impl Contract {
             Status::Run(why) => eprintln!("{}: runs because {why}", self.log),
         }
         Ok(status)
+    }
+
+    /// Refuses an output that is an input, lies inside an input folder or is a folder
+    /// holding an input: the stage would remove or rewrite what it is about to read
+    /// (`extract-codes --out` naming its features folder emptied it).
+    fn refuse_overlaps(&self) -> Result<()> {
+        for out in &self.outputs {
+            let o = resolved(out);
+            for (role, input) in &self.inputs {
+                let i = resolved(input);
+                let how = if o == i {
+                    "is"
+                } else if o.starts_with(&i) {
+                    "lies inside"
+                } else if i.starts_with(&o) {
+                    "holds"
+                } else {
+                    continue;
+                };
+                anyhow::bail!(
+                    "{}: this output {how} the input {role} ({}): a stage never writes where it \
+                     reads; give another output path",
+                    out.display(),
+                    input.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to replace an output that another stage made (a features dataset named as
+    /// `extract-codes --out`): it is not a stale result of this stage but someone else's
+    /// artifact. Known by the run manifest, or by the file's own producer record (a tensor
+    /// file made under another run folder).
+    fn refuse_foreign_outputs(&self) -> Result<()> {
+        let manifest = Manifest::load(&self.run_dir)?;
+        let stage = &self.basis.stage;
+        for out in self.outputs.iter().filter(|o| o.is_file()) {
+            let by_manifest = manifest
+                .get(&self.run_dir, out)
+                .and_then(|e| e.basis.as_ref())
+                .map(|b| b.stage.clone());
+            let by_file = crate::artifact::TensorFile::read_producer(out)
+                .ok()
+                .map(|p| p.stage);
+            if let Some(other) = by_manifest.or(by_file).filter(|o| o != stage) {
+                anyhow::bail!(
+                    "{}: made by stage {other}, not {stage}: refusing to replace another \
+                     stage's output; give another output path, or remove it first",
+                    out.display()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Takes the lock of the output set, waiting for a concurrent writer of the same
@@ -408,6 +464,40 @@ pub fn changes(old: &Basis, new: &Basis) -> Vec<String> {
     out
 }
 
+/// `p` as the file system resolves it: absolute, symbolic links followed as far as the
+/// path exists (an output not made yet resolves through its existing parent); the rest
+/// normalised by its names (`x/../feat` is `feat`).
+fn resolved(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut abs = PathBuf::new();
+    for c in std::path::absolute(p)
+        .unwrap_or_else(|_| p.to_path_buf())
+        .components()
+    {
+        match c {
+            Component::ParentDir => {
+                abs.pop();
+            }
+            Component::CurDir => {}
+            other => abs.push(other),
+        }
+    }
+    let mut head = abs.as_path();
+    let mut tail = Vec::new();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            return tail.iter().rev().fold(real, |acc, part| acc.join(part));
+        }
+        match (head.parent(), head.file_name()) {
+            (Some(parent), Some(name)) => {
+                tail.push(name.to_os_string());
+                head = parent;
+            }
+            _ => return abs,
+        }
+    }
+}
+
 /// `key: old -> new` for every leaf (dotted path from the root) where `new` differs from
 /// `old`: what a user changed between two configurations.
 pub fn value_differences(old: &Value, new: &Value) -> Vec<String> {
@@ -517,6 +607,48 @@ mod tests {
         assert!(
             why.contains("input features") && why.contains("absent"),
             "{why}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn outputs_over_inputs_or_another_stages_output_are_refused() {
+        let dir = std::env::temp_dir().join(format!("remind-overlap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let feats = dir.join("feat");
+        std::fs::create_dir_all(&feats).unwrap();
+        let part = feats.join("part-00000-of-00001.arrow");
+        std::fs::write(&part, b"features").unwrap();
+        let err = |c: &mut Contract| format!("{:#}", c.check().unwrap_err());
+        // Inside the input folder, spelled through `..`; the input itself; a folder
+        // holding the input.
+        let e = err(&mut contract(
+            &dir,
+            1,
+            &feats,
+            &dir.join("x/../feat/cb.arrow"),
+        ));
+        assert!(
+            e.contains("this output lies inside the input features"),
+            "{e}"
+        );
+        let e = err(&mut contract(&dir, 1, &part, &part));
+        assert!(e.contains("this output is the input features"), "{e}");
+        let e = err(&mut contract(&dir, 1, &part, &dir));
+        assert!(e.contains("this output holds the input features"), "{e}");
+        assert!(std::fs::read(&part).unwrap() == b"features");
+
+        // An output another stage recorded is not replaced, even with --force.
+        let other = dir.join("other.arrow");
+        std::fs::write(&other, b"labels").unwrap();
+        Contract::new("import-images", &dir)
+            .output(&other)
+            .record(&Producer::new("import-images", "h"))
+            .unwrap();
+        let e = err(&mut contract(&dir, 1, &part, &other).force(true));
+        assert!(
+            e.contains("made by stage import-images, not fit-pq") && e.contains("remove it first"),
+            "{e}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
