@@ -1160,6 +1160,23 @@ fn question_tables_fed_to_stream_train() {
                     ],
                 )
             }),
+            // In the training split -1 ("not in the answer table") is dropped; other
+            // negative ids are damage, not dropped without a word.
+            case("answer_id_minus_3_in_train", |d| {
+                with_q(
+                    d,
+                    &|t| {
+                        let train = in_split(&t, "train");
+                        t.map_i64("answer_id", |i, x| if train[i] { -3 } else { x })
+                    },
+                    &[
+                        &s(&q(d)),
+                        &"column 'answer_id'",
+                        &"expected -1 (not in the answer table) or an answer id >= 0",
+                        &"found -3",
+                    ],
+                )
+            }),
             case("question_type_minus_3", |d| {
                 with_q(
                     d,

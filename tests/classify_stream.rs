@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use remind_e2e::{kill_once_exists, probabilities, run_fail, run_ok, scratch, stage, ClassRun};
+use remind_e2e::{
+    kill_once_exists, probabilities, run_fail, run_ok, run_python, scratch, stage, ClassRun,
+};
 
 #[path = "support/compute_check.rs"]
 mod compute_check;
@@ -223,6 +225,28 @@ fn three_methods_evaluate_and_a_killed_run_resumes_identically() {
         serde_json::json!([4, 4, 4, 4, 4]),
         "{done}"
     );
+    // The label table with its rows shuffled (as another tool may write it) streams and
+    // scores the same: items are taken in id order.
+    let shuffled = run.p("data-shuffled/labels.parquet");
+    std::fs::create_dir_all(shuffled.parent().unwrap()).unwrap();
+    run_python(
+        "import sys, numpy as np, pyarrow.parquet as pq\n\
+         t = pq.read_table(sys.argv[1])\n\
+         t = t.take(np.random.default_rng(0).permutation(t.num_rows))\n\
+         pq.write_table(t, sys.argv[2])",
+        &[
+            run.p("data/labels.parquet").to_str().unwrap(),
+            shuffled.to_str().unwrap(),
+        ],
+    );
+    let from_shuffled = run.p("stream-shuffled");
+    run_ok(&mut run.train_on(&shuffled, "finetune", &from_shuffled));
+    for k in 0..3 {
+        assert!(
+            probabilities(&from_shuffled, "finetune", k) == probabilities(&out, "finetune", k),
+            "boundary {k}: a shuffled label table gave other probabilities"
+        );
+    }
     let err = run_fail(
         run.train("finetune", &run.p("stream-inst"))
             .args(["--order", "instance"]),

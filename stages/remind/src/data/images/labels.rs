@@ -143,7 +143,11 @@ impl LabelSet {
         let (mut train, mut val) = (Items::default(), Items::default());
         // Ids are the features' row ids: one item each (issue #12).
         let mut first_row = std::collections::HashMap::with_capacity(t.num_rows());
-        for r in 0..t.num_rows() {
+        // Items in id order, whatever the table's row order: a table sorted or shuffled by
+        // another tool streams and scores the same (predictions are written in id order).
+        let mut rows: Vec<usize> = (0..t.num_rows()).collect();
+        rows.sort_by_key(|&r| ids.value(r));
+        for r in rows {
             if let Some(first) = first_row.insert(ids.value(r), r) {
                 bail!(
                     "{p}: column 'id': id {} appears twice (rows {first} and {r})",

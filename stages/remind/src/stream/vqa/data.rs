@@ -103,11 +103,24 @@ pub fn load_split(
         ..Default::default()
     };
     let mut missing_image: Option<u64> = None;
-    for i in 0..questions.num_rows() {
+    // Questions in id order, whatever the table's row order: the stream's order is drawn
+    // over these positions, so a table sorted or shuffled by another tool streams the same.
+    let mut rows: Vec<usize> = (0..questions.num_rows()).collect();
+    rows.sort_by_key(|&i| qid.value(i));
+    for i in rows {
         if splits.value(i) != split {
             continue;
         }
         if drop_unknown && ans.value(i) < 0 {
+            // -1 is "not in the answer table" (schemas/questions.yaml): dropped, as the
+            // reference drops it; any other negative id is a damaged table.
+            ensure!(
+                ans.value(i) == -1,
+                "{p}: column 'answer_id': question id {}: expected -1 (not in the answer \
+                 table) or an answer id >= 0, found {}",
+                qid.value(i),
+                ans.value(i)
+            );
             report.dropped_unknown_answer += 1;
             continue;
         }
