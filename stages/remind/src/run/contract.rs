@@ -217,9 +217,10 @@ impl Contract {
         Ok(status)
     }
 
-    /// Refuses an output that is an input, lies inside an input folder or is a folder
-    /// holding an input: the stage would remove or rewrite what it is about to read
-    /// (`extract-codes --out` naming its features folder emptied it).
+    /// Refuses an output that is an input, lies inside an input dataset folder or is a
+    /// folder holding an input: the stage would remove or rewrite what it is about to read
+    /// (`extract-codes --out` naming its features folder emptied it). An output inside a
+    /// source folder of raw files (IDX, images) is allowed: its reader takes named files.
     fn refuse_overlaps(&self) -> Result<()> {
         for out in &self.outputs {
             let o = resolved(out);
@@ -227,7 +228,7 @@ impl Contract {
                 let i = resolved(input);
                 let how = if o == i {
                     "is"
-                } else if o.starts_with(&i) {
+                } else if o.starts_with(&i) && holds_parts(&i) {
                     "lies inside"
                 } else if i.starts_with(&o) {
                     "holds"
@@ -464,6 +465,15 @@ pub fn changes(old: &Basis, new: &Basis) -> Vec<String> {
     out
 }
 
+/// Whether `dir` is a dataset folder: it holds part files (`part-KKKKK-of-NNNNN.arrow`).
+fn holds_parts(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| crate::run::Shard::from_part_name(&e.file_name().to_string_lossy()).is_some())
+    })
+}
+
 /// `p` as the file system resolves it: absolute, symbolic links followed as far as the
 /// path exists (an output not made yet resolves through its existing parent); the rest
 /// normalised by its names (`x/../feat` is `feat`).
@@ -637,6 +647,13 @@ mod tests {
         let e = err(&mut contract(&dir, 1, &part, &dir));
         assert!(e.contains("this output holds the input features"), "{e}");
         assert!(std::fs::read(&part).unwrap() == b"features");
+        // Inside a folder of raw files (an IDX source) is allowed.
+        let raw = dir.join("raw");
+        std::fs::create_dir_all(&raw).unwrap();
+        std::fs::write(raw.join("train-images-idx3-ubyte"), b"idx").unwrap();
+        let mut c = contract(&dir, 1, &raw, &raw.join("out/labels.parquet"));
+        assert!(matches!(c.check().unwrap(), Status::Run(_)));
+        drop(c);
 
         // An output another stage recorded is not replaced, even with --force.
         let other = dir.join("other.arrow");
