@@ -638,3 +638,48 @@ fn missing_boundary_is_refused_unless_partial() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(stdout.contains("lacks boundaries 2"), "{stdout}");
 }
+
+/// Question tables as Polars writes them (large string and list types, zstd) score the
+/// same; one rewritten without this project's metadata is refused with the way to keep it.
+#[test]
+fn tables_rewritten_by_polars_score_the_same() {
+    let dir = setup("evaluate_polars");
+    let ours = dir.join("metrics");
+    run_ok(&mut evaluate(&dir, &dir.join("stream"), &ours, &[]));
+    let polars = dir.join("polars");
+    std::fs::create_dir_all(&polars).unwrap();
+    run_python(
+        "import sys, shutil, polars as pl, pyarrow.parquet as pq\n\
+         src, dst = sys.argv[1], sys.argv[2]\n\
+         for name in ['questions', 'question_types']:\n\
+         \x20   f = f'{src}/{name}.parquet'\n\
+         \x20   md = {k.decode(): v.decode() for k, v in pq.read_schema(f).metadata.items() if k.startswith(b'remind.')}\n\
+         \x20   pl.read_parquet(f).write_parquet(f'{dst}/{name}.parquet', metadata=md)\n\
+         pl.read_parquet(f'{src}/questions.parquet').write_parquet(f'{dst}/bare.parquet')\n\
+         print(pq.read_schema(f'{dst}/questions.parquet'))",
+        &[dir.to_str().unwrap(), polars.to_str().unwrap()],
+    );
+    let theirs = dir.join("metrics-polars");
+    run_ok(&mut evaluate(&polars, &dir.join("stream"), &theirs, &[]));
+    let mpt = |out: &Path| {
+        let m: Value =
+            serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+        (
+            m["remind"]["mean_per_type"].clone(),
+            m["offline"]["per_type"].clone(),
+        )
+    };
+    assert_eq!(mpt(&theirs), mpt(&ours));
+    let bare = dir.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::rename(polars.join("bare.parquet"), bare.join("questions.parquet")).unwrap();
+    let types = "question_types.parquet";
+    std::fs::copy(polars.join(types), bare.join(types)).unwrap();
+    let mut cmd = evaluate(&bare, &dir.join("stream"), &dir.join("metrics-bare"), &[]);
+    let err = run_fail(&mut cmd);
+    assert!(
+        err.contains("questions.parquet: field 'remind.kind'")
+            && err.contains("replace_schema_metadata"),
+        "{err}"
+    );
+}

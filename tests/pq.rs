@@ -357,6 +357,29 @@ pq.write_table(pa.table({'image_id': pa.array([], pa.int64())}), sys.argv[2])",
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // The same table as pyarrow, Polars (zstd is its default) and DuckDB compress it.
+    for codec in ["zstd", "gzip", "brotli", "lz4"] {
+        let table = dir.join(format!("split-{codec}.parquet"));
+        run_python(
+            "import pyarrow.parquet as pq, sys
+pq.write_table(pq.read_table(sys.argv[1]), sys.argv[2], compression=sys.argv[3])",
+            &[split.to_str().unwrap(), table.to_str().unwrap(), codec],
+        );
+        let ok = run_ok(
+            stage("remind-fit-pq")
+                .arg("--features")
+                .arg(&small)
+                .arg("--out")
+                .arg(dir.join(format!("cb-split-{codec}.arrow")))
+                .arg("--run-dir")
+                .arg(&dir)
+                .args(["--num-subspaces", "4", "--nbits", "4"])
+                .args(["--ids-column", "image_id", "--ids"])
+                .arg(&table),
+        );
+        let log = String::from_utf8_lossy(&ok.stderr);
+        assert!(log.contains("on 80 of 80 vectors"), "{codec}: {log}");
+    }
     let err = run_fail(
         stage("remind-fit-pq")
             .arg("--features")

@@ -298,8 +298,15 @@ impl ArtifactSchema {
             .map(String::as_str)
             .unwrap_or("<missing>");
         if found_kind != self.kind {
+            let hint = if meta.contains_key(KIND_KEY) {
+                ""
+            } else {
+                " (the file carries none of this project's metadata: a tool that rewrote it \
+                 dropped it, as Polars' write_parquet does; carry it over from the original, \
+                 e.g. with pyarrow: t.replace_schema_metadata(pq.read_schema(original).metadata))"
+            };
             bail!(
-                "{p}: field '{KIND_KEY}': expected '{}', found '{found_kind}'",
+                "{p}: field '{KIND_KEY}': expected '{}', found '{found_kind}'{hint}",
                 self.kind
             );
         }

@@ -24,6 +24,47 @@ use super::content::{table_crc, TABLE_CRC_KEY};
 use super::schema::schema_of;
 use super::tensor::{Producer, PRODUCER_KEY};
 
+/// `batch` with every column of the schema in the type the schema names: Polars writes
+/// strings as `large_string` and lists as `large_list`, DuckDB may write string views, which
+/// the schema accepts ([`super::schema::ArtifactSchema::validate`]) and readers take as the plain types.
+fn narrow_types(
+    def: &super::schema::ArtifactSchema,
+    path: &Path,
+    batch: RecordBatch,
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut fields: Vec<arrow::datatypes::FieldRef> = schema.fields().iter().cloned().collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut changed = false;
+    for spec in def.columns.iter().chain(&def.optional_columns) {
+        let Ok(i) = schema.index_of(&spec.name) else {
+            continue;
+        };
+        // Only the types of tables; tensor columns (a width from metadata) are not here.
+        let Ok(expected) = super::schema::arrow_type(&spec.ty, None) else {
+            continue;
+        };
+        if fields[i].data_type() == &expected {
+            continue;
+        }
+        columns[i] = arrow::compute::cast(&columns[i], &expected).map_err(|e| {
+            anyhow!(
+                "{}: column '{}': cannot read {} as {expected}: {e}",
+                path.display(),
+                spec.name,
+                fields[i].data_type()
+            )
+        })?;
+        fields[i] = Arc::new(fields[i].as_ref().clone().with_data_type(expected));
+        changed = true;
+    }
+    if !changed {
+        return Ok(batch);
+    }
+    let schema = Schema::new_with_metadata(fields, schema.metadata().clone());
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
 /// Writes one Parquet artifact of `kind` from `columns` (in schema order) atomically.
 pub fn write_table(
     path: &Path,
@@ -119,7 +160,7 @@ impl Table {
         let batches = reader
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| anyhow!("{p}: corrupt Parquet data: {e}"))?;
-        let batch = concat_batches(&schema, &batches)?;
+        let batch = narrow_types(&def, path, concat_batches(&schema, &batches)?)?;
         // Files written before the checksum have none; a table another tool rewrote is
         // checked by its values alone (below).
         if let Some(expected) = schema.metadata().get(TABLE_CRC_KEY).filter(|_| ours) {
