@@ -45,6 +45,9 @@ pub fn check_sections(config: &Path) -> Result<()> {
         }
         Err(e) => errors.push(format!("{e:#}")),
     }
+    // A wrong top-level key (a misspelt section) is found by every section's reader: once.
+    let mut seen = std::collections::HashSet::new();
+    errors.retain(|e| seen.insert(e.clone()));
     if !errors.is_empty() {
         bail!("{}", errors.join("\n"));
     }

@@ -55,7 +55,7 @@ struct ExtractFeaturesFlags {
     #[arg(long)]
     decode_threads: Option<usize>,
     /// Compute precision of the forward pass: fp32, or bf16 (autocast; features are still
-    /// written as fp32; refused on a CPU without bf16 instructions) [default: fp32].
+    /// written as fp32; refused on a CPU without bf16 instructions).
     #[arg(long)]
     precision: Option<Precision>,
 }

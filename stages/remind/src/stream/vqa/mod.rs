@@ -131,11 +131,15 @@ impl StreamSettings {
             self.offline_patience != Some(0),
             "stream.offline_patience: expected at least 1 (or absent), found 0"
         );
-        ensure!(
-            self.buffer_capacity != Some(0) && self.max_per_type != Some(0),
-            "stream.buffer_capacity and stream.max_per_type: expected at least 1 (or absent), \
-             found 0"
-        );
+        for (key, value) in [
+            ("buffer_capacity", self.buffer_capacity),
+            ("max_per_type", self.max_per_type),
+        ] {
+            ensure!(
+                value != Some(0),
+                "stream.{key}: expected at least 1 (or absent), found 0"
+            );
+        }
         Ok(())
     }
 }
@@ -669,5 +673,12 @@ mod tests {
         assert!(with(|s| s.max_question_len = 0).contains("stream.max_question_len"));
         assert!(with(|s| s.batch_size = 0).contains("stream.batch_size"));
         assert!(with(|s| s.offline_patience = Some(0)).contains("stream.offline_patience"));
+        // Only the key that was set is named.
+        let e = with(|s| s.max_per_type = Some(0));
+        assert!(
+            e.starts_with("stream.max_per_type:") && !e.contains("buffer_capacity"),
+            "{e}"
+        );
+        assert!(with(|s| s.buffer_capacity = Some(0)).starts_with("stream.buffer_capacity:"));
     }
 }
