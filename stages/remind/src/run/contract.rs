@@ -169,6 +169,7 @@ impl Contract {
     /// read makes the stage run, so that its own reader names what is wrong.
     pub fn check(&mut self) -> Result<Status> {
         self.refuse_overlaps()?;
+        self.refuse_unwritable()?;
         self.refuse_foreign_outputs()?;
         self.lock_outputs()?;
         let mut digester = Digester::new(Some(&self.run_dir));
@@ -241,6 +242,42 @@ impl Contract {
                     out.display(),
                     input.display()
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses, before any work, a run whose results could not be saved: an output file
+    /// path that is a folder, or a run folder or output folder that cannot be written (a
+    /// read-only mount was found only after the whole computation).
+    fn refuse_unwritable(&self) -> Result<()> {
+        const FILE_KINDS: [&str; 5] = ["arrow", "parquet", "json", "safetensors", "csv"];
+        for out in &self.outputs {
+            let file_like = out
+                .extension()
+                .is_some_and(|e| FILE_KINDS.contains(&e.to_string_lossy().as_ref()));
+            anyhow::ensure!(
+                !(file_like && out.is_dir()),
+                "{}: is a folder, but this output is a file: give a file path (e.g. {})",
+                out.display(),
+                out.join(out.file_name().unwrap_or_default()).display()
+            );
+        }
+        let parents = self.outputs.iter().filter_map(|o| o.parent());
+        for dir in std::iter::once(self.run_dir.as_path()).chain(parents) {
+            // The nearest folder that exists: the stage makes the rest.
+            let mut existing = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            while !existing.exists() && existing.pop() {}
+            let probe = existing.join(format!(".remind-write-probe.{}", std::process::id()));
+            match std::fs::File::create(&probe) {
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&probe);
+                }
+                Err(e) => anyhow::bail!(
+                    "{}: cannot write there ({}: {e}); nothing was computed: give a writable path",
+                    dir.display(),
+                    existing.display()
+                ),
             }
         }
         Ok(())
@@ -662,6 +699,24 @@ mod tests {
             .output(&other)
             .record(&Producer::new("import-images", "h"))
             .unwrap();
+        // An output file path that is a folder; a run folder under a file.
+        let folder = dir.join("cb.arrow");
+        std::fs::create_dir_all(&folder).unwrap();
+        let e = err(&mut contract(&dir, 1, &part, &folder));
+        assert!(
+            e.contains("cb.arrow: is a folder, but this output is a file"),
+            "{e}"
+        );
+        let e = err(&mut contract(
+            &part.join("run"),
+            1,
+            &part,
+            &dir.join("x.arrow"),
+        ));
+        assert!(
+            e.contains("cannot write there") && e.contains("nothing was computed"),
+            "{e}"
+        );
         let e = err(&mut contract(&dir, 1, &part, &other).force(true));
         assert!(
             e.contains("made by stage import-images, not fit-pq") && e.contains("remove it first"),
