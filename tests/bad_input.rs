@@ -2591,6 +2591,21 @@ fn run_options_and_a_full_disk() {
                     Dest::Nothing(out),
                 )
             }),
+            case("synth_zero_height", |d| {
+                let out = d.join("features");
+                let mut cmd = stage("remind-synth-features");
+                cmd.args(["--height", "0", "--width", "2"])
+                    .args(["--channels", "8", "--items", "0"])
+                    .arg("--out")
+                    .arg(&out)
+                    .arg("--run-dir")
+                    .arg(d.join("run"));
+                bad(
+                    cmd,
+                    &[&"synth_features.items: expected at least 1, found 0"],
+                    Dest::Nothing(out),
+                )
+            }),
             case("disk_full_writing_features", |d| {
                 let out = d.join("features");
                 let mut cmd = stage("remind-synth-features");

@@ -79,7 +79,19 @@ pub fn write_synthetic_features(
     out: &Path,
     shard: Shard,
 ) -> Result<Option<PathBuf>> {
-    ensure!(cfg.batch > 0, "synth_features.batch must be positive");
+    // Checked whatever the item count: a zero dimension wrote a file `verify` refused.
+    for (key, value) in [
+        ("items", cfg.items),
+        ("height", cfg.height),
+        ("width", cfg.width),
+        ("channels", cfg.channels),
+        ("batch", cfg.batch),
+    ] {
+        ensure!(
+            value > 0,
+            "synth_features.{key}: expected at least 1, found 0"
+        );
+    }
     let hash = config_hash(cfg)?;
     if part_is_done(out, shard, "features", &hash)? {
         eprintln!(
