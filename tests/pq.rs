@@ -357,6 +357,22 @@ pq.write_table(pa.table({'image_id': pa.array([], pa.int64())}), sys.argv[2])",
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+    // A codebook not named codebook.arrow keeps its own report (a sweep in one folder).
+    assert!(dir.join("cb-split.fit_report.json").exists());
+    let err = run_fail(
+        stage("remind-fit-pq")
+            .arg("--features")
+            .arg(&small)
+            .arg("--out")
+            .arg(&dir)
+            .arg("--run-dir")
+            .arg(&dir)
+            .args(["--num-subspaces", "4", "--nbits", "4"]),
+    );
+    assert!(
+        err.contains("is a folder, but the codebook is a file"),
+        "{err}"
+    );
     // The same table as pyarrow, Polars (zstd is its default) and DuckDB compress it.
     for codec in ["zstd", "gzip", "brotli", "lz4"] {
         let table = dir.join(format!("split-{codec}.parquet"));
@@ -466,7 +482,7 @@ fn opq_codebook_lowers_the_error_and_flows_through_the_stages() {
     // OPQ starts from plain PQ and keeps the best rotation it sees: never worse (the unit
     // test shows it strictly better on correlated vectors).
     assert!(
-        mse("opq_report.json") <= mse("fit_report.json") * (1.0 + 1e-9),
+        mse("opq_report.json") <= mse("plain.fit_report.json") * (1.0 + 1e-9),
         "OPQ must not fit worse than plain PQ"
     );
     // The rotation travels in the codebook: codes extract, the artifact verifies, and the

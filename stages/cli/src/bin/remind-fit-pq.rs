@@ -29,7 +29,9 @@ struct Cli {
     /// Output codebook file (.arrow).
     #[arg(long)]
     out: PathBuf,
-    /// Fit report (JSON); default: beside --out as fit_report.json.
+    /// Fit report (JSON); default: beside --out, as fit_report.json for codebook.arrow and
+    /// NAME.fit_report.json for any other NAME.arrow (codebooks of a sweep in one folder
+    /// keep one report each).
     #[arg(long)]
     report: Option<PathBuf>,
     #[command(flatten)]
@@ -64,11 +66,18 @@ struct FitPqFlags {
 
 stage!(Cli, "fit_pq", PqParams, |cli, p| {
     cli.common.compute.apply_threads()?;
+    anyhow::ensure!(
+        !cli.out.is_dir(),
+        "--out {}: is a folder, but the codebook is a file: give a file path (e.g. {})",
+        cli.out.display(),
+        cli.out.join("codebook.arrow").display()
+    );
     let report = cli.report.clone().unwrap_or_else(|| {
-        cli.out
-            .parent()
-            .map(|d| d.join("fit_report.json"))
-            .unwrap_or_else(|| "fit_report.json".into())
+        let name = match cli.out.file_stem().and_then(|s| s.to_str()) {
+            None | Some("codebook") => "fit_report.json".to_string(),
+            Some(stem) => format!("{stem}.fit_report.json"),
+        };
+        cli.out.with_file_name(name)
     });
     let mut contract = cli
         .common
