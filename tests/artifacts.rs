@@ -280,6 +280,24 @@ with pa.OSFile(sys.argv[1], 'wb') as f:\n    w = pa.ipc.new_file(f, t.schema); w
         "{err}"
     );
 
+    // A tensor file rewritten with its columns in another order (readers take them by
+    // position): refused naming the file and the order.
+    let swapped = dir.join("swapped.arrow");
+    run_python(
+        "import pyarrow as pa, sys\n\
+t = pa.ipc.open_file(sys.argv[1]).read_all().select(['data', 'id'])\n\
+with pa.OSFile(sys.argv[2], 'wb') as f:\n    w = pa.ipc.new_file(f, t.schema); w.write_table(t); w.close()",
+        &[
+            path_of("features").to_str().unwrap(),
+            swapped.to_str().unwrap(),
+        ],
+    );
+    let err = run_fail(stage("remind-artifact").arg("verify").arg(&swapped));
+    assert!(
+        err.contains("swapped.arrow: columns: expected ['id', 'data'] in this order"),
+        "{err}"
+    );
+
     // Truncated Parquet.
     let q = std::fs::read(path_of("questions")).unwrap();
     let qcut = dir.join("cut.parquet");

@@ -457,6 +457,17 @@ impl TensorFile {
     fn validate(&self, kind: &ArtifactSchema) -> Result<()> {
         kind.validate(&self.path, &self.schema, Some(self.width()))?;
         let p = self.path.display();
+        // Readers take the columns by position (zero-copy slices of each batch).
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        ensure!(
+            names == ["id", "data"],
+            "{p}: columns: expected ['id', 'data'] in this order, found {names:?}"
+        );
         let rows: usize = require_meta(&self.path, &self.footer, ROWS_KEY)?
             .parse()
             .with_context(|| format!("{p}: field '{ROWS_KEY}' is not a number"))?;
