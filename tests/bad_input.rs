@@ -1112,6 +1112,12 @@ fn in_split(t: &RawTable, split: &str) -> Vec<bool> {
     t.strings("split").iter().map(|x| x == split).collect()
 }
 
+/// `t` with the answer id of every question of `split` set to `answer`.
+fn answers_in_split(t: RawTable, split: &str, answer: i64) -> RawTable {
+    let rows = in_split(&t, split);
+    t.map_i64("answer_id", |i, x| if rows[i] { answer } else { x })
+}
+
 #[test]
 fn question_tables_fed_to_stream_train() {
     let c = clevr();
@@ -1148,10 +1154,7 @@ fn question_tables_fed_to_stream_train() {
             case("answer_id_minus_5", |d| {
                 with_q(
                     d,
-                    &|t| {
-                        let val = in_split(&t, "val");
-                        t.map_i64("answer_id", |i, x| if val[i] { -5 } else { x })
-                    },
+                    &|t| answers_in_split(t, "val", -5),
                     &[
                         &s(&q(d)),
                         &"column 'answer_id'",
@@ -1165,10 +1168,7 @@ fn question_tables_fed_to_stream_train() {
             case("answer_id_minus_3_in_train", |d| {
                 with_q(
                     d,
-                    &|t| {
-                        let train = in_split(&t, "train");
-                        t.map_i64("answer_id", |i, x| if train[i] { -3 } else { x })
-                    },
+                    &|t| answers_in_split(t, "train", -3),
                     &[
                         &s(&q(d)),
                         &"column 'answer_id'",
@@ -1451,11 +1451,8 @@ fn predictions_fed_to_evaluate() {
             }),
             case("questions_answer_id_minus_5", |d| {
                 stream(d);
-                let t = RawTable::read(&q);
-                let val = in_split(&t, "val");
-                let bad_q = t
-                    .map_i64("answer_id", |i, x| if val[i] { -5 } else { x })
-                    .write(&d.join("q.parquet"));
+                let bad_q =
+                    answers_in_split(RawTable::read(&q), "val", -5).write(&d.join("q.parquet"));
                 evaluate(
                     d,
                     &bad_q,
@@ -2580,6 +2577,14 @@ fn run_options_and_a_full_disk() {
                     vqa_cmd(&v, &d.join("run"), &val),
                     &[&"lies inside the input val_codes"],
                     Dest::Unchanged(val),
+                )
+            }),
+            case("stream_out_inside_another_dataset", |d| {
+                let other = copy_dir(&c.join("features/val"), &d.join("feat"));
+                bad(
+                    vqa_cmd(&Vqa::fixture(), &d.join("run"), &other.join("st")),
+                    &[&"lies inside the dataset folder", &s(&other)],
+                    Dest::Unchanged(other),
                 )
             }),
             case("disk_full_writing_codes", |d| {

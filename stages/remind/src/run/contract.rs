@@ -22,6 +22,7 @@ use crate::artifact::digest::Digester;
 use crate::artifact::manifest::{now_secs, Manifest, ManifestEntry};
 use crate::artifact::weights::sha256_hex;
 use crate::artifact::Producer;
+use crate::run::Shard;
 
 /// What a fingerprint is made of (stored in the manifest, to say later what changed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -241,6 +242,21 @@ impl Contract {
                      reads; give another output path",
                     out.display(),
                     input.display()
+                );
+            }
+            // Any other dataset folder: only its own parts may go there (pyarrow, Polars
+            // and DuckDB read every file of the folder as a part).
+            let is_part = o
+                .file_name()
+                .is_some_and(|n| Shard::from_part_name(&n.to_string_lossy()).is_some());
+            let skip = if is_part { 2 } else { 1 };
+            if let Some(folder) = o.ancestors().skip(skip).find(|a| holds_parts(a)) {
+                anyhow::bail!(
+                    "{}: this output lies inside the dataset folder {}, which holds only its \
+                     parts (tools read every file in it as one data set); give another output \
+                     path",
+                    out.display(),
+                    folder.display()
                 );
             }
         }
@@ -684,6 +700,22 @@ mod tests {
         let e = err(&mut contract(&dir, 1, &part, &dir));
         assert!(e.contains("this output holds the input features"), "{e}");
         assert!(std::fs::read(&part).unwrap() == b"features");
+        // Inside a dataset folder that is not an input; a part of it stays allowed.
+        let e = err(&mut contract(
+            &dir,
+            1,
+            &dir.join("raw"),
+            &feats.join("st/done.json"),
+        ));
+        assert!(e.contains("lies inside the dataset folder"), "{e}");
+        let mut c = contract(
+            &dir,
+            1,
+            &dir.join("raw"),
+            &feats.join("part-00000-of-00002.arrow"),
+        );
+        assert!(matches!(c.check().unwrap(), Status::Run(_)));
+        drop(c);
         // Inside a folder of raw files (an IDX source) is allowed.
         let raw = dir.join("raw");
         std::fs::create_dir_all(&raw).unwrap();
