@@ -294,7 +294,7 @@ with pa.OSFile(sys.argv[2], 'wb') as f:\n    w = pa.ipc.new_file(f, t.schema); w
     );
     let err = run_fail(stage("remind-artifact").arg("verify").arg(&swapped));
     assert!(
-        err.contains("swapped.arrow: columns: expected ['id', 'data'] in this order"),
+        err.contains("swapped.arrow: columns: expected 'id' then 'data' first"),
         "{err}"
     );
 

@@ -183,4 +183,19 @@ fn three_methods_stream_and_a_killed_run_resumes_identically() {
         &dir.join("x"),
     ));
     assert!(err.contains("did you mean 'replay'"), "{err}");
+    // More replay than the buffer can ever hold runs, and says so once.
+    std::fs::write(&other, CONFIG.replace("replay: 8", "replay: 100000")).unwrap();
+    let ran = run_ok(&mut mini_clevr_stream_cmd(
+        &dir,
+        &other,
+        "remind",
+        &dir.join("replay-all"),
+    ));
+    let log = String::from_utf8_lossy(&ran.stderr);
+    assert_eq!(
+        log.matches("note: stream.replay 100000 is more than the buffer can hold")
+            .count(),
+        1,
+        "{log}"
+    );
 }

@@ -457,7 +457,8 @@ impl TensorFile {
     fn validate(&self, kind: &ArtifactSchema) -> Result<()> {
         kind.validate(&self.path, &self.schema, Some(self.width()))?;
         let p = self.path.display();
-        // Readers take the columns by position (zero-copy slices of each batch).
+        // Readers take the columns by position (zero-copy slices of each batch); kinds with
+        // more columns (replay buffers) have them after these two.
         let names: Vec<&str> = self
             .schema
             .fields()
@@ -465,8 +466,8 @@ impl TensorFile {
             .map(|f| f.name().as_str())
             .collect();
         ensure!(
-            names == ["id", "data"],
-            "{p}: columns: expected ['id', 'data'] in this order, found {names:?}"
+            names.starts_with(&["id", "data"]),
+            "{p}: columns: expected 'id' then 'data' first, found {names:?}"
         );
         let rows: usize = require_meta(&self.path, &self.footer, ROWS_KEY)?
             .parse()

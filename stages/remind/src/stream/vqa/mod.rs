@@ -327,6 +327,18 @@ pub fn run_vqa_stream(
         "stream-train[{}]: {} train / {} val questions ({} dropped: answer not in the table), {} boundaries, base init on {}",
         method.name(), report.train_questions, report.val_questions, report.dropped_unknown_answer, plan.boundaries.len(), plan.base_len()
     );
+    // The buffer never holds more than this: each update replays all it holds, fewer.
+    let most = s
+        .buffer_capacity
+        .unwrap_or(usize::MAX)
+        .min(report.train_questions);
+    if method == Method::Remind && s.replay > most {
+        eprintln!(
+            "stream-train[remind]: note: stream.replay {} is more than the buffer can hold ({most}: \
+             stream.buffer_capacity or the training questions); each update replays all it holds",
+            s.replay
+        );
+    }
     let ctx = Ctx {
         s,
         model,
