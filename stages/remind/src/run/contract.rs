@@ -523,7 +523,7 @@ fn holds_parts(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|entries| {
         entries
             .flatten()
-            .any(|e| crate::run::Shard::from_part_name(&e.file_name().to_string_lossy()).is_some())
+            .any(|e| Shard::from_part_name(&e.file_name().to_string_lossy()).is_some())
     })
 }
 
