@@ -43,6 +43,13 @@ impl OptimKind {
     }
 }
 
+/// Adamax's step size at step `t` (from 1): `lr / (1 - beta1^t)`, the bias correction of
+/// the first moment (Kingma & Ba 2015, Algorithm 2; PyTorch's `Adamax`). One definition
+/// for the per-tensor and the multi-tensor step.
+fn adamax_step_size(lr: f64, beta1: f64, t: f64) -> f64 {
+    lr / (1.0 - beta1.powf(t))
+}
+
 /// The gradient `g` of parameter `p` with L2 weight decay added (PyTorch's `weight_decay`:
 /// `g + wd * p`, applied before the moments).
 fn with_weight_decay(g: &Tensor, p: &Tensor, weight_decay: f64) -> Tensor {
@@ -178,7 +185,7 @@ impl Optimizer {
                     let _ = self.m[i].g_mul_scalar_(beta1).g_add_(&(&g * (1.0 - beta1)));
                     let norm = (&self.u[i] * beta2).maximum(&(g.abs() + eps));
                     self.u[i].copy_(&norm);
-                    let step_size = lr / (1.0 - beta1.powf(t));
+                    let step_size = adamax_step_size(lr, beta1, t);
                     let _ = p.g_sub_(&(&self.m[i] / &self.u[i] * step_size));
                 }
                 OptimKind::Sgd {
@@ -243,7 +250,7 @@ impl Optimizer {
                 eps,
                 weight_decay,
             } => {
-                let step_size = lr / (1.0 - beta1.powf(self.step as f64));
+                let step_size = adamax_step_size(lr, beta1, self.step as f64);
                 // SAFETY: as for SGD's call.
                 unsafe {
                     remind_adamax_foreach(
