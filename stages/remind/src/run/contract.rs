@@ -172,6 +172,7 @@ impl Contract {
         self.refuse_overlaps()?;
         self.refuse_unwritable()?;
         self.refuse_foreign_outputs()?;
+        self.path_free_config();
         self.lock_outputs()?;
         let mut digester = Digester::new(Some(&self.run_dir));
         let mut unreadable = None;
@@ -217,6 +218,35 @@ impl Contract {
             Status::Run(why) => eprintln!("{}: runs because {why}", self.log),
         }
         Ok(status)
+    }
+
+    /// Replaces every config value naming a declared input, an output or an output's
+    /// folder by `"<path>"`: inputs count by content and outputs by where they are, so the
+    /// same paths spelled otherwise (relative, through `..`) or a moved input folder keep a
+    /// stage up to date, as the inputs' paths already do for flags.
+    fn path_free_config(&mut self) {
+        let inputs: Vec<PathBuf> = self.inputs.iter().map(|(_, p)| resolved(p)).collect();
+        let outputs: Vec<PathBuf> = self.outputs.iter().map(|p| resolved(p)).collect();
+        let names_one = |s: &str| {
+            if s.is_empty() {
+                return false;
+            }
+            let p = resolved(Path::new(s));
+            inputs.contains(&p)
+                || outputs
+                    .iter()
+                    .any(|o| o.starts_with(&p) && p.parent().is_some())
+        };
+        for section in self.basis.config.values_mut() {
+            let Value::Object(map) = section else {
+                continue;
+            };
+            for value in map.values_mut() {
+                if value.as_str().is_some_and(names_one) {
+                    *value = Value::String("<path>".into());
+                }
+            }
+        }
     }
 
     /// Refuses an output that is an input, lies inside an input dataset folder or is a
@@ -670,6 +700,45 @@ mod tests {
         assert!(
             why.contains("input features") && why.contains("absent"),
             "{why}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn paths_in_the_config_count_by_what_they_name_not_their_spelling() {
+        let dir = std::env::temp_dir().join(format!("remind-paths-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let (input, out) = (dir.join("features.arrow"), dir.join("pq/codebook.arrow"));
+        std::fs::write(&input, b"features").unwrap();
+        let with = |features: &Path, pq: &Path, iterations: u32| {
+            let section = serde_json::json!({
+                "features": features, "out": pq, "arch": "resnet18", "iterations": iterations
+            });
+            Contract::new("fit-pq", &dir)
+                .config("fit_pq", &section)
+                .unwrap()
+                .input("features", &input)
+                .output(&out)
+        };
+        let mut c = with(&input, &dir.join("pq"), 10);
+        assert!(matches!(c.check().unwrap(), Status::Run(_)));
+        std::fs::create_dir_all(dir.join("pq")).unwrap();
+        std::fs::write(&out, b"codebook").unwrap();
+        c.record(&Producer::new("fit-pq", "h")).unwrap();
+        drop(c);
+        let respelled = (dir.join("x/../features.arrow"), dir.join("x/../pq"));
+        assert_eq!(
+            with(&respelled.0, &respelled.1, 10).check().unwrap(),
+            Status::UpToDate
+        );
+        // A value that is not one of the stage's paths still counts.
+        assert_eq!(
+            with(&input, &dir.join("pq"), 11).check().unwrap(),
+            Status::Run(format!(
+                "{} is stale: fit_pq.iterations: 10 -> 11",
+                out.display()
+            ))
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
